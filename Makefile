@@ -1,0 +1,34 @@
+# The two commands in the README: `make demo` (main job) and `make test` (whole suite).
+# Both set everything up on a fresh machine: uv from the package index, then the locked
+# environment. Nothing downloads a Python: the machine's python3 (3.11+) is used.
+
+SHELL := /bin/bash
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := $(shell command -v python3)
+PATH := $(HOME)/.local/bin:$(PATH)
+export PATH
+UV := uv
+RUN := $(UV) run --frozen --no-sync
+
+.PHONY: setup demo test golden bench lint fmt
+
+setup:
+	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --user --quiet uv
+	@$(UV) sync --frozen --quiet
+
+demo: setup
+	$(RUN) python demo/run.py
+
+test: setup
+	$(RUN) pytest
+
+golden: setup
+	$(RUN) oneiricc build
+
+bench: setup
+	$(RUN) python bench/run.py
+
+lint: setup
+	$(RUN) ruff check .
+	$(RUN) ruff format --check compiler runtime demo tests bench
+	$(RUN) mypy

@@ -1,0 +1,88 @@
+"""The pipeline, start to end: files → parse → check → resolve → plan.
+
+    loader.load      paths          → Sources   (texts, syntax trees, imports)
+    checker.check    Sources        → Program   (typed declarations per layer)
+    resolver.resolve Program+target → Resolution (one decision per key)
+    planner.build_plan Resolution   → Plan      (pins, orders, routes, digest)
+
+`compile_project` runs them and gathers every diagnostic of every stage, in
+source order, so one build reports all its errors at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from oneiric.plan import Plan
+
+from .cache import ParseCache
+from .checker import Program, check
+from .diagnostics import Diagnostic, did_you_mean, has_errors, sorted_diagnostics
+from .loader import Sources, discover, load
+from .pins import Pinner
+from .planner import build_plan
+from .project import Project
+from .resolver import Resolution, resolve
+
+
+@dataclass(slots=True)
+class Build:
+    sources: Sources
+    program: Program
+    plans: dict[str, Plan] = field(default_factory=dict)
+    resolutions: dict[str, Resolution] = field(default_factory=dict)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return has_errors(self.diagnostics)
+
+
+def compile_project(
+    project: Project,
+    paths: list[Path] | None = None,
+    targets: list[str] | None = None,
+    *,
+    strict: bool | None = None,
+    use_cache: bool = True,
+    module_path: list[Path] | None = None,
+) -> Build:
+    """Compile `targets` (all targets when None) from `paths` (the project's sources when None)."""
+    strict = project.strict if strict is None else strict
+    entries = discover(project, paths or [project.root / s for s in project.sources])
+    cache = ParseCache(project.cache_dir) if use_cache else None
+    sources = load(project, entries, cache)
+    program = check(sources)
+    build = Build(sources, program)
+    diagnostics = [*sources.diagnostics, *program.diagnostics]
+
+    names = sorted(program.targets) if targets is None else targets
+    for name in names:
+        if name not in program.targets:
+            diagnostics.append(
+                Diagnostic("E0202", f"unknown target {name}",
+                           help=did_you_mean(name, program.targets)
+                           or f"targets: {', '.join(sorted(program.targets)) or 'none declared'}")
+            )
+    pinner = Pinner([project.root / p for p in (*project.module_path,)] + (module_path or []))
+    for name in names:
+        if name not in program.targets:
+            continue
+        target = program.targets[name]
+        visible = sources.visible_from(target.place.file)
+        if any(path not in sources.modules for path in visible):
+            continue  # a file it depends on did not parse; its errors are already reported
+        resolution = resolve(program, sources, name, strict=strict)
+        build.resolutions[name] = resolution
+        diagnostics.extend(resolution.diagnostics)
+        if has_errors(resolution.diagnostics):
+            continue
+        plan, plan_diagnostics = build_plan(resolution, sources, pinner)
+        diagnostics.extend(plan_diagnostics)
+        if plan is not None:
+            build.plans[name] = plan
+    build.diagnostics = sorted_diagnostics(diagnostics)
+    if build.failed:
+        build.plans.clear()
+    return build

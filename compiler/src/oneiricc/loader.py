@@ -1,0 +1,227 @@
+"""Find, read and parse the source files of a build, following imports.
+
+Input: the project and the paths named on the command line (files or
+directories).  Output: a `Sources` with every file's text and digest, the
+parsed modules, the resolved import graph and the diagnostics met on the way.
+Files are parsed in parallel when there is enough text to pay for it, and
+through the parse cache when one is given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+from . import nodes as n
+from .cache import ParseCache
+from .diagnostics import CompileError, Diagnostic, did_you_mean
+from .parser import decode_source, parse
+from .project import Project, ProjectError
+
+SOURCE_SUFFIX = ".oneiric"
+# Below this much text a process pool costs more than it saves.
+PARALLEL_THRESHOLD_BYTES = 512 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    path: str  # relative to the project root, "/"-separated
+    text: str
+    sha256: str
+
+
+@dataclass(slots=True)
+class Sources:
+    files: dict[str, SourceFile] = field(default_factory=dict)
+    modules: dict[str, n.Module] = field(default_factory=dict)
+    imports: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    def texts(self) -> dict[str, str]:
+        return {path: f.text for path, f in self.files.items()}
+
+    def visible_from(self, path: str) -> list[str]:
+        """`path` and every file it imports, directly or not, in a stable order."""
+        seen: dict[str, None] = {}
+        pending = [path]
+        while pending:
+            current = pending.pop()
+            if current in seen:
+                continue
+            seen[current] = None
+            pending.extend(reversed(self.imports.get(current, ())))
+        return sorted(seen)
+
+
+def discover(project: Project, paths: Iterable[Path]) -> list[str]:
+    """The `.oneiric` files named by `paths` (directories searched recursively), sorted."""
+    found: set[str] = set()
+    for path in paths:
+        if path.is_dir():
+            for file in path.rglob(f"*{SOURCE_SUFFIX}"):
+                if file.is_file():
+                    found.add(project.relative(file))
+        elif path.is_file():
+            found.add(project.relative(path))
+        else:
+            raise ProjectError(f"{path}: no such file or directory")
+    return sorted(found)
+
+
+def load(project: Project, entries: list[str], cache: ParseCache | None = None) -> Sources:
+    sources = Sources()
+    attempted: set[str] = set()
+    pending = sorted(set(entries))
+    while pending:
+        attempted.update(pending)
+        _read_and_parse(project, pending, sources, cache)
+        imported = {target for path in pending for target in sources.imports.get(path, ())}
+        pending = sorted(imported - attempted)
+    _check_import_cycles(sources)
+    return sources
+
+
+def _read_and_parse(
+    project: Project, paths: list[str], sources: Sources, cache: ParseCache | None
+) -> None:
+    to_parse: list[tuple[str, str]] = []
+    raw: dict[str, bytes] = {}
+    for path in paths:
+        try:
+            data = (project.root / path).read_bytes()
+        except OSError as exc:
+            sources.diagnostics.append(
+                Diagnostic("E0004", f"cannot read file: {exc.strerror or exc}", path)
+            )
+            continue
+        try:
+            text = decode_source(path, data)
+        except CompileError as err:
+            sources.diagnostics.extend(err.diagnostics)
+            continue
+        sources.files[path] = SourceFile(path, text, hashlib.sha256(data).hexdigest())
+        raw[path] = data
+        cached = cache.get(path, data) if cache else None
+        if cached is not None:
+            sources.modules[path] = cached
+        else:
+            to_parse.append((path, text))
+
+    for path, result in _parse_all(to_parse):
+        if isinstance(result, n.Module):
+            sources.modules[path] = result
+            if cache:
+                cache.put(path, raw[path], result)
+        else:
+            sources.diagnostics.extend(result)
+
+    for path in paths:
+        module = sources.modules.get(path)
+        if module is not None:
+            sources.imports[path] = _resolve_imports(project, module, sources)
+
+
+def _parse_one(job: tuple[str, str]) -> tuple[str, n.Module | list[Diagnostic]]:
+    path, text = job
+    try:
+        return path, parse(path, text)
+    except CompileError as err:
+        return path, err.diagnostics
+
+
+def _parse_all(jobs: list[tuple[str, str]]) -> list[tuple[str, n.Module | list[Diagnostic]]]:
+    total = sum(len(text) for _, text in jobs)
+    workers = min(len(jobs), os.cpu_count() or 1)
+    if workers < 2 or total < PARALLEL_THRESHOLD_BYTES:
+        return [_parse_one(job) for job in jobs]
+    # Largest first, so the pool's last task is a short one.
+    ordered = sorted(jobs, key=lambda job: -len(job[1]))
+    with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+        return list(pool.map(_parse_one, ordered))
+
+
+def _resolve_imports(project: Project, module: n.Module, sources: Sources) -> tuple[str, ...]:
+    resolved: list[str] = []
+    base = posixpath.dirname(module.path)
+    for imp in module.imports:
+        target = posixpath.normpath(posixpath.join(base, imp.path))
+        if target.startswith("../") or target == ".." or posixpath.isabs(imp.path):
+            sources.diagnostics.append(
+                Diagnostic(
+                    "E0204",
+                    f'import "{imp.path}" points outside the project root',
+                    module.path,
+                    imp.pos,
+                    help="imports are relative to the importing file and stay inside the project",
+                )
+            )
+            continue
+        if not (project.root / target).is_file():
+            siblings = [
+                p.name for p in (project.root / base).glob(f"*{SOURCE_SUFFIX}") if p.is_file()
+            ]
+            sources.diagnostics.append(
+                Diagnostic(
+                    "E0204",
+                    f'imported file "{imp.path}" does not exist',
+                    module.path,
+                    imp.pos,
+                    help=did_you_mean(posixpath.basename(imp.path), siblings),
+                )
+            )
+            continue
+        resolved.append(target)
+    return tuple(resolved)
+
+
+def _check_import_cycles(sources: Sources) -> None:
+    """Report each import cycle once, at the import that closes it."""
+    state: dict[str, int] = {}  # 1 = on the DFS stack, 2 = done
+    stack: list[str] = []
+    for root in sorted(sources.modules):
+        if root in state:
+            continue
+        # Iterative DFS: (file, index of the next import to follow).
+        frames: list[tuple[str, int]] = [(root, 0)]
+        state[root] = 1
+        stack.append(root)
+        while frames:
+            path, index = frames[-1]
+            targets = sources.imports.get(path, ())
+            if index == len(targets):
+                frames.pop()
+                stack.pop()
+                state[path] = 2
+                continue
+            frames[-1] = (path, index + 1)
+            target = targets[index]
+            if state.get(target) == 1:
+                cycle = [*stack[stack.index(target) :], target]
+                imp = _import_statement(sources.modules[path], target)
+                sources.diagnostics.append(
+                    Diagnostic(
+                        "E0205",
+                        "import cycle: " + " → ".join(cycle),
+                        path,
+                        imp.pos if imp else None,
+                        help="move what both files need into a third file that each imports",
+                    )
+                )
+            elif target not in state and target in sources.modules:
+                state[target] = 1
+                stack.append(target)
+                frames.append((target, 0))
+
+
+def _import_statement(module: n.Module, target: str) -> n.Import | None:
+    base = posixpath.dirname(module.path)
+    for imp in module.imports:
+        if posixpath.normpath(posixpath.join(base, imp.path)) == target:
+            return imp
+    return None

@@ -1,0 +1,188 @@
+"""Pins: what exactly an implementation will import, found without importing it.
+
+A module is located the way the import system would find it (`PathFinder`,
+package by package, over `--module-path` and then `sys.path`) but no code is
+executed: not even the parent packages' `__init__`.  The pin records the
+module file's sha256 and, when the file belongs to an installed distribution,
+that distribution's name and version.  Entry points are resolved through
+installed metadata to `module:attr` and pinned the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import metadata
+from importlib.machinery import BuiltinImporter, ModuleSpec, PathFinder
+from pathlib import Path
+
+from oneiric.plan import Pin
+
+
+class PinError(Exception):
+    """The implementation cannot be located; `help` says what to do."""
+
+    def __init__(self, message: str, help: str | None = None) -> None:
+        super().__init__(message)
+        self.help = help
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    module: str
+    attr: str
+    pin: Pin
+
+
+class Pinner:
+    """Locates and hashes implementations; caches per module, file and distribution."""
+
+    def __init__(self, module_path: list[Path]) -> None:
+        self.search_path = [str(p) for p in module_path] + [p for p in sys.path if p]
+        self._pins: dict[str, Pin | PinError] = {}
+
+    def pin_module(self, module: str) -> Pin:
+        cached = self._pins.get(module)
+        if cached is None:
+            try:
+                cached = self._pin(module)
+            except PinError as exc:
+                cached = exc
+            self._pins[module] = cached
+        if isinstance(cached, PinError):
+            raise cached
+        return cached
+
+    def resolve_entry_point(self, group: str, name: str) -> Resolved:
+        matches = sorted(
+            (ep for ep in self._entry_points if ep.group == group and ep.name == name),
+            key=lambda ep: (ep.dist.name if ep.dist else "", ep.value),
+        )
+        if not matches:
+            known = sorted({ep.name for ep in self._entry_points if ep.group == group})
+            raise PinError(
+                f'entry point "{name}" not found in group "{group}"',
+                f"known in {group}: {', '.join(known)}"
+                if known
+                else "install the distribution that declares it, then build again",
+            )
+        ep = matches[0]
+        module, _, attr = ep.value.partition(":")
+        pin = self.pin_module(module.strip())
+        if ep.dist is not None:
+            pin = pin.model_copy(
+                update={"distribution": ep.dist.name, "version": ep.dist.version}
+            )
+        return Resolved(module.strip(), attr.strip(), pin)
+
+    @cached_property
+    def _entry_points(self) -> list[metadata.EntryPoint]:
+        found: list[metadata.EntryPoint] = []
+        for dist in metadata.distributions(path=self.search_path):
+            for ep in dist.entry_points:
+                found.append(ep)
+        return found
+
+    # -- locating ------------------------------------------------------------
+    def _pin(self, module: str) -> Pin:
+        spec, root = self._find(module)
+        if spec is None:
+            raise PinError(
+                f'implementation module "{module}" not found',
+                "install it where oneiricc runs, or pass --module-path DIR; "
+                "pins are taken from the environment the compiler runs in",
+            )
+        origin = spec.origin
+        if origin in (None, "built-in", "frozen") or spec.loader is BuiltinImporter:
+            return Pin(module=module, file=None, sha256=None)
+        if not os.path.isfile(origin):
+            raise PinError(f'module "{module}" is a namespace package, not a module file')
+        relative = os.path.relpath(origin, root).replace(os.sep, "/") if root else None
+        dist = self._owner(origin)
+        return Pin(
+            module=module,
+            file=relative,
+            sha256=_file_sha256(origin),
+            distribution=dist.name if dist else None,
+            version=dist.version if dist else None,
+        )
+
+    def _find(self, module: str) -> tuple[ModuleSpec | None, str | None]:
+        """The module's spec and the import root it was found under, importing nothing."""
+        parts = module.split(".")
+        if parts[0] in sys.builtin_module_names:
+            return BuiltinImporter.find_spec(parts[0]), None
+        path: list[str] | None = self.search_path
+        spec = None
+        root = None
+        for index in range(len(parts)):
+            name = ".".join(parts[: index + 1])
+            spec = PathFinder.find_spec(name, path)
+            if spec is None:
+                return None, None
+            if index == 0:
+                root = _import_root(spec)
+            if index < len(parts) - 1:
+                locations = spec.submodule_search_locations
+                if locations is None:
+                    return None, None
+                path = list(locations)
+        return spec, root
+
+    def _owner(self, origin: str) -> metadata.Distribution | None:
+        origin = os.path.normpath(origin)
+        owner = self._files.get(origin)
+        if owner is not None:
+            return owner
+        for directory, dist in self._editable_roots:
+            if origin.startswith(directory + os.sep):
+                return dist
+        return None
+
+    @cached_property
+    def _files(self) -> dict[str, metadata.Distribution]:
+        files: dict[str, metadata.Distribution] = {}
+        for dist in sorted(metadata.distributions(path=self.search_path), key=_dist_sort):
+            for file in dist.files or ():
+                if file.suffix in (".py", ".so", ".pyd", ".pyc"):
+                    files.setdefault(os.path.normpath(str(dist.locate_file(file))), dist)
+        return files
+
+    @cached_property
+    def _editable_roots(self) -> list[tuple[str, metadata.Distribution]]:
+        """Source directories that editable installs put on sys.path through .pth files."""
+        roots = []
+        for dist in sorted(metadata.distributions(path=self.search_path), key=_dist_sort):
+            for file in dist.files or ():
+                if file.suffix != ".pth":
+                    continue
+                try:
+                    lines = Path(str(dist.locate_file(file))).read_text().splitlines()
+                except OSError:
+                    continue
+                for line in lines:
+                    line = line.strip()
+                    if line and not line.startswith(("#", "import")) and os.path.isdir(line):
+                        roots.append((os.path.normpath(line), dist))
+        return roots
+
+
+def _dist_sort(dist: metadata.Distribution) -> tuple[str, str]:
+    return (dist.name or "", dist.version or "")
+
+
+def _import_root(spec: ModuleSpec) -> str | None:
+    """The sys.path entry a top-level module was found in."""
+    if spec.origin and os.path.isfile(spec.origin):
+        directory = os.path.dirname(spec.origin)
+        return os.path.dirname(directory) if spec.submodule_search_locations else directory
+    locations = list(spec.submodule_search_locations or [])
+    return os.path.dirname(locations[0]) if locations else None
+
+
+def _file_sha256(path: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

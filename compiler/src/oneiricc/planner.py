@@ -1,0 +1,211 @@
+"""A target's `Resolution` → the `oneiric.plan.Plan` the runtime will run.
+
+Adds what resolution does not decide: pins for every winner's implementation,
+the activation order (dependencies first), each workflow's topological
+generations and the event routes.  Everything is ordered by name, so the plan
+bytes depend only on the sources.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from oneiric import plan as p
+
+from .checker import Impl, Place
+from .diagnostics import Diagnostic
+from .loader import Sources
+from .pins import Pinner, PinError
+from .resolver import Candidate, Decision, Resolution, component_id
+
+
+def build_plan(
+    resolution: Resolution, sources: Sources, pinner: Pinner
+) -> tuple[p.Plan | None, list[Diagnostic]]:
+    diagnostics: list[Diagnostic] = []
+    components = []
+    for decision in resolution.decisions.values():
+        component = _component(decision, pinner, diagnostics)
+        if component is not None:
+            components.append(component)
+    routes = _routes(resolution, diagnostics)
+    if diagnostics:
+        return None, diagnostics
+    workflows = [
+        _workflow(d.winner) for d in resolution.decisions.values() if d.winner.graph is not None
+    ]
+    plan = p.Plan(
+        target=resolution.target.name,
+        profile=resolution.target.profile,
+        sources=[
+            p.Source(path=path, sha256=sources.files[path].sha256)
+            for path in resolution.files
+            if path in sources.files
+        ],
+        components=components,
+        activation_order=_activation_order(components, workflows),
+        workflows=workflows,
+        routes=routes,
+    )
+    return plan.sealed(), diagnostics
+
+
+def _error(diagnostics: list[Diagnostic], code: str, message: str, place: Place,
+           help: str | None = None) -> None:
+    diagnostics.append(Diagnostic(code, message, place.file, place.pos, help))
+
+
+def _component(
+    decision: Decision, pinner: Pinner, diagnostics: list[Diagnostic]
+) -> p.Component | None:
+    cand = decision.winner
+    fields = cand.fields
+    impl: Impl | None = fields.get("impl")
+    implementation = pin = None
+    if impl is None and cand.domain != "workflow":
+        _error(diagnostics, "E0105",
+               f'{cand.domain} {cand.key} "{cand.provider}" has no implementation', cand.place,
+               help='add `impl "package.module:attribute"`')
+        return None
+    if impl is not None:
+        try:
+            if impl.kind == "module":
+                implementation = p.Implementation(kind="module", module=impl.module, attr=impl.attr)
+                pin = pinner.pin_module(impl.module)
+            else:
+                found = pinner.resolve_entry_point(impl.module, impl.attr)
+                implementation = p.Implementation(
+                    kind="entrypoint", module=found.module, attr=found.attr,
+                    group=impl.module, name=impl.attr,
+                )
+                pin = found.pin
+        except PinError as exc:
+            code = "E0602" if impl.kind == "module" else "E0603"
+            _error(diagnostics, code, str(exc), impl.place, exc.help)
+            return None
+
+    subscription = None
+    if cand.domain == "event":
+        if "on" not in fields:
+            _error(diagnostics, "E0107",
+                   f'event {cand.key} "{cand.provider}" subscribes to no topic', cand.place,
+                   help='add `on "topic.name"`')
+            return None
+        subscription = p.Subscription(
+            topic=fields["on"],
+            filter=fields.get("where"),
+            fanout=fields.get("fanout", "broadcast"),
+            retry=_retry(fields.get("retry")),
+            concurrency=fields.get("concurrency"),
+        )
+    interval, timeout = fields.get("health", (None, None))
+    return p.Component(
+        id=component_id(decision.key),
+        domain=cand.domain,  # type: ignore[arg-type]
+        key=cand.key,
+        provider=cand.provider,
+        layer=cand.layer,
+        span=cand.place.span,
+        layers=cand.layers,
+        implementation=implementation,
+        pin=pin,
+        priority=cand.priority,
+        provides=sorted(cand.provides),
+        requires=[
+            p.Requirement(domain=r.domain, key=r.key, capabilities=list(r.capabilities),  # type: ignore[arg-type]
+                          span=r.place.span)
+            for r in cand.requires
+        ],
+        config=fields.get("config", {}),
+        health=p.Health(interval_ms=interval, timeout_ms=timeout),
+        lifecycle=p.Lifecycle(
+            activate_timeout_ms=fields.get("activate"), drain_timeout_ms=fields.get("drain")
+        ),
+        retry=_retry(fields.get("retry")) if cand.domain == "task" else None,
+        concurrency=fields.get("concurrency") if cand.domain == "task" else None,
+        subscription=subscription,
+        explanation=_explanation(decision),
+    )
+
+
+def _retry(value: tuple[int, int | None] | None) -> p.Retry | None:
+    return p.Retry(attempts=value[0], backoff_ms=value[1]) if value else None
+
+
+def _candidate(cand: Candidate) -> p.Candidate:
+    return p.Candidate(provider=cand.provider, layer=cand.layer, span=cand.place.span)
+
+
+def _explanation(decision: Decision) -> p.Explanation:
+    return p.Explanation(
+        rule=decision.rule,  # type: ignore[arg-type]
+        summary=decision.summary,
+        winner=_candidate(decision.winner),
+        losers=[
+            p.Loser(provider=loss.candidate.provider, layer=loss.candidate.layer,
+                    span=loss.candidate.place.span, rule=loss.rule, reason=loss.reason)  # type: ignore[arg-type]
+            for loss in decision.losers
+        ],
+        refined_by=[
+            p.Candidate(provider=decision.winner.provider, layer=layer, span=place.span)
+            for layer, place in decision.winner.refined_by
+        ],
+        selection=decision.selection.place.span if decision.selection else None,
+        required_capabilities=decision.required,
+    )
+
+
+def _activation_order(components: list[p.Component], workflows: list[p.Workflow]) -> list[str]:
+    """Dependencies first (a workflow depends on its tasks); ties in id order."""
+    graph: nx.DiGraph[str] = nx.DiGraph()
+    ids = {c.id for c in components}
+    graph.add_nodes_from(ids)
+    for component in components:
+        for req in component.requires:
+            graph.add_edge(f"{req.domain}:{req.key}", component.id)
+    for workflow in workflows:
+        for node in workflow.nodes:
+            graph.add_edge(f"task:{node.task}", f"workflow:{workflow.key}")
+    return list(nx.lexicographical_topological_sort(graph))
+
+
+def _workflow(cand: Candidate) -> p.Workflow:
+    graph = cand.graph
+    assert graph is not None
+    dag: nx.DiGraph[str] = nx.DiGraph()
+    dag.add_nodes_from(graph.nodes)
+    dag.add_edges_from((a, b) for a, b, _ in graph.edges)
+    nodes = [
+        p.WorkflowNode(
+            name=node.name,
+            task=node.task,
+            depends_on=sorted(dag.predecessors(node.name)),
+            retry=_retry(node.retry),
+            timeout_ms=node.timeout_ms,
+            span=node.place.span,
+        )
+        for node in sorted(graph.nodes.values(), key=lambda node: node.name)
+    ]
+    generations = [sorted(level) for level in nx.topological_generations(dag)]
+    return p.Workflow(key=cand.key, provider=cand.provider, nodes=nodes, generations=generations)
+
+
+def _routes(resolution: Resolution, diagnostics: list[Diagnostic]) -> list[p.Route]:
+    by_topic: dict[str, list[Candidate]] = {}
+    for decision in resolution.decisions.values():
+        cand = decision.winner
+        if cand.domain == "event" and "on" in cand.fields:
+            by_topic.setdefault(cand.fields["on"], []).append(cand)
+    routes = []
+    for topic in sorted(by_topic):
+        handlers = sorted(by_topic[topic], key=lambda c: (-c.priority, c.key))
+        modes = {c.fields.get("fanout", "broadcast") for c in handlers}
+        if len(modes) > 1:
+            exclusive = next(c for c in handlers if c.fields.get("fanout") == "exclusive")
+            _error(diagnostics, "E0107",
+                   f'subscriptions to "{topic}" disagree on fan-out (broadcast and exclusive)',
+                   exclusive.field_places.get("fanout", exclusive.place),
+                   help="every subscription to a topic uses the same fan-out")
+            continue
+        routes.append(p.Route(topic=topic, fanout=modes.pop(), handlers=[c.key for c in handlers]))  # type: ignore[arg-type]
+    return routes

@@ -1,0 +1,542 @@
+"""Resolution: for one target, pick exactly one provider per (domain, key).
+
+Input: the checked `Program` and a target name.  Output: a `Resolution` with
+one `Decision` per key, each carrying the deciding rule, the winner and every
+loser with the reason it lost (DESIGN §3, the contract):
+
+1. selection   an explicit `select`, the latest layer's winning;
+2. capability  candidates lacking a capability a consumer requires drop out;
+3. priority    higher wins;
+4. layer       a later layer in the target wins;
+5. declaration a later declaration wins (a warning; an error under --strict).
+
+Keys are resolved consumers first, so only winners' requirements constrain
+the keys they depend on.  Every step is linear in the number of candidates.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import networkx as nx
+
+from .checker import Decl, Graph, Place, Program, Req, Select, TargetDecl, config_kind
+from .diagnostics import Diagnostic, Note, Severity, did_you_mean
+from .loader import Sources
+
+Key = tuple[str, str]  # (domain, key)
+T = TypeVar("T", str, Key)
+
+
+def component_id(key: Key) -> str:
+    return f"{key[0]}:{key[1]}"
+
+
+@dataclass(slots=True)
+class Candidate:
+    domain: str
+    key: str
+    provider: str
+    layer: str
+    layer_index: int
+    order: int
+    place: Place
+    fields: dict[str, Any]
+    field_places: dict[str, Place]
+    layers: list[str]
+    refined_by: list[tuple[str, Place]] = field(default_factory=list)
+
+    @property
+    def priority(self) -> int:
+        return int(self.fields.get("priority", 0))
+
+    @property
+    def provides(self) -> tuple[str, ...]:
+        return tuple(self.fields.get("provides", ()))
+
+    @property
+    def requires(self) -> tuple[Req, ...]:
+        return tuple(self.fields.get("requires", ()))
+
+    @property
+    def graph(self) -> Graph | None:
+        return self.fields.get("graph")
+
+
+@dataclass(frozen=True, slots=True)
+class Loss:
+    candidate: Candidate
+    rule: str
+    reason: str
+
+
+@dataclass(slots=True)
+class Decision:
+    key: Key
+    winner: Candidate
+    rule: str
+    summary: str
+    losers: list[Loss]
+    selection: Select | None
+    required: dict[str, list[str]]  # capability -> consumer ids
+
+
+@dataclass(slots=True)
+class Resolution:
+    target: TargetDecl
+    files: list[str]  # the target's file and everything it imports
+    decisions: dict[Key, Decision]
+    diagnostics: list[Diagnostic]
+
+
+class _Reporter:
+    def __init__(self) -> None:
+        self.diagnostics: list[Diagnostic] = []
+
+    def error(
+        self,
+        code: str,
+        message: str,
+        place: Place | None,
+        help: str | None = None,
+        notes: tuple[Note, ...] = (),
+        severity: Severity = Severity.ERROR,
+    ) -> None:
+        self.diagnostics.append(
+            Diagnostic(
+                code,
+                message,
+                place.file if place else None,
+                place.pos if place else None,
+                help,
+                severity,
+                notes,
+            )
+        )
+
+
+def note(place: Place, message: str) -> Note:
+    return Note(place.file, place.pos, message)
+
+
+def resolve(program: Program, sources: Sources, target_name: str, *, strict: bool) -> Resolution:
+    target = program.targets[target_name]
+    report = _Reporter()
+    files = sources.visible_from(target.place.file)
+    layers = _target_layers(program, target, set(files), report)
+    candidates = _merge_candidates(program, layers, report)
+    selections = _selections(program, layers, candidates, report)
+    decisions = _decide_all(candidates, selections, target, strict, report)
+    _check_requirements(decisions, candidates, report)
+    return Resolution(target, files, decisions, report.diagnostics)
+
+
+def _target_layers(
+    program: Program, target: TargetDecl, visible: set[str], report: _Reporter
+) -> list[str]:
+    layers = []
+    for name, place in target.layers:
+        layer = program.layers.get(name)
+        if layer is None:
+            report.error(
+                "E0201",
+                f"unknown layer {name} in target {target.name}",
+                place,
+                help=did_you_mean(name, program.layers) or "a layer is a `stack` declaration",
+            )
+            continue
+        if layer.place.file not in visible:
+            report.error(
+                "E0208",
+                f"layer {name} is declared in {layer.place.file}, which {place.file} does not "
+                "import",
+                place,
+                help=f'add `import "{_relative_import(place.file, layer.place.file)}"`',
+            )
+            continue
+        if name not in layers:
+            layers.append(name)
+    return layers
+
+
+def _relative_import(from_file: str, to_file: str) -> str:
+    return posixpath.relpath(to_file, posixpath.dirname(from_file) or ".")
+
+
+def _merge_candidates(
+    program: Program, layers: list[str], report: _Reporter
+) -> dict[Key, list[Candidate]]:
+    """Candidates per key in (layer, declaration) order, refinements folded in."""
+    by_key: dict[Key, list[Candidate]] = {}
+    by_identity: dict[tuple[str, str, str], Candidate] = {}
+    for index, layer_name in enumerate(layers):
+        for decl in program.layers[layer_name].decls:
+            identity = (decl.domain, decl.key, decl.provider)
+            existing = by_identity.get(identity)
+            if existing is None:
+                cand = Candidate(
+                    decl.domain,
+                    decl.key,
+                    decl.provider,
+                    layer_name,
+                    index,
+                    decl.order,
+                    decl.place,
+                    dict(decl.fields),
+                    dict(decl.field_places),
+                    [layer_name],
+                )
+                by_identity[identity] = cand
+                by_key.setdefault(decl.component_key, []).append(cand)
+            else:
+                _refine(existing, decl, report)
+    return by_key
+
+
+def _refine(cand: Candidate, decl: Decl, report: _Reporter) -> None:
+    for name, value in decl.fields.items():
+        if name == "config" and "config" in cand.fields:
+            merged = _merge_config(cand.fields["config"], value, decl, report, prefix="")
+            cand.fields["config"] = merged
+        else:
+            cand.fields[name] = value
+        cand.field_places[name] = decl.field_places[name]
+    cand.layers.append(decl.layer)
+    cand.refined_by.append((decl.layer, decl.place))
+
+
+_UNTYPED = {"env reference", "secret reference"}
+
+
+def _merge_config(
+    old: dict[str, Any], new: dict[str, Any], decl: Decl, report: _Reporter, prefix: str
+) -> dict[str, Any]:
+    merged = dict(old)
+    for key, value in new.items():
+        if key not in merged:
+            merged[key] = value
+            continue
+        before, after = config_kind(merged[key]), config_kind(value)
+        if before == after == "map":
+            merged[key] = _merge_config(merged[key], value, decl, report, f"{prefix}{key}.")
+        elif before == after or before in _UNTYPED or after in _UNTYPED:
+            merged[key] = value
+        else:
+            report.error(
+                "E0402",
+                f"config {prefix}{key} changes type from {before} to {after} in stack {decl.layer}",
+                decl.field_places["config"],
+                help=f"keep {prefix}{key} a {before}, as earlier layers declare it",
+            )
+    return merged
+
+
+def _selections(
+    program: Program,
+    layers: list[str],
+    candidates: dict[Key, list[Candidate]],
+    report: _Reporter,
+) -> dict[Key, Select]:
+    """The effective selection per key: a later layer's replaces an earlier one's."""
+    effective: dict[Key, Select] = {}
+    for layer_name in layers:
+        for key, sel in program.layers[layer_name].selections.items():
+            if key not in candidates:
+                known = [k for d, k in candidates if d == key[0]]
+                report.error(
+                    "E0207",
+                    f"selection of unknown component {key[0]} {key[1]}",
+                    sel.place,
+                    help=did_you_mean(key[1], known),
+                )
+                continue
+            effective[key] = sel
+    return effective
+
+
+def _resolution_order(candidates: dict[Key, list[Candidate]]) -> list[Key]:
+    """Consumers before the keys they require; ties broken by key for determinism."""
+    graph: nx.DiGraph[Key] = nx.DiGraph()
+    graph.add_nodes_from(candidates)
+    for key, cands in candidates.items():
+        for cand in cands:
+            for dep in _dependencies(cand):
+                if dep in candidates and dep != key:
+                    graph.add_edge(key, dep)
+    condensed = nx.condensation(graph)
+    members = condensed.graph["mapping"]
+    groups: dict[int, list[Key]] = {}
+    for key, group in members.items():
+        groups.setdefault(group, []).append(key)
+    order: list[Key] = []
+    for group in nx.lexicographical_topological_sort(condensed, key=lambda g: min(groups[g])):
+        order.extend(sorted(groups[group]))
+    return order
+
+
+def _dependencies(cand: Candidate) -> list[Key]:
+    deps = [(req.domain, req.key) for req in cand.requires]
+    graph = cand.graph
+    if graph is not None:
+        deps.extend(("task", node.task) for node in graph.nodes.values())
+    return deps
+
+
+def _decide_all(
+    candidates: dict[Key, list[Candidate]],
+    selections: dict[Key, Select],
+    target: TargetDecl,
+    strict: bool,
+    report: _Reporter,
+) -> dict[Key, Decision]:
+    # Who requires what: consumer key -> requirements, per candidate.
+    requirers: dict[Key, list[tuple[Key, Candidate, Req]]] = {}
+    for key, cands in candidates.items():
+        for cand in cands:
+            for req in cand.requires:
+                requirers.setdefault((req.domain, req.key), []).append((key, cand, req))
+    decisions: dict[Key, Decision] = {}
+    for key in _resolution_order(candidates):
+        consumers = [
+            (consumer_key, cand, req)
+            for consumer_key, cand, req in requirers.get(key, ())
+            if consumer_key not in decisions or decisions[consumer_key].winner is cand
+        ]
+        decision = _decide(key, candidates[key], selections.get(key), consumers, target, strict,
+                           report)
+        if decision is not None:
+            decisions[key] = decision
+    return dict(sorted(decisions.items()))
+
+
+def _describe(cand: Candidate) -> str:
+    return f'{cand.domain} {cand.key} "{cand.provider}"'
+
+
+def _decide(
+    key: Key,
+    cands: list[Candidate],
+    selection: Select | None,
+    consumers: list[tuple[Key, Candidate, Req]],
+    target: TargetDecl,
+    strict: bool,
+    report: _Reporter,
+) -> Decision | None:
+    name = f"{key[0]} {key[1]}"
+    required: dict[str, list[str]] = {}
+    for _, consumer, req in consumers:
+        for cap in req.capabilities:
+            required.setdefault(cap, []).append(_describe(consumer))
+    required = {cap: sorted(set(who)) for cap, who in sorted(required.items())}
+    losers: list[Loss] = []
+
+    # 1. selection
+    if selection is not None:
+        chosen = next((c for c in cands if c.provider == selection.provider), None)
+        if chosen is None:
+            report.error(
+                "E0203",
+                f'unknown provider "{selection.provider}" for {name}',
+                selection.provider_place,
+                help=did_you_mean(selection.provider, [c.provider for c in cands])
+                or f"providers of {name}: {', '.join(sorted(c.provider for c in cands))}",
+            )
+            return None
+        missing = [cap for cap in required if cap not in chosen.provides]
+        for cap in missing:
+            consumer_place = next(
+                req.place for _, c, req in consumers if cap in req.capabilities
+            )
+            report.error(
+                "E0502",
+                f'selected provider "{chosen.provider}" of {name} lacks capability {cap}, '
+                f"required by {', '.join(required[cap])}",
+                selection.provider_place,
+                help=_providers_of(cands, cap, name),
+                notes=(note(consumer_place, f"{cap} is required here"),),
+            )
+        if missing:
+            return None
+        sel_at = selection.place.span
+        for cand in cands:
+            if cand is not chosen:
+                losers.append(Loss(cand, "selection", f'not selected: select {name} = "{chosen.provider}" at {sel_at}'))
+        summary = f'"{chosen.provider}" is selected explicitly at {sel_at}'
+        return Decision(key, chosen, "selection", summary, losers, selection, required)
+
+    # 2. capability
+    remaining = cands
+    if required:
+        remaining = []
+        for cand in cands:
+            lacking = [cap for cap in required if cap not in cand.provides]
+            if lacking:
+                cap = lacking[0]
+                losers.append(
+                    Loss(cand, "capability",
+                         f"lacks capability {cap}, required by {', '.join(required[cap])}")
+                )
+            else:
+                remaining.append(cand)
+        if not remaining:
+            cap = next(iter(required))
+            consumer_place = next(req.place for _, c, req in consumers if cap in req.capabilities)
+            report.error(
+                "E0501",
+                f"no provider of {name} provides {', '.join(required)}, required by "
+                f"{', '.join(sorted({w for who in required.values() for w in who}))}",
+                consumer_place,
+                help=_providers_of(cands, cap, name),
+            )
+            return None
+        if len(remaining) == 1 and len(cands) > 1:
+            winner = remaining[0]
+            summary = (f'"{winner.provider}" is the only provider of {name} with '
+                       f"{', '.join(required)}")
+            return Decision(key, winner, "capability", summary, losers, None, required)
+
+    if len(remaining) == 1:
+        winner = remaining[0]
+        return Decision(key, winner, "only", f'"{winner.provider}" is the only provider of {name}',
+                        losers, None, required)
+
+    # 3. priority
+    top = max(c.priority for c in remaining)
+    best = [c for c in remaining if c.priority == top]
+    for cand in remaining:
+        if cand.priority != top:
+            losers.append(Loss(cand, "priority", f"priority {cand.priority} < {top}"))
+    if len(best) == 1:
+        winner = best[0]
+        return Decision(key, winner, "priority", f'"{winner.provider}" has the highest priority ({top})',
+                        losers, None, required)
+
+    # 4. layer
+    last_layer = max(c.layer_index for c in best)
+    best_layer = [c for c in best if c.layer_index == last_layer]
+    winner_layer = best_layer[0].layer
+    for cand in best:
+        if cand.layer_index != last_layer:
+            losers.append(Loss(cand, "layer",
+                               f"layer {cand.layer} comes before {winner_layer} in target {target.name}"))
+    if len(best_layer) == 1:
+        winner = best_layer[0]
+        return Decision(key, winner, "layer",
+                        f'"{winner.provider}" is in {winner_layer}, the latest layer with priority {top}',
+                        losers, None, required)
+
+    # 5. declaration
+    winner = max(best_layer, key=lambda c: c.order)
+    for cand in best_layer:
+        if cand is not winner:
+            losers.append(Loss(cand, "declaration",
+                               f"declared before {winner.provider} in stack {winner_layer}"))
+    tied = ", ".join(f'"{c.provider}"' for c in sorted(best_layer, key=lambda c: c.provider)
+                     if c is not winner)
+    report.error(
+        "W0503",
+        f'{name}: "{winner.provider}" wins over {tied} only because it '
+        f"is declared later (same priority {top}, same layer {winner_layer})",
+        winner.place,
+        help=f'give them different priorities, or add `select {name} = "{winner.provider}"`',
+        notes=tuple(note(c.place, f'"{c.provider}" declared here') for c in best_layer
+                    if c is not winner),
+        severity=Severity.ERROR if strict else Severity.WARNING,
+    )
+    return Decision(key, winner, "declaration",
+                    f'"{winner.provider}" is declared last among equals in {winner_layer}',
+                    losers, None, required)
+
+
+def _providers_of(cands: list[Candidate], cap: str, name: str) -> str:
+    listing = "; ".join(
+        f'"{c.provider}" provides {", ".join(c.provides) or "nothing"}' for c in cands
+    )
+    return f"providers of {name}: {listing}"
+
+
+def _check_requirements(
+    decisions: dict[Key, Decision], candidates: dict[Key, list[Candidate]], report: _Reporter
+) -> None:
+    """Requirements and workflow tasks name winners; the winners' graph has no cycle."""
+    graph: nx.DiGraph[Key] = nx.DiGraph()
+    edge_places: dict[tuple[Key, Key], Place] = {}
+    for key, decision in decisions.items():
+        graph.add_node(key)
+        for req in decision.winner.requires:
+            dep = (req.domain, req.key)
+            if dep not in candidates:
+                known = [k for d, k in candidates if d == req.domain]
+                report.error(
+                    "E0206",
+                    f"{component_id(key)} requires unknown component {req.domain} {req.key}",
+                    req.place,
+                    help=did_you_mean(req.key, known),
+                )
+                continue
+            graph.add_edge(key, dep)
+            edge_places.setdefault((key, dep), req.place)
+        workflow = decision.winner.graph
+        if workflow is not None:
+            _check_workflow(key, workflow, candidates, report)
+            for node in workflow.nodes.values():
+                if ("task", node.task) in candidates:
+                    graph.add_edge(key, ("task", node.task))
+                    edge_places.setdefault((key, ("task", node.task)), node.task_place)
+    for cycle in _cycles(graph):
+        path = " → ".join(component_id(k) for k in [*cycle, cycle[0]])
+        report.error(
+            "E0301",
+            f"dependency cycle: {path}",
+            edge_places[(cycle[0], cycle[1 % len(cycle)])],
+            help="break the cycle: one of these components must not require the next",
+        )
+
+
+def _check_workflow(
+    key: Key, workflow: Graph, candidates: dict[Key, list[Candidate]], report: _Reporter
+) -> None:
+    tasks = [k for d, k in candidates if d == "task"]
+    for node in workflow.nodes.values():
+        if ("task", node.task) not in candidates:
+            report.error(
+                "E0303",
+                f"node {node.name} of workflow {key[1]} runs unknown task {node.task}",
+                node.task_place,
+                help=did_you_mean(node.task, tasks) or "declare `task NAME \"provider\" { ... }`",
+            )
+    graph: nx.DiGraph[str] = nx.DiGraph()
+    graph.add_nodes_from(workflow.nodes)
+    places: dict[tuple[str, str], Place] = {}
+    for a, b, place in workflow.edges:
+        graph.add_edge(a, b)
+        places.setdefault((a, b), place)
+    for cycle in _cycles(graph):
+        path = " → ".join([*cycle, cycle[0]])
+        report.error(
+            "E0302",
+            f"workflow {key[1]} has a cycle: {path}",
+            places[(cycle[0], cycle[1 % len(cycle)])],
+            help="a workflow is a DAG: remove one edge of the cycle",
+        )
+
+
+def _cycles(graph: nx.DiGraph[T]) -> list[list[T]]:
+    """One cycle per strongly connected component: the shortest through its smallest node."""
+    cycles = []
+    for component in nx.strongly_connected_components(graph):
+        start = min(component)
+        if len(component) == 1 and not graph.has_edge(start, start):
+            continue
+        sub = graph.subgraph(component)
+        best: list[T] | None = None
+        for successor in sorted(sub.successors(start)):
+            back = nx.shortest_path(sub, successor, start)
+            cycle = [start, *back[:-1]]
+            if best is None or (len(cycle), cycle) < (len(best), best):
+                best = cycle
+        assert best is not None
+        cycles.append(best)
+    return sorted(cycles)

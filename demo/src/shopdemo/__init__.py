@@ -1,0 +1,1 @@
+"""An example shop: the components that stacks/*.oneiric choose between."""
