@@ -1,0 +1,38 @@
+"""`oneiric`: the runtime's command line.
+
+Commands are loaded lazily: `oneiric --help` and `oneiric status` must start
+in well under 0.2 s, so nothing heavy (pydantic, httpx, nacl, anyio) is
+imported until a command that needs it runs.  Each command lives in
+`oneiric.commands.<module>`; `COMMANDS` maps its name to "module:attribute".
+
+Exit codes (DESIGN §7): 0 success; 1 checked and found wrong (failed
+verification, unhealthy probe); 2 usage, configuration or I/O error.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+COMMANDS: dict[str, str] = {}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *super().list_commands(ctx)})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module_name, _, attr = target.partition(":")
+        command = getattr(importlib.import_module(module_name), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="oneiric-runtime", prog_name="oneiric")
+def main() -> None:
+    """oneiric: run verified, hash-pinned resolution plans and swap them live."""
