@@ -24,6 +24,7 @@ test: setup
 
 golden: setup
 	$(RUN) oneiricc build
+	$(RUN) python -m oneiric.schema docs/plan.schema.json
 
 bench: setup
 	$(RUN) python bench/run.py
