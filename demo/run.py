@@ -25,7 +25,9 @@ def main() -> int:
     check = oneiricc("check", "--format", "json")
     report = json.loads(check.stdout)
     for diag in report["diagnostics"]:
-        print(f"{diag['severity']}[{diag['code']}] {diag['file']}:{diag['line']}: {diag['message']}")
+        print(
+            f"{diag['severity']}[{diag['code']}] {diag['file']}:{diag['line']}: {diag['message']}"
+        )
     if check.returncode != 0:
         print(check.stderr, file=sys.stderr)
         return check.returncode
@@ -40,13 +42,17 @@ def main() -> int:
             print(f"\n== target {target} (profile {plan['profile']}) {plan['digest']}")
             for component in plan["components"]:
                 exp = component["explanation"]
-                print(f"  {component['id']:<22} → {component['provider']:<12} "
-                      f"[{exp['rule']}] {exp['summary']}")
+                print(
+                    f"  {component['id']:<22} → {component['provider']:<12} "
+                    f"[{exp['rule']}] {exp['summary']}"
+                )
             for workflow in plan["workflows"]:
                 levels = " | ".join(", ".join(level) for level in workflow["generations"])
                 print(f"  workflow {workflow['key']}: {levels}")
             for route in plan["routes"]:
-                print(f"  route {route['topic']} ({route['fanout']}) → {', '.join(route['handlers'])}")
+                print(
+                    f"  route {route['topic']} ({route['fanout']}) → {', '.join(route['handlers'])}"
+                )
     return 0
 
 

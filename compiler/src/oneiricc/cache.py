@@ -41,9 +41,7 @@ class _NodesOnly(pickle.Unpickler):
 class ParseCache:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._salt = hashlib.sha256(
-            f"{_compiler_version()}\0{grammar_text()}\0".encode()
-        ).digest()
+        self._salt = hashlib.sha256(f"{_compiler_version()}\0{grammar_text()}\0".encode()).digest()
 
     def _entry(self, path: str, data: bytes) -> Path:
         key = hashlib.sha256(self._salt + path.encode() + b"\0" + data).hexdigest()

@@ -9,9 +9,10 @@ checker never stops at the first one.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from oneiric.canonical import MAX_SAFE_INTEGER
 from oneiric.plan import DOMAINS
@@ -41,7 +42,16 @@ _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
 _IMPL = re.compile(rf"({_DOTTED}):({_DOTTED})")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
-_COMMON_FIELDS = ("impl", "priority", "provides", "requires", "config", "health", "activate", "drain")
+_COMMON_FIELDS = (
+    "impl",
+    "priority",
+    "provides",
+    "requires",
+    "config",
+    "health",
+    "activate",
+    "drain",
+)
 ALLOWED_FIELDS: dict[str, tuple[str, ...]] = {
     "adapter": _COMMON_FIELDS,
     "service": _COMMON_FIELDS,
@@ -71,8 +81,9 @@ FIELD_OF: dict[type, str] = {
 # --------------------------------------------------------------- the model --
 
 
-@dataclass(frozen=True, slots=True)
-class Place:
+class Place(NamedTuple):
+    """A position in a named file (a tuple: the checker makes one per field)."""
+
     file: str
     pos: n.Pos
 
@@ -214,7 +225,9 @@ class _FileChecker:
         help: str | None = None,
         notes: tuple[Note, ...] = (),
     ) -> None:
-        self.program.diagnostics.append(Diagnostic(code, message, self.path, pos, help, notes=notes))
+        self.program.diagnostics.append(
+            Diagnostic(code, message, self.path, pos, help, notes=notes)
+        )
 
     # -- declarations ----------------------------------------------------------
     def check(self, module: n.Module) -> None:
@@ -287,8 +300,12 @@ class _FileChecker:
             )
             return
         if not target.layers:
-            self.error("E0107", f"target {target.name} names no layers", target.pos,
-                       help="add `layers base, app` with the stacks in order")
+            self.error(
+                "E0107",
+                f"target {target.name} names no layers",
+                target.pos,
+                help="add `layers base, app` with the stacks in order",
+            )
         seen: set[str] = set()
         for name, pos in target.layers:
             if name in seen:
@@ -339,7 +356,7 @@ class _FileChecker:
                 first = decl.field_places[name]
                 self.error(
                     "E0104",
-                    f"`{name}` is set twice in {decl.domain} {decl.key} \"{decl.provider}\"",
+                    f'`{name}` is set twice in {decl.domain} {decl.key} "{decl.provider}"',
                     item.pos,
                     notes=(Note(first.file, first.pos, "first set"),),
                 )
@@ -350,6 +367,8 @@ class _FileChecker:
         return decl
 
     def field(self, decl: Decl, name: str, item: n.Field) -> None:
+        # Recorded even when the value is invalid, so the planner does not report it as missing.
+        decl.field_places.setdefault(name, self.place(item.pos))
         value: Any
         match item:
             case n.ImplRef(pos, target, target_pos):
@@ -359,7 +378,7 @@ class _FileChecker:
                         "E0601",
                         f'malformed implementation "{target}"',
                         target_pos,
-                        help='write "package.module:attribute", or `impl entrypoint "group" "name"`',
+                        help='write "package.module:attribute" or `impl entrypoint "group" "name"`',
                     )
                     return
                 value = Impl("module", match[1], match[2], self.place(target_pos))
@@ -386,7 +405,7 @@ class _FileChecker:
                     return
             case n.Health(pos, every, timeout):
                 value = (self.duration(every), self.duration(timeout))
-            case n.Timeout(pos, phase, quantity):
+            case n.Timeout(_, _, quantity):
                 value = self.duration(quantity)
             case n.OnTopic(pos, topic):
                 if not topic:
@@ -419,14 +438,13 @@ class _FileChecker:
                 return
             case n.Edges(_, names):
                 graph_edges = decl.fields.setdefault("edges", [])
-                for (a, a_pos), (b, _) in zip(names, names[1:], strict=False):
+                for (a, a_pos), (b, _) in itertools.pairwise(names):
                     graph_edges.append((a, b, self.place(a_pos)))
                 for node_name, node_pos in names:
                     self.implicit_node(decl, node_name, node_pos)
                 decl.field_places.setdefault("edges", self.place(item.pos))
                 return
         decl.fields[name] = value
-        decl.field_places.setdefault(name, self.place(item.pos))
 
     # -- workflows -------------------------------------------------------------
     def node(self, decl: Decl, node: n.Node) -> None:
@@ -496,7 +514,8 @@ class _FileChecker:
                 f'malformed duration or size "{q.text}": unknown unit "{unit}"',
                 q.pos,
                 help=did_you_mean(unit, units)
-                or f"durations take {', '.join(DURATION_UNITS)}; sizes take {', '.join(SIZE_UNITS)}",
+                or f"durations take {', '.join(DURATION_UNITS)}; "
+                f"sizes take {', '.join(SIZE_UNITS)}",
             )
             return None
         if value > MAX_SAFE_INTEGER:
@@ -585,8 +604,12 @@ class _FileChecker:
                 ok = False
                 continue
             if not entry.key or entry.key.startswith("$"):
-                self.error("E0402", f'config key "{entry.key}" is reserved', entry.pos,
-                           help='keys starting with "$" tag typed values in the plan')
+                self.error(
+                    "E0402",
+                    f'config key "{entry.key}" is reserved',
+                    entry.pos,
+                    help='keys starting with "$" tag typed values in the plan',
+                )
                 ok = False
                 continue
             places[entry.key] = entry.pos
@@ -603,18 +626,23 @@ class _FileChecker:
                 "E0402",
                 f"unknown function {call.name}()",
                 call.pos,
-                help=did_you_mean(call.name, FUNCTIONS) or 'use env("NAME", default) or secret("path")',
+                help=did_you_mean(call.name, FUNCTIONS)
+                or 'use env("NAME", default) or secret("path")',
             )
             return None
         args = call.args
         if call.name == "env":
             if not 1 <= len(args) <= 2 or not isinstance(args[0], n.Str):
-                self.error("E0402", 'env() takes a name and an optional default: env("NAME", default)',
-                           call.pos)
+                self.error(
+                    "E0402",
+                    'env() takes a name and an optional default: env("NAME", default)',
+                    call.pos,
+                )
                 return None
             if not _ENV_NAME.fullmatch(args[0].value):
-                self.error("E0402", f'"{args[0].value}" is not an environment variable name',
-                           args[0].pos)
+                self.error(
+                    "E0402", f'"{args[0].value}" is not an environment variable name', args[0].pos
+                )
                 return None
             default = None
             if len(args) == 2:
@@ -646,7 +674,9 @@ class _FileChecker:
                 return self.compare(path, op, operand)
         raise AssertionError(expr)  # pragma: no cover
 
-    def compare(self, path: n.Path, op: str | None, operand: n.Value | None) -> dict[str, Any] | None:
+    def compare(
+        self, path: n.Path, op: str | None, operand: n.Value | None
+    ) -> dict[str, Any] | None:
         root = path.parts[0]
         if root not in FILTER_ROOTS:
             self.error(
@@ -662,14 +692,19 @@ class _FileChecker:
         if op is None or operand is None:
             return {"exists": list(path.parts)}
         if isinstance(operand, n.Call):
-            self.error("E0404", "filters compare with literal values, not env() or secret()",
-                       operand.pos)
+            self.error(
+                "E0404", "filters compare with literal values, not env() or secret()", operand.pos
+            )
             return None
         value = self.value(operand, 1)
         if value is None:
             return None
         if op in ("in", "not in") and not isinstance(value, list):
-            self.error("E0404", f"`{op}` needs a list on its right", operand.pos,
-                       help='write `payload.region in ["eu", "us"]`')
+            self.error(
+                "E0404",
+                f"`{op}` needs a list on its right",
+                operand.pos,
+                help='write `payload.region in ["eu", "us"]`',
+            )
             return None
         return {"op": op, "path": list(path.parts), "value": value}

@@ -9,6 +9,7 @@ Human output goes to stderr for diagnostics and stdout for results;
 from __future__ import annotations
 
 import difflib
+import gc
 import json
 import os
 import sys
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
-
 from oneiric.plan import Plan
 
 from .compiler import Build, compile_project
@@ -32,7 +32,7 @@ def use_color(stream: Any) -> bool:
     return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
 
 
-class Context:
+class CliState:
     def __init__(self, root: Path | None, output: str) -> None:
         self._root = root
         self.output = output
@@ -50,8 +50,9 @@ class Context:
 
 def fail_usage(message: str) -> NoReturn:
     """Exit 2 with a one-line error (JSON on stdout under --format json)."""
-    ctx = click.get_current_context(silent=True)
-    if ctx is not None and ctx.find_object(Context) and ctx.find_object(Context).output == "json":  # type: ignore[union-attr]
+    click_ctx = click.get_current_context(silent=True)
+    state = click_ctx.find_object(CliState) if click_ctx is not None else None
+    if state is not None and state.output == "json":
         click.echo(json.dumps({"format": "oneiric-error", "error": message}))
     else:
         click.echo(f"oneiricc: error: {message}", err=True)
@@ -69,9 +70,15 @@ def format_option(func: F) -> F:
 
 
 def build_options(func: F) -> F:
-    func = click.option("--strict", is_flag=True, default=None,
-                        help="Treat decisions made by declaration order as errors.")(func)
-    func = click.option("--no-cache", is_flag=True, help="Do not read or write the parse cache.")(func)
+    func = click.option(
+        "--strict",
+        is_flag=True,
+        default=None,
+        help="Treat decisions made by declaration order as errors.",
+    )(func)
+    func = click.option("--no-cache", is_flag=True, help="Do not read or write the parse cache.")(
+        func
+    )
     func = click.option(
         "--module-path",
         multiple=True,
@@ -82,26 +89,38 @@ def build_options(func: F) -> F:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--root", type=click.Path(path_type=Path, file_okay=False, exists=True),
-              help="Project root (default: nearest directory with oneiric.toml).")
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Project root (default: nearest directory with oneiric.toml).",
+)
 @format_option
 @click.version_option(package_name="oneiric-compiler", prog_name="oneiricc")
 @click.pass_context
 def main(ctx: click.Context, root: Path | None, output: str | None) -> None:
     """oneiricc: compile .oneiric stacks into deterministic, explained, hash-pinned plans."""
-    ctx.obj = Context(root, output or "human")
+    # A short-lived process full of long-lived acyclic objects: the cyclic
+    # collector only costs time here (see compiler._no_gc_pauses).
+    gc.disable()
+    ctx.obj = CliState(root, output or "human")
 
 
-def _ctx(output: str | None) -> Context:
-    context = click.get_current_context().find_object(Context)
+def _ctx(output: str | None) -> CliState:
+    context = click.get_current_context().find_object(CliState)
     assert context is not None
     if output:
         context.output = output
     return context
 
 
-def _compile(ctx: Context, paths: tuple[Path, ...], targets: list[str] | None, strict: bool | None,
-             no_cache: bool, module_path: tuple[Path, ...]) -> Build:
+def _compile(
+    ctx: CliState,
+    paths: tuple[Path, ...],
+    targets: list[str] | None,
+    strict: bool | None,
+    no_cache: bool,
+    module_path: tuple[Path, ...],
+) -> Build:
     try:
         return compile_project(
             ctx.project,
@@ -115,7 +134,7 @@ def _compile(ctx: Context, paths: tuple[Path, ...], targets: list[str] | None, s
         fail_usage(str(exc))
 
 
-def _report(ctx: Context, build: Build, extra: dict[str, Any] | None = None) -> None:
+def _report(ctx: CliState, build: Build, extra: dict[str, Any] | None = None) -> None:
     diagnostics = build.diagnostics
     if ctx.output == "json":
         document = json.loads(render_json(diagnostics))
@@ -124,8 +143,9 @@ def _report(ctx: Context, build: Build, extra: dict[str, Any] | None = None) -> 
         return
     if diagnostics:
         texts = build.sources.texts()
-        click.echo(render_human(diagnostics, texts, color=use_color(sys.stderr)), err=True,
-                   nl=False)
+        click.echo(
+            render_human(diagnostics, texts, color=use_color(sys.stderr)), err=True, nl=False
+        )
         click.echo(summary_line(diagnostics), err=True)
 
 
@@ -145,8 +165,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def _describe(plan: Plan) -> str:
-    return (f"{len(plan.components)} components, {len(plan.workflows)} workflows, "
-            f"{len(plan.routes)} routes, {plan.digest}")
+    return (
+        f"{len(plan.components)} components, {len(plan.workflows)} workflows, "
+        f"{len(plan.routes)} routes, {plan.digest}"
+    )
 
 
 def _pretty(data: bytes) -> list[str]:
@@ -157,16 +179,33 @@ def _pretty(data: bytes) -> list[str]:
 
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path, exists=True))
-@click.option("--target", "-t", "targets", multiple=True, help="Build only this target (repeatable).")
-@click.option("--out", "-o", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
-              help="Write the plan here ('-' for stdout) instead of the golden directory.")
-@click.option("--check", "check_only", is_flag=True,
-              help="Write nothing; exit 1 with a diff when a golden plan is stale.")
+@click.option(
+    "--target", "-t", "targets", multiple=True, help="Build only this target (repeatable)."
+)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+    help="Write the plan here ('-' for stdout) instead of the golden directory.",
+)
+@click.option(
+    "--check",
+    "check_only",
+    is_flag=True,
+    help="Write nothing; exit 1 with a diff when a golden plan is stale.",
+)
 @build_options
 @format_option
-def build(paths: tuple[Path, ...], targets: tuple[str, ...], out: Path | None, check_only: bool,
-          strict: bool | None, no_cache: bool, module_path: tuple[Path, ...],
-          output: str | None) -> None:
+def build(
+    paths: tuple[Path, ...],
+    targets: tuple[str, ...],
+    out: Path | None,
+    check_only: bool,
+    strict: bool | None,
+    no_cache: bool,
+    module_path: tuple[Path, ...],
+    output: str | None,
+) -> None:
     """Compile targets into plans (by default every target, into the golden directory)."""
     ctx = _ctx(output)
     if out is not None and len(targets) != 1:
@@ -180,20 +219,29 @@ def build(paths: tuple[Path, ...], targets: tuple[str, ...], out: Path | None, c
     project = ctx.project
     plans = {name: plan.to_bytes() for name, plan in result.plans.items()}
     summary = [
-        {"target": name, "digest": result.plans[name].digest,
-         "path": "-" if out == Path("-") else
-         (str(out) if out else project.golden_file(name).relative_to(project.root).as_posix())}
+        {
+            "target": name,
+            "digest": result.plans[name].digest,
+            "path": "-"
+            if out == Path("-")
+            else (
+                str(out) if out else project.golden_file(name).relative_to(project.root).as_posix()
+            ),
+        }
         for name in plans
     ]
     if check_only:
         stale = _stale_golden(project, plans, all_targets=not targets and not paths)
         _report(ctx, result, {"plans": summary, "stale": sorted(stale)})
         if ctx.output != "json":
-            for name, diff in stale.items():
+            for diff in stale.values():
                 sys.stdout.writelines(diff)
             if stale:
-                click.echo(f"{len(stale)} golden plan(s) out of date: {', '.join(sorted(stale))}; "
-                           "run `oneiricc build` and commit the result", err=True)
+                click.echo(
+                    f"{len(stale)} golden plan(s) out of date: {', '.join(sorted(stale))}; "
+                    "run `oneiricc build` and commit the result",
+                    err=True,
+                )
             else:
                 click.echo(f"{len(plans)} golden plan(s) up to date", err=True)
         sys.exit(1 if stale else 0)
@@ -217,12 +265,14 @@ def build(paths: tuple[Path, ...], targets: tuple[str, ...], out: Path | None, c
                 stale_file.unlink()
     _report(ctx, result, {"plans": summary})
     if ctx.output != "json":
-        for item in summary:
-            plan = result.plans[item["target"]]
-            click.echo(f"{item['target']}: {_describe(plan)} → {item['path']}")
+        for name, plan in result.plans.items():
+            destination = next(item["path"] for item in summary if item["target"] == name)
+            click.echo(f"{name}: {_describe(plan)} → {destination}")
 
 
-def _stale_golden(project: Project, plans: dict[str, bytes], *, all_targets: bool) -> dict[str, list[str]]:
+def _stale_golden(
+    project: Project, plans: dict[str, bytes], *, all_targets: bool
+) -> dict[str, list[str]]:
     stale: dict[str, list[str]] = {}
     for name, data in sorted(plans.items()):
         path = project.golden_file(name)
@@ -240,8 +290,11 @@ def _stale_golden(project: Project, plans: dict[str, bytes], *, all_targets: boo
             name = extra.name.removesuffix(".plan.json")
             if name not in plans:
                 rel = extra.relative_to(project.root).as_posix()
-                stale[name] = [f"--- a/{rel}\n", "+++ /dev/null\n",
-                               f"@@ target {name} no longer exists @@\n"]
+                stale[name] = [
+                    f"--- a/{rel}\n",
+                    "+++ /dev/null\n",
+                    f"@@ target {name} no longer exists @@\n",
+                ]
     return stale
 
 
@@ -249,15 +302,23 @@ def _stale_golden(project: Project, plans: dict[str, bytes], *, all_targets: boo
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path, exists=True))
 @build_options
 @format_option
-def check(paths: tuple[Path, ...], strict: bool | None, no_cache: bool,
-          module_path: tuple[Path, ...], output: str | None) -> None:
+def check(
+    paths: tuple[Path, ...],
+    strict: bool | None,
+    no_cache: bool,
+    module_path: tuple[Path, ...],
+    output: str | None,
+) -> None:
     """Check sources and resolve every target without writing anything."""
     ctx = _ctx(output)
     result = _compile(ctx, paths, None, strict, no_cache, module_path)
     _report(ctx, result, {"targets": sorted(result.plans)})
     if ctx.output != "json" and not result.failed:
-        click.echo(f"ok: {len(result.sources.files)} files, {len(result.plans)} targets "
-                   f"({summary_line(result.diagnostics)})", err=True)
+        click.echo(
+            f"ok: {len(result.sources.files)} files, {len(result.plans)} targets "
+            f"({summary_line(result.diagnostics)})",
+            err=True,
+        )
     sys.exit(1 if result.failed else 0)
 
 
@@ -267,8 +328,15 @@ def check(paths: tuple[Path, ...], strict: bool | None, no_cache: bool,
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path, exists=True))
 @build_options
 @format_option
-def explain(component: str, target: str, paths: tuple[Path, ...], strict: bool | None,
-            no_cache: bool, module_path: tuple[Path, ...], output: str | None) -> None:
+def explain(
+    component: str,
+    target: str,
+    paths: tuple[Path, ...],
+    strict: bool | None,
+    no_cache: bool,
+    module_path: tuple[Path, ...],
+    output: str | None,
+) -> None:
     """Explain why DOMAIN:KEY resolved as it did in a target."""
     ctx = _ctx(output)
     if ":" not in component:
@@ -295,7 +363,9 @@ def explain(component: str, target: str, paths: tuple[Path, ...], strict: bool |
             "target": target,
             "component": found.id,
             "provider": found.provider,
-            "implementation": found.implementation.model_dump(mode="json") if found.implementation else None,
+            "implementation": found.implementation.model_dump(mode="json")
+            if found.implementation
+            else None,
             "explanation": found.explanation.model_dump(mode="json"),
         }
         click.echo(json.dumps(document, indent=2, ensure_ascii=False))
@@ -313,8 +383,10 @@ def render_explanation(component: Any, target: str) -> str:
     ]
     if impl is not None:
         pin = component.pin
-        lines.append(f"  runs:       {impl.module}:{impl.attr}"
-                     + (f"  sha256:{pin.sha256[:12]}…" if pin and pin.sha256 else ""))
+        lines.append(
+            f"  runs:       {impl.module}:{impl.attr}"
+            + (f"  sha256:{pin.sha256[:12]}…" if pin and pin.sha256 else "")
+        )
     for refined in exp.refined_by:
         lines.append(f"  refined in: layer {refined.layer} at {refined.span}")
     if exp.required_capabilities:
@@ -326,3 +398,10 @@ def render_explanation(component: Any, target: str) -> str:
             lines.append(f"    {loser.provider} (layer {loser.layer}) at {loser.span}")
             lines.append(f"      lost by {loser.rule}: {loser.reason}")
     return "\n".join(lines)
+
+
+from .signing import keygen, sign, trust_group  # noqa: E402  (registered after the group exists)
+
+main.add_command(keygen)
+main.add_command(sign)
+main.add_command(trust_group)

@@ -11,6 +11,9 @@ source order, so one build reports all its errors at once.
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +42,24 @@ class Build:
         return has_errors(self.diagnostics)
 
 
+@contextmanager
+def _no_gc_pauses() -> Iterator[None]:
+    """Suspend the cyclic garbage collector while a build runs.
+
+    A build allocates hundreds of thousands of long-lived, acyclic objects
+    (syntax trees, declarations); the collector would re-scan them over and
+    over, which measured as half of checking and planning time at 10,000
+    components.  Reference counting still frees everything as usual.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def compile_project(
     project: Project,
     paths: list[Path] | None = None,
@@ -49,6 +70,18 @@ def compile_project(
     module_path: list[Path] | None = None,
 ) -> Build:
     """Compile `targets` (all targets when None) from `paths` (the project's sources when None)."""
+    with _no_gc_pauses():
+        return _compile(project, paths, targets, strict, use_cache, module_path)
+
+
+def _compile(
+    project: Project,
+    paths: list[Path] | None,
+    targets: list[str] | None,
+    strict: bool | None,
+    use_cache: bool,
+    module_path: list[Path] | None,
+) -> Build:
     strict = project.strict if strict is None else strict
     entries = discover(project, paths or [project.root / s for s in project.sources])
     cache = ParseCache(project.cache_dir) if use_cache else None
@@ -61,9 +94,12 @@ def compile_project(
     for name in names:
         if name not in program.targets:
             diagnostics.append(
-                Diagnostic("E0202", f"unknown target {name}",
-                           help=did_you_mean(name, program.targets)
-                           or f"targets: {', '.join(sorted(program.targets)) or 'none declared'}")
+                Diagnostic(
+                    "E0202",
+                    f"unknown target {name}",
+                    help=did_you_mean(name, program.targets)
+                    or f"targets: {', '.join(sorted(program.targets)) or 'none declared'}",
+                )
             )
     pinner = Pinner([project.root / p for p in (*project.module_path,)] + (module_path or []))
     for name in names:

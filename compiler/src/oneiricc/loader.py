@@ -9,6 +9,7 @@ through the parse cache when one is given.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import posixpath
@@ -20,8 +21,8 @@ from pathlib import Path
 
 from . import nodes as n
 from .cache import ParseCache
-from .diagnostics import CompileError, Diagnostic, did_you_mean
-from .parser import decode_source, parse
+from .diagnostics import CompileError, Diagnostic
+from .parser import decode_source, parse, parser
 from .project import Project, ProjectError
 
 SOURCE_SUFFIX = ".oneiric"
@@ -140,6 +141,7 @@ def _parse_all(jobs: list[tuple[str, str]]) -> list[tuple[str, n.Module | list[D
     workers = min(len(jobs), os.cpu_count() or 1)
     if workers < 2 or total < PARALLEL_THRESHOLD_BYTES:
         return [_parse_one(job) for job in jobs]
+    parser()  # build the tables once; forked workers inherit them
     # Largest first, so the pool's last task is a short one.
     ordered = sorted(jobs, key=lambda job: -len(job[1]))
     with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
@@ -163,21 +165,40 @@ def _resolve_imports(project: Project, module: n.Module, sources: Sources) -> tu
             )
             continue
         if not (project.root / target).is_file():
-            siblings = [
-                p.name for p in (project.root / base).glob(f"*{SOURCE_SUFFIX}") if p.is_file()
-            ]
             sources.diagnostics.append(
                 Diagnostic(
                     "E0204",
                     f'imported file "{imp.path}" does not exist',
                     module.path,
                     imp.pos,
-                    help=did_you_mean(posixpath.basename(imp.path), siblings),
+                    help=_similar_import(project, module.path, imp.path),
                 )
             )
             continue
         resolved.append(target)
     return tuple(resolved)
+
+
+def _similar_import(project: Project, importer: str, wanted: str) -> str | None:
+    """ "did you mean" for a missing import: a file beside the wanted one with a close name.
+
+    Names are compared without the shared suffix (which would make every file look
+    alike), and the importing file itself is never suggested.
+    """
+    directory = posixpath.normpath(
+        posixpath.join(posixpath.dirname(importer), posixpath.dirname(wanted))
+    )
+    stems = {
+        p.stem: p.name
+        for p in (project.root / directory).glob(f"*{SOURCE_SUFFIX}")
+        if p.is_file() and posixpath.normpath(posixpath.join(directory, p.name)) != importer
+    }
+    close = difflib.get_close_matches(
+        posixpath.basename(wanted).removesuffix(SOURCE_SUFFIX), sorted(stems), n=1, cutoff=0.6
+    )
+    if not close:
+        return None
+    return f'did you mean "{posixpath.join(posixpath.dirname(wanted), stems[close[0]])}"?'
 
 
 def _check_import_cycles(sources: Sources) -> None:

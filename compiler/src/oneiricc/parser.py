@@ -8,10 +8,12 @@ built in one pass without an intermediate lark tree.
 from __future__ import annotations
 
 import json
+import os
 from functools import cache
 from importlib import resources
 from typing import Any, NoReturn
 
+import lark
 from lark import Lark, Token, Transformer
 from lark.exceptions import (
     UnexpectedCharacters,
@@ -21,7 +23,7 @@ from lark.exceptions import (
 )
 
 from . import nodes as n
-from .diagnostics import CompileError, Diagnostic
+from .diagnostics import CompileError, Diagnostic, did_you_mean
 
 LANGUAGE_VERSIONS = (1,)
 MAX_SOURCE_BYTES = 32 * 1024 * 1024
@@ -39,17 +41,37 @@ def _pos(tok: Token) -> n.Pos:
 class _SoftError(Exception):
     """A problem inside one token (a bad escape); reported without a lark position."""
 
-    def __init__(self, code: str, message: str, pos: n.Pos) -> None:
+    def __init__(self, code: str, message: str, pos: n.Pos, help: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.pos = pos
+        self.help = help
+
+
+_ESCAPES_HELP = 'escapes are \\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX; write a backslash as \\\\'
 
 
 def _string(tok: Token) -> str:
     try:
         value = json.loads(tok)
     except json.JSONDecodeError as exc:
-        raise _SoftError("E0003", f"invalid escape in string: {exc.msg}", _pos(tok)) from None
+        # The STRING terminal admits only two things json rejects: a bad escape, a control char.
+        line, col = tok.line or 1, tok.column or 1
+        if exc.msg.startswith("Invalid control character"):
+            raise _SoftError(
+                "E0003",
+                f"control character U+{ord(tok[exc.pos]):04X} in string",
+                n.Pos(line, col + exc.pos),
+                "write it as an escape, for example \\t",
+            ) from None
+        start = tok.rindex("\\", 0, exc.pos + 1)  # json points at the backslash or the "u"
+        escape = tok[start : start + (6 if tok[start + 1 : start + 2] == "u" else 2)]
+        raise _SoftError(
+            "E0003",
+            f'invalid escape "{escape}" in string',
+            n.Pos(line, col + start, len(escape)),
+            _ESCAPES_HELP,
+        ) from None
     if not isinstance(value, str):  # pragma: no cover - the STRING terminal guarantees a string
         raise _SoftError("E0003", "invalid string", _pos(tok))
     try:
@@ -77,7 +99,7 @@ class _Builder(Transformer[Token, Any]):
             return n.Int(n.Pos(c[0].line or 1, c[0].column or 1, len(digits) + 1), -value)
         return n.Int(_pos(digits), value)
 
-    def float(self, c: list[Token]) -> n.Float:
+    def float_lit(self, c: list[Token]) -> n.Float:
         return n.Float(_pos(c[0]), str(c[0]))
 
     def quantity(self, c: list[Token]) -> n.Quantity:
@@ -89,10 +111,10 @@ class _Builder(Transformer[Token, Any]):
     def false(self, c: list[Token]) -> n.Bool:
         return n.Bool(_pos(c[0]), False)
 
-    def list(self, c: list[Any]) -> n.List:
+    def list_lit(self, c: list[Any]) -> n.List:
         return n.List(_pos(c[0]), tuple(c[1:]))
 
-    def map(self, c: list[Any]) -> n.Map:
+    def map_lit(self, c: list[Any]) -> n.Map:
         return n.Map(_pos(c[0]), tuple(c[1:]))
 
     def entry(self, c: list[Any]) -> n.Entry:
@@ -240,8 +262,24 @@ class _Builder(Transformer[Token, Any]):
         return version, pos, items
 
 
+def _grammar_cache_file() -> str | bool:
+    """Where lark may keep its analysed grammar (LALR tables), or False for nowhere.
+
+    Building the tables with `strict=True` costs ~0.3 s; lark keys the file by a
+    hash of the grammar and options and rebuilds it when either changes.
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    directory = os.path.join(base, "oneiricc")
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except OSError:
+        return False
+    return os.path.join(directory, f"grammar-lark{lark.__version__}.cache")
+
+
 @cache
-def _lark() -> Lark:
+def parser() -> Lark:
+    """The LALR parser, built once per process (call before forking parse workers)."""
     return Lark(
         grammar_text(),
         parser="lalr",
@@ -249,6 +287,7 @@ def _lark() -> Lark:
         strict=True,
         transformer=_Builder(),
         maybe_placeholders=False,
+        cache=_grammar_cache_file(),
     )
 
 
@@ -269,7 +308,25 @@ _EXPECTED_NAMES = {
     "_ARROW": '"->"',
     "DOT": '"."',
     "CMP": "a comparison",
+    "MINUS": '"-"',
 }
+# Every component field keyword (checker.ALLOWED_FIELDS holds which domain takes which).
+FIELD_NAMES = (
+    "impl",
+    "priority",
+    "provides",
+    "requires",
+    "config",
+    "health",
+    "activate",
+    "drain",
+    "on",
+    "where",
+    "fanout",
+    "retry",
+    "concurrency",
+    "node",
+)
 
 
 def _describe_expected(expected: set[str]) -> str:
@@ -279,7 +336,8 @@ def _describe_expected(expected: set[str]) -> str:
             names.append(_EXPECTED_NAMES[term])
         elif term.isupper() and not term.startswith("__"):
             names.append(f'"{term.lower()}"')
-    names = sorted(set(names))
+    # Punctuation first, then descriptions ("a name"), then keywords: the likely fix leads.
+    names = sorted(set(names), key=lambda s: (s[:1] == '"' and s[1:2].isalpha(), s))
     if not names:
         return ""
     if len(names) > 6:
@@ -291,7 +349,8 @@ def _syntax_error(path: str, text: str, exc: UnexpectedInput) -> Diagnostic:
     line = exc.line if isinstance(exc.line, int) and exc.line > 0 else 1
     col = exc.column if isinstance(exc.column, int) and exc.column > 0 else 1
     if isinstance(exc, UnexpectedCharacters):
-        char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+        offset = exc.pos_in_stream or 0
+        char = text[offset] if offset < len(text) else ""
         if char == '"':
             return Diagnostic(
                 "E0002",
@@ -301,21 +360,32 @@ def _syntax_error(path: str, text: str, exc: UnexpectedInput) -> Diagnostic:
                 help='close the string with " on the same line',
             )
         shown = repr(char) if char.isprintable() and char else f"U+{ord(char or ' '):04X}"
-        return Diagnostic(
-            "E0002", f"unexpected character {shown}", path, n.Pos(line, col)
-        )
+        return Diagnostic("E0002", f"unexpected character {shown}", path, n.Pos(line, col))
     if isinstance(exc, UnexpectedEOF) or (
         isinstance(exc, UnexpectedToken) and exc.token.type == "$END"
     ):
         expected = _describe_expected(set(exc.expected))
-        end_line = text.count("\n") + 1
-        end_col = len(text) - (text.rfind("\n") + 1) + 1
+        body = text.rstrip()  # point just after the last token, on a line the snippet shows
+        end_line = body.count("\n") + 1
+        end_col = len(body) - (body.rfind("\n") + 1) + 1
         message = "unexpected end of file" + (f", {expected}" if expected else "")
         return Diagnostic("E0001", message, path, n.Pos(end_line, end_col))
     assert isinstance(exc, UnexpectedToken)
     tok = exc.token
+    previous = exc.state.value_stack[-1] if exc.state and exc.state.value_stack else None
+    if isinstance(previous, Token) and previous.type == "NAME" and set(exc.expected) == {"_ARROW"}:
+        # A name where a field starts parses as the first node of a workflow edge `a -> b`.
+        return Diagnostic(
+            "E0001",
+            f'unknown field "{previous}"',
+            path,
+            _pos(previous),
+            help=did_you_mean(str(previous), FIELD_NAMES)
+            or f"fields are {', '.join(FIELD_NAMES)}; a workflow edge is `a -> b`",
+        )
     expected = _describe_expected(set(exc.accepts or exc.expected))
-    message = f'unexpected "{tok}"' + (f", {expected}" if expected else "")
+    shown = f"string {tok}" if tok.type == "STRING" else f'"{tok}"'
+    message = f"unexpected {shown}" + (f", {expected}" if expected else "")
     return Diagnostic("E0001", message, path, n.Pos(line, col, max(1, len(tok))))
 
 
@@ -355,13 +425,14 @@ def decode_source(path: str, data: bytes) -> str:
 def parse(path: str, text: str) -> n.Module:
     """Parse one file.  Raises `CompileError` with one diagnostic on a syntax error."""
     try:
-        version, version_pos, items = _lark().parse(text)
+        result: tuple[int, n.Pos, list[Any]] = parser().parse(text)  # type: ignore[assignment]
+        version, version_pos, items = result
     except _SoftError as exc:
-        _fail(Diagnostic(exc.code, str(exc), path, exc.pos))
+        _fail(Diagnostic(exc.code, str(exc), path, exc.pos, exc.help))
     except UnexpectedInput as exc:
         if isinstance(exc, UnexpectedToken) and isinstance(exc.__context__, _SoftError):
             soft = exc.__context__
-            _fail(Diagnostic(soft.code, str(soft), path, soft.pos))
+            _fail(Diagnostic(soft.code, str(soft), path, soft.pos, soft.help))
         diag = _syntax_error(path, text, exc)
         if _lacks_header(text):
             diag = Diagnostic(

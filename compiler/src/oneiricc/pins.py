@@ -21,6 +21,8 @@ from pathlib import Path
 
 from oneiric.plan import Pin
 
+from .diagnostics import did_you_mean
+
 
 class PinError(Exception):
     """The implementation cannot be located; `help` says what to do."""
@@ -43,6 +45,8 @@ class Pinner:
     def __init__(self, module_path: list[Path]) -> None:
         self.search_path = [str(p) for p in module_path] + [p for p in sys.path if p]
         self._pins: dict[str, Pin | PinError] = {}
+        self._files_by_root: dict[str, dict[str, metadata.Distribution]] = {}
+        self._editable_by_root: dict[str, metadata.Distribution | None] = {}
 
     def pin_module(self, module: str) -> Pin:
         cached = self._pins.get(module)
@@ -65,7 +69,7 @@ class Pinner:
             known = sorted({ep.name for ep in self._entry_points if ep.group == group})
             raise PinError(
                 f'entry point "{name}" not found in group "{group}"',
-                f"known in {group}: {', '.join(known)}"
+                (did_you_mean(name, known) or f"known in {group}: {', '.join(known)}")
                 if known
                 else "install the distribution that declares it, then build again",
             )
@@ -73,9 +77,7 @@ class Pinner:
         module, _, attr = ep.value.partition(":")
         pin = self.pin_module(module.strip())
         if ep.dist is not None:
-            pin = pin.model_copy(
-                update={"distribution": ep.dist.name, "version": ep.dist.version}
-            )
+            pin = pin.model_copy(update={"distribution": ep.dist.name, "version": ep.dist.version})
         return Resolved(module.strip(), attr.strip(), pin)
 
     @cached_property
@@ -96,12 +98,12 @@ class Pinner:
                 "pins are taken from the environment the compiler runs in",
             )
         origin = spec.origin
-        if origin in (None, "built-in", "frozen") or spec.loader is BuiltinImporter:
+        if origin is None or origin in ("built-in", "frozen"):
             return Pin(module=module, file=None, sha256=None)
         if not os.path.isfile(origin):
             raise PinError(f'module "{module}" is a namespace package, not a module file')
         relative = os.path.relpath(origin, root).replace(os.sep, "/") if root else None
-        dist = self._owner(origin)
+        dist = self._owner(origin, root)
         return Pin(
             module=module,
             file=relative,
@@ -132,42 +134,52 @@ class Pinner:
                 path = list(locations)
         return spec, root
 
-    def _owner(self, origin: str) -> metadata.Distribution | None:
-        origin = os.path.normpath(origin)
-        owner = self._files.get(origin)
+    def _owner(self, origin: str, root: str | None) -> metadata.Distribution | None:
+        """The installed distribution that ships `origin`, if any.
+
+        Only the distributions installed in the module's own import root are
+        read (none for the standard library), then editable installs, whose
+        .pth files put a source directory on sys.path.
+        """
+        if root is None:
+            return None
+        relative = os.path.relpath(origin, root).replace(os.sep, "/")
+        owner = self._installed_files(root).get(relative)
         if owner is not None:
             return owner
-        for directory, dist in self._editable_roots:
-            if origin.startswith(directory + os.sep):
-                return dist
-        return None
+        return self._editable_owner(root)
 
-    @cached_property
-    def _files(self) -> dict[str, metadata.Distribution]:
+    def _installed_files(self, root: str) -> dict[str, metadata.Distribution]:
+        if root in self._files_by_root:
+            return self._files_by_root[root]
         files: dict[str, metadata.Distribution] = {}
-        for dist in sorted(metadata.distributions(path=self.search_path), key=_dist_sort):
+        for dist in sorted(metadata.distributions(path=[root]), key=_dist_sort):
             for file in dist.files or ():
-                if file.suffix in (".py", ".so", ".pyd", ".pyc"):
-                    files.setdefault(os.path.normpath(str(dist.locate_file(file))), dist)
+                if file.suffix in (".py", ".so", ".pyd"):
+                    files.setdefault(file.as_posix(), dist)
+        self._files_by_root[root] = files
         return files
 
-    @cached_property
-    def _editable_roots(self) -> list[tuple[str, metadata.Distribution]]:
-        """Source directories that editable installs put on sys.path through .pth files."""
-        roots = []
-        for dist in sorted(metadata.distributions(path=self.search_path), key=_dist_sort):
-            for file in dist.files or ():
-                if file.suffix != ".pth":
-                    continue
+    def _editable_owner(self, root: str) -> metadata.Distribution | None:
+        if root not in self._editable_by_root:
+            self._editable_by_root[root] = self._find_editable_owner(root)
+        return self._editable_by_root[root]
+
+    def _find_editable_owner(self, root: str) -> metadata.Distribution | None:
+        for site in self.search_path:
+            for pth in sorted(Path(site).glob("*.pth")) if os.path.isdir(site) else ():
                 try:
-                    lines = Path(str(dist.locate_file(file))).read_text().splitlines()
-                except OSError:
+                    lines = pth.read_text(encoding="utf-8").splitlines()
+                except (OSError, UnicodeDecodeError):
                     continue
-                for line in lines:
-                    line = line.strip()
-                    if line and not line.startswith(("#", "import")) and os.path.isdir(line):
-                        roots.append((os.path.normpath(line), dist))
-        return roots
+                if not any(
+                    os.path.normpath(line.strip()) == root for line in lines if line.strip()
+                ):
+                    continue
+                for dist in sorted(metadata.distributions(path=[site]), key=_dist_sort):
+                    if any(f.as_posix() == pth.name for f in dist.files or ()):
+                        return dist
+        return None
 
 
 def _dist_sort(dist: metadata.Distribution) -> tuple[str, str]:

@@ -8,14 +8,13 @@ bytes depend only on the sources.
 
 from __future__ import annotations
 
-import networkx as nx
-
 from oneiric import plan as p
 
+from . import graphs
 from .checker import Impl, Place
 from .diagnostics import Diagnostic
 from .loader import Sources
-from .pins import Pinner, PinError
+from .pins import PinError, Pinner
 from .resolver import Candidate, Decision, Resolution, component_id
 
 
@@ -50,8 +49,9 @@ def build_plan(
     return plan.sealed(), diagnostics
 
 
-def _error(diagnostics: list[Diagnostic], code: str, message: str, place: Place,
-           help: str | None = None) -> None:
+def _error(
+    diagnostics: list[Diagnostic], code: str, message: str, place: Place, help: str | None = None
+) -> None:
     diagnostics.append(Diagnostic(code, message, place.file, place.pos, help))
 
 
@@ -63,9 +63,15 @@ def _component(
     impl: Impl | None = fields.get("impl")
     implementation = pin = None
     if impl is None and cand.domain != "workflow":
-        _error(diagnostics, "E0105",
-               f'{cand.domain} {cand.key} "{cand.provider}" has no implementation', cand.place,
-               help='add `impl "package.module:attribute"`')
+        if "impl" in cand.field_places:
+            return None  # an invalid impl, already reported by the checker
+        _error(
+            diagnostics,
+            "E0105",
+            f'{cand.domain} {cand.key} "{cand.provider}" has no implementation',
+            cand.place,
+            help='add `impl "package.module:attribute"`',
+        )
         return None
     if impl is not None:
         try:
@@ -75,8 +81,11 @@ def _component(
             else:
                 found = pinner.resolve_entry_point(impl.module, impl.attr)
                 implementation = p.Implementation(
-                    kind="entrypoint", module=found.module, attr=found.attr,
-                    group=impl.module, name=impl.attr,
+                    kind="entrypoint",
+                    module=found.module,
+                    attr=found.attr,
+                    group=impl.module,
+                    name=impl.attr,
                 )
                 pin = found.pin
         except PinError as exc:
@@ -87,9 +96,15 @@ def _component(
     subscription = None
     if cand.domain == "event":
         if "on" not in fields:
-            _error(diagnostics, "E0107",
-                   f'event {cand.key} "{cand.provider}" subscribes to no topic', cand.place,
-                   help='add `on "topic.name"`')
+            if "on" in cand.field_places:
+                return None  # an invalid topic, already reported by the checker
+            _error(
+                diagnostics,
+                "E0107",
+                f'event {cand.key} "{cand.provider}" subscribes to no topic',
+                cand.place,
+                help='add `on "topic.name"`',
+            )
             return None
         subscription = p.Subscription(
             topic=fields["on"],
@@ -101,7 +116,7 @@ def _component(
     interval, timeout = fields.get("health", (None, None))
     return p.Component(
         id=component_id(decision.key),
-        domain=cand.domain,  # type: ignore[arg-type]
+        domain=cand.domain,
         key=cand.key,
         provider=cand.provider,
         layer=cand.layer,
@@ -112,8 +127,9 @@ def _component(
         priority=cand.priority,
         provides=sorted(cand.provides),
         requires=[
-            p.Requirement(domain=r.domain, key=r.key, capabilities=list(r.capabilities),  # type: ignore[arg-type]
-                          span=r.place.span)
+            p.Requirement(
+                domain=r.domain, key=r.key, capabilities=list(r.capabilities), span=r.place.span
+            )
             for r in cand.requires
         ],
         config=fields.get("config", {}),
@@ -138,12 +154,17 @@ def _candidate(cand: Candidate) -> p.Candidate:
 
 def _explanation(decision: Decision) -> p.Explanation:
     return p.Explanation(
-        rule=decision.rule,  # type: ignore[arg-type]
+        rule=decision.rule,
         summary=decision.summary,
         winner=_candidate(decision.winner),
         losers=[
-            p.Loser(provider=loss.candidate.provider, layer=loss.candidate.layer,
-                    span=loss.candidate.place.span, rule=loss.rule, reason=loss.reason)  # type: ignore[arg-type]
+            p.Loser(
+                provider=loss.candidate.provider,
+                layer=loss.candidate.layer,
+                span=loss.candidate.place.span,
+                rule=loss.rule,
+                reason=loss.reason,
+            )
             for loss in decision.losers
         ],
         refined_by=[
@@ -157,36 +178,38 @@ def _explanation(decision: Decision) -> p.Explanation:
 
 def _activation_order(components: list[p.Component], workflows: list[p.Workflow]) -> list[str]:
     """Dependencies first (a workflow depends on its tasks); ties in id order."""
-    graph: nx.DiGraph[str] = nx.DiGraph()
-    ids = {c.id for c in components}
-    graph.add_nodes_from(ids)
-    for component in components:
-        for req in component.requires:
-            graph.add_edge(f"{req.domain}:{req.key}", component.id)
-    for workflow in workflows:
-        for node in workflow.nodes:
-            graph.add_edge(f"task:{node.task}", f"workflow:{workflow.key}")
-    return list(nx.lexicographical_topological_sort(graph))
+    edges = {
+        (f"{req.domain}:{req.key}", component.id)
+        for component in components
+        for req in component.requires
+    }
+    edges.update(
+        (f"task:{node.task}", f"workflow:{workflow.key}")
+        for workflow in workflows
+        for node in workflow.nodes
+    )
+    return graphs.topological_order(sorted(c.id for c in components), sorted(edges))
 
 
 def _workflow(cand: Candidate) -> p.Workflow:
     graph = cand.graph
     assert graph is not None
-    dag: nx.DiGraph[str] = nx.DiGraph()
-    dag.add_nodes_from(graph.nodes)
-    dag.add_edges_from((a, b) for a, b, _ in graph.edges)
+    edges = sorted({(a, b) for a, b, _ in graph.edges})
+    upstream: dict[str, set[str]] = {name: set() for name in graph.nodes}
+    for a, b in edges:
+        upstream[b].add(a)
     nodes = [
         p.WorkflowNode(
             name=node.name,
             task=node.task,
-            depends_on=sorted(dag.predecessors(node.name)),
+            depends_on=sorted(upstream[node.name]),
             retry=_retry(node.retry),
             timeout_ms=node.timeout_ms,
             span=node.place.span,
         )
         for node in sorted(graph.nodes.values(), key=lambda node: node.name)
     ]
-    generations = [sorted(level) for level in nx.topological_generations(dag)]
+    generations = graphs.generations(sorted(graph.nodes), edges)
     return p.Workflow(key=cand.key, provider=cand.provider, nodes=nodes, generations=generations)
 
 
@@ -202,10 +225,13 @@ def _routes(resolution: Resolution, diagnostics: list[Diagnostic]) -> list[p.Rou
         modes = {c.fields.get("fanout", "broadcast") for c in handlers}
         if len(modes) > 1:
             exclusive = next(c for c in handlers if c.fields.get("fanout") == "exclusive")
-            _error(diagnostics, "E0107",
-                   f'subscriptions to "{topic}" disagree on fan-out (broadcast and exclusive)',
-                   exclusive.field_places.get("fanout", exclusive.place),
-                   help="every subscription to a topic uses the same fan-out")
+            _error(
+                diagnostics,
+                "E0107",
+                f'subscriptions to "{topic}" disagree on fan-out (broadcast and exclusive)',
+                exclusive.field_places.get("fanout", exclusive.place),
+                help="every subscription to a topic uses the same fan-out",
+            )
             continue
-        routes.append(p.Route(topic=topic, fanout=modes.pop(), handlers=[c.key for c in handlers]))  # type: ignore[arg-type]
+        routes.append(p.Route(topic=topic, fanout=modes.pop(), handlers=[c.key for c in handlers]))
     return routes

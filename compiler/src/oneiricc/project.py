@@ -70,7 +70,8 @@ def load_project(root: Path | None = None) -> Project:
     unknown = sorted(set(settings) - known)
     if unknown:
         raise ProjectError(
-            f"{config_file}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            f"{config_file}: unknown setting(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(known))}"
         )
     try:
         return Project(

@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
-import networkx as nx
-
+from . import graphs
 from .checker import Decl, Graph, Place, Program, Req, Select, TargetDecl, config_kind
 from .diagnostics import Diagnostic, Note, Severity, did_you_mean
 from .loader import Sources
 
 Key = tuple[str, str]  # (domain, key)
-T = TypeVar("T", str, Key)
 
 
 def component_id(key: Key) -> str:
@@ -154,8 +152,7 @@ def _target_layers(
                 "import",
                 place,
                 help=f'add `import "{_relative_import(place.file, layer.place.file)}"`',
-            )
-            continue
+            )  # then resolve as if imported, so its components cause no further errors
         if name not in layers:
             layers.append(name)
     return layers
@@ -184,8 +181,8 @@ def _merge_candidates(
                     index,
                     decl.order,
                     decl.place,
-                    dict(decl.fields),
-                    dict(decl.field_places),
+                    decl.fields,  # shared with the declaration until a refinement copies it
+                    decl.field_places,
                     [layer_name],
                 )
                 by_identity[identity] = cand
@@ -196,6 +193,9 @@ def _merge_candidates(
 
 
 def _refine(cand: Candidate, decl: Decl, report: _Reporter) -> None:
+    if not cand.refined_by:  # first refinement: stop sharing the declaration's dicts
+        cand.fields = dict(cand.fields)
+        cand.field_places = dict(cand.field_places)
     for name, value in decl.fields.items():
         if name == "config" and "config" in cand.fields:
             merged = _merge_config(cand.fields["config"], value, decl, report, prefix="")
@@ -228,7 +228,8 @@ def _merge_config(
                 "E0402",
                 f"config {prefix}{key} changes type from {before} to {after} in stack {decl.layer}",
                 decl.field_places["config"],
-                help=f"keep {prefix}{key} a {before}, as earlier layers declare it",
+                help=f"keep {prefix}{key} {'an' if before[0] in 'aeiou' else 'a'} {before}, "
+                "as earlier layers declare it",
             )
     return merged
 
@@ -258,22 +259,16 @@ def _selections(
 
 def _resolution_order(candidates: dict[Key, list[Candidate]]) -> list[Key]:
     """Consumers before the keys they require; ties broken by key for determinism."""
-    graph: nx.DiGraph[Key] = nx.DiGraph()
-    graph.add_nodes_from(candidates)
-    for key, cands in candidates.items():
-        for cand in cands:
-            for dep in _dependencies(cand):
-                if dep in candidates and dep != key:
-                    graph.add_edge(key, dep)
-    condensed = nx.condensation(graph)
-    members = condensed.graph["mapping"]
-    groups: dict[int, list[Key]] = {}
-    for key, group in members.items():
-        groups.setdefault(group, []).append(key)
-    order: list[Key] = []
-    for group in nx.lexicographical_topological_sort(condensed, key=lambda g: min(groups[g])):
-        order.extend(sorted(groups[group]))
-    return order
+    edges = sorted(
+        {
+            (key, dep)
+            for key, cands in candidates.items()
+            for cand in cands
+            for dep in _dependencies(cand)
+            if dep in candidates and dep != key
+        }
+    )
+    return graphs.condensed_order(sorted(candidates), edges)
 
 
 def _dependencies(cand: Candidate) -> list[Key]:
@@ -304,8 +299,9 @@ def _decide_all(
             for consumer_key, cand, req in requirers.get(key, ())
             if consumer_key not in decisions or decisions[consumer_key].winner is cand
         ]
-        decision = _decide(key, candidates[key], selections.get(key), consumers, target, strict,
-                           report)
+        decision = _decide(
+            key, candidates[key], selections.get(key), consumers, target, strict, report
+        )
         if decision is not None:
             decisions[key] = decision
     return dict(sorted(decisions.items()))
@@ -346,9 +342,7 @@ def _decide(
             return None
         missing = [cap for cap in required if cap not in chosen.provides]
         for cap in missing:
-            consumer_place = next(
-                req.place for _, c, req in consumers if cap in req.capabilities
-            )
+            consumer_place = next(req.place for _, c, req in consumers if cap in req.capabilities)
             report.error(
                 "E0502",
                 f'selected provider "{chosen.provider}" of {name} lacks capability {cap}, '
@@ -362,7 +356,13 @@ def _decide(
         sel_at = selection.place.span
         for cand in cands:
             if cand is not chosen:
-                losers.append(Loss(cand, "selection", f'not selected: select {name} = "{chosen.provider}" at {sel_at}'))
+                losers.append(
+                    Loss(
+                        cand,
+                        "selection",
+                        f'not selected: select {name} = "{chosen.provider}" at {sel_at}',
+                    )
+                )
         summary = f'"{chosen.provider}" is selected explicitly at {sel_at}'
         return Decision(key, chosen, "selection", summary, losers, selection, required)
 
@@ -375,8 +375,11 @@ def _decide(
             if lacking:
                 cap = lacking[0]
                 losers.append(
-                    Loss(cand, "capability",
-                         f"lacks capability {cap}, required by {', '.join(required[cap])}")
+                    Loss(
+                        cand,
+                        "capability",
+                        f"lacks capability {cap}, required by {', '.join(required[cap])}",
+                    )
                 )
             else:
                 remaining.append(cand)
@@ -393,14 +396,22 @@ def _decide(
             return None
         if len(remaining) == 1 and len(cands) > 1:
             winner = remaining[0]
-            summary = (f'"{winner.provider}" is the only provider of {name} with '
-                       f"{', '.join(required)}")
+            summary = (
+                f'"{winner.provider}" is the only provider of {name} with {", ".join(required)}'
+            )
             return Decision(key, winner, "capability", summary, losers, None, required)
 
     if len(remaining) == 1:
         winner = remaining[0]
-        return Decision(key, winner, "only", f'"{winner.provider}" is the only provider of {name}',
-                        losers, None, required)
+        return Decision(
+            key,
+            winner,
+            "only",
+            f'"{winner.provider}" is the only provider of {name}',
+            losers,
+            None,
+            required,
+        )
 
     # 3. priority
     top = max(c.priority for c in remaining)
@@ -410,8 +421,15 @@ def _decide(
             losers.append(Loss(cand, "priority", f"priority {cand.priority} < {top}"))
     if len(best) == 1:
         winner = best[0]
-        return Decision(key, winner, "priority", f'"{winner.provider}" has the highest priority ({top})',
-                        losers, None, required)
+        return Decision(
+            key,
+            winner,
+            "priority",
+            f'"{winner.provider}" has the highest priority ({top})',
+            losers,
+            None,
+            required,
+        )
 
     # 4. layer
     last_layer = max(c.layer_index for c in best)
@@ -419,35 +437,59 @@ def _decide(
     winner_layer = best_layer[0].layer
     for cand in best:
         if cand.layer_index != last_layer:
-            losers.append(Loss(cand, "layer",
-                               f"layer {cand.layer} comes before {winner_layer} in target {target.name}"))
+            losers.append(
+                Loss(
+                    cand,
+                    "layer",
+                    f"layer {cand.layer} comes before {winner_layer} in target {target.name}",
+                )
+            )
     if len(best_layer) == 1:
         winner = best_layer[0]
-        return Decision(key, winner, "layer",
-                        f'"{winner.provider}" is in {winner_layer}, the latest layer with priority {top}',
-                        losers, None, required)
+        return Decision(
+            key,
+            winner,
+            "layer",
+            f'"{winner.provider}" is in {winner_layer}, the latest layer with priority {top}',
+            losers,
+            None,
+            required,
+        )
 
     # 5. declaration
     winner = max(best_layer, key=lambda c: c.order)
     for cand in best_layer:
         if cand is not winner:
-            losers.append(Loss(cand, "declaration",
-                               f"declared before {winner.provider} in stack {winner_layer}"))
-    tied = ", ".join(f'"{c.provider}"' for c in sorted(best_layer, key=lambda c: c.provider)
-                     if c is not winner)
+            losers.append(
+                Loss(
+                    cand,
+                    "declaration",
+                    f"declared before {winner.provider} in stack {winner_layer}",
+                )
+            )
+    tied = ", ".join(
+        f'"{c.provider}"' for c in sorted(best_layer, key=lambda c: c.provider) if c is not winner
+    )
     report.error(
         "W0503",
         f'{name}: "{winner.provider}" wins over {tied} only because it '
         f"is declared later (same priority {top}, same layer {winner_layer})",
         winner.place,
         help=f'give them different priorities, or add `select {name} = "{winner.provider}"`',
-        notes=tuple(note(c.place, f'"{c.provider}" declared here') for c in best_layer
-                    if c is not winner),
+        notes=tuple(
+            note(c.place, f'"{c.provider}" declared here') for c in best_layer if c is not winner
+        ),
         severity=Severity.ERROR if strict else Severity.WARNING,
     )
-    return Decision(key, winner, "declaration",
-                    f'"{winner.provider}" is declared last among equals in {winner_layer}',
-                    losers, None, required)
+    return Decision(
+        key,
+        winner,
+        "declaration",
+        f'"{winner.provider}" is declared last among equals in {winner_layer}',
+        losers,
+        None,
+        required,
+    )
 
 
 def _providers_of(cands: list[Candidate], cap: str, name: str) -> str:
@@ -461,10 +503,8 @@ def _check_requirements(
     decisions: dict[Key, Decision], candidates: dict[Key, list[Candidate]], report: _Reporter
 ) -> None:
     """Requirements and workflow tasks name winners; the winners' graph has no cycle."""
-    graph: nx.DiGraph[Key] = nx.DiGraph()
     edge_places: dict[tuple[Key, Key], Place] = {}
     for key, decision in decisions.items():
-        graph.add_node(key)
         for req in decision.winner.requires:
             dep = (req.domain, req.key)
             if dep not in candidates:
@@ -476,16 +516,14 @@ def _check_requirements(
                     help=did_you_mean(req.key, known),
                 )
                 continue
-            graph.add_edge(key, dep)
             edge_places.setdefault((key, dep), req.place)
         workflow = decision.winner.graph
         if workflow is not None:
             _check_workflow(key, workflow, candidates, report)
             for node in workflow.nodes.values():
                 if ("task", node.task) in candidates:
-                    graph.add_edge(key, ("task", node.task))
                     edge_places.setdefault((key, ("task", node.task)), node.task_place)
-    for cycle in _cycles(graph):
+    for cycle in graphs.cycles(list(decisions), sorted(edge_places)):
         path = " → ".join(component_id(k) for k in [*cycle, cycle[0]])
         report.error(
             "E0301",
@@ -505,15 +543,12 @@ def _check_workflow(
                 "E0303",
                 f"node {node.name} of workflow {key[1]} runs unknown task {node.task}",
                 node.task_place,
-                help=did_you_mean(node.task, tasks) or "declare `task NAME \"provider\" { ... }`",
+                help=did_you_mean(node.task, tasks) or 'declare `task NAME "provider" { ... }`',
             )
-    graph: nx.DiGraph[str] = nx.DiGraph()
-    graph.add_nodes_from(workflow.nodes)
     places: dict[tuple[str, str], Place] = {}
     for a, b, place in workflow.edges:
-        graph.add_edge(a, b)
         places.setdefault((a, b), place)
-    for cycle in _cycles(graph):
+    for cycle in graphs.cycles(sorted(workflow.nodes), sorted(places)):
         path = " → ".join([*cycle, cycle[0]])
         report.error(
             "E0302",
@@ -521,22 +556,3 @@ def _check_workflow(
             places[(cycle[0], cycle[1 % len(cycle)])],
             help="a workflow is a DAG: remove one edge of the cycle",
         )
-
-
-def _cycles(graph: nx.DiGraph[T]) -> list[list[T]]:
-    """One cycle per strongly connected component: the shortest through its smallest node."""
-    cycles = []
-    for component in nx.strongly_connected_components(graph):
-        start = min(component)
-        if len(component) == 1 and not graph.has_edge(start, start):
-            continue
-        sub = graph.subgraph(component)
-        best: list[T] | None = None
-        for successor in sorted(sub.successors(start)):
-            back = nx.shortest_path(sub, successor, start)
-            cycle = [start, *back[:-1]]
-            if best is None or (len(cycle), cycle) < (len(best), best):
-                best = cycle
-        assert best is not None
-        cycles.append(best)
-    return sorted(cycles)

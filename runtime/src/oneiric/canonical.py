@@ -38,20 +38,22 @@ def _fast_path_safe(value: Any) -> bool:
             stack.extend(item.values())
         elif kind is list:
             stack.extend(item)
-        elif kind is float:
-            return False
-        elif kind is int and not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+        elif kind is float or (kind is int and not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER):
             return False
     return True
 
 
-def dumps(value: Any) -> bytes:
-    """Encode a JSON value as RFC 8785 canonical bytes."""
-    if _fast_path_safe(value):
+def dumps(value: Any, *, numbers_checked: bool = False) -> bytes:
+    """Encode a JSON value as RFC 8785 canonical bytes.
+
+    `numbers_checked` skips the float/integer scan when the caller's types
+    already rule both out (a validated `Plan`).
+    """
+    if numbers_checked or _fast_path_safe(value):
         text = json.dumps(
             value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
         )
-        if _NEEDS_REFERENCE.search(text) is None:
+        if text.isascii() or _NEEDS_REFERENCE.search(text) is None:
             return text.encode("utf-8")
     return rfc8785.dumps(value)
 

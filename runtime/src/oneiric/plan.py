@@ -15,13 +15,13 @@ to guess a type:
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeAlias
+from typing import Annotated, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypeAliasType
 
 from .canonical import MAX_SAFE_INTEGER, dumps, sha256_digest
 
-FORMAT = "oneiric-plan"
 FORMAT_VERSION = "1.0"
 KNOWN_MAJOR_VERSIONS = (1,)
 
@@ -35,7 +35,11 @@ Digest = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
 # "path:line:col", path relative to the project root.
 Span = Annotated[str, Field(pattern=r"^[^\s].*:[0-9]+:[0-9]+$")]
 
-ConfigValue: TypeAlias = Any  # validated by the compiler's checker; see module docstring
+# JSON without floats and with integers that every JSON reader keeps exact.
+ConfigValue = TypeAliasType(
+    "ConfigValue",
+    "str | bool | SafeInt | list[ConfigValue] | dict[str, ConfigValue] | None",
+)
 
 
 class _Model(BaseModel):
@@ -93,7 +97,7 @@ class Subscription(_Model):
     """The event-specific part of an `event` component."""
 
     topic: str
-    filter: dict[str, Any] | None = None
+    filter: dict[str, ConfigValue] | None = None
     fanout: Literal["broadcast", "exclusive"] = "broadcast"
     retry: Retry | None = None
     concurrency: SafeInt | None = None
@@ -167,7 +171,7 @@ class Route(_Model):
 
 
 class Plan(_Model):
-    format: Literal["oneiric-plan"] = FORMAT
+    format: Literal["oneiric-plan"] = "oneiric-plan"
     version: str = FORMAT_VERSION
     target: str
     profile: str
@@ -178,18 +182,22 @@ class Plan(_Model):
     routes: list[Route]
     digest: Digest | None = None
 
-    def body(self) -> dict[str, Any]:
+    def body(self) -> dict[str, ConfigValue]:
         """The plan as JSON data, without its digest (what the digest covers)."""
         return self.model_dump(mode="json", exclude={"digest"})
 
+    def computed_digest(self) -> str:
+        # The model admits no floats and only safe integers: skip the number scan.
+        return sha256_digest(dumps(self.body(), numbers_checked=True))
+
     def sealed(self) -> Plan:
         """This plan with `digest` set to the sha256 of its canonical body."""
-        return self.model_copy(update={"digest": sha256_digest(dumps(self.body()))})
+        return self.model_copy(update={"digest": self.computed_digest()})
 
     def to_bytes(self) -> bytes:
         """Canonical bytes of the sealed plan, digest included: the plan file's content."""
         plan = self if self.digest is not None else self.sealed()
-        return dumps(plan.model_dump(mode="json"))
+        return dumps(plan.model_dump(mode="json"), numbers_checked=True)
 
     def component(self, component_id: str) -> Component | None:
         return next((c for c in self.components if c.id == component_id), None)
@@ -200,10 +208,14 @@ class UnsupportedPlanVersion(ValueError):
 
 
 def load_plan(data: bytes) -> Plan:
-    """Parse and validate plan bytes; refuse unknown major versions and bad digests."""
-    import json
+    """Parse and validate plan bytes; refuse unknown major versions and bad digests.
 
-    raw = json.loads(data)
+    Parsing is strict (`oneiric.strictjson`): duplicate keys, huge integers,
+    deep nesting and invalid UTF-8 raise `StrictJSONError`, a `ValueError`.
+    """
+    from .strictjson import loads
+
+    raw = loads(data)
     version = raw.get("version") if isinstance(raw, dict) else None
     major = version.split(".", 1)[0] if isinstance(version, str) else ""
     if not major.isdigit() or int(major) not in KNOWN_MAJOR_VERSIONS:
@@ -212,7 +224,7 @@ def load_plan(data: bytes) -> Plan:
             f"plan format version {version!r} is not supported; this runtime knows {known}"
         )
     plan = Plan.model_validate(raw)
-    expected = sha256_digest(dumps(plan.body()))
+    expected = plan.computed_digest()
     if plan.digest != expected:
         raise ValueError(f"plan digest mismatch: plan says {plan.digest}, content is {expected}")
     return plan
