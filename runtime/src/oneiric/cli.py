@@ -15,7 +15,11 @@ import importlib
 
 import click
 
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "verify": "oneiric.commands.security:verify",
+    "remote-sync": "oneiric.commands.security:remote_sync",
+    "trust": "oneiric.commands.security:trust",
+}
 
 
 class LazyGroup(click.Group):
