@@ -16,6 +16,10 @@ import importlib
 import click
 
 COMMANDS: dict[str, str] = {
+    **{
+        name: f"oneiric.commands.runtime:{name}"
+        for name in ("run", "status", "explain", "health", "pause", "resume", "drain")
+    },
     "verify": "oneiric.commands.security:verify",
     "remote-sync": "oneiric.commands.security:remote_sync",
     "trust": "oneiric.commands.security:trust",

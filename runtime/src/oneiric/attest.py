@@ -1,0 +1,141 @@
+"""Pin attestation: prove that the code about to be imported is the code that was compiled.
+
+Before an implementation is imported, its module file is located the way the
+import system would find it (`PathFinder`, package by package, over
+`sys.path`) without executing anything, not even parent packages'
+`__init__`.  The file's sha256 must equal the pin's, and the installed
+distribution's version must equal the pinned version.  Only then is the
+module imported, and the imported module's `__file__` must be the file that
+was hashed (a module already imported from elsewhere is refused too).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from importlib.machinery import PathFinder
+from types import ModuleType
+from typing import Any
+
+from .plan import Component, Pin
+
+
+class PinMismatch(Exception):
+    """What would be imported differs from what was compiled."""
+
+    def __init__(self, component: str, what: str, expected: str, found: str) -> None:
+        super().__init__(f"pin mismatch for {component}: {what} expected {expected}, found {found}")
+        self.component = component
+        self.what = what
+        self.expected = expected
+        self.found = found
+
+
+class ImplementationError(Exception):
+    """The implementation cannot be loaded (missing module or attribute, import failure)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Stat:
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+# File hashes keyed by path, valid while size, mtime and inode are unchanged.
+_hashes: dict[str, tuple[_Stat, str]] = {}
+# sha256 of the file each module was imported from, to notice when a new pin needs a reload.
+_imported: dict[str, str] = {}
+
+
+def locate(module: str) -> str | None:
+    """The file `import module` would load, found without executing any code."""
+    parts = module.split(".")
+    path: list[str] | None = None
+    spec = None
+    for index in range(len(parts)):
+        spec = PathFinder.find_spec(".".join(parts[: index + 1]), path)
+        if spec is None:
+            return None
+        if index < len(parts) - 1:
+            if spec.submodule_search_locations is None:
+                return None
+            path = list(spec.submodule_search_locations)
+    if spec is None or spec.origin is None or not os.path.isfile(spec.origin):
+        return None
+    return os.path.realpath(spec.origin)
+
+
+def file_sha256(path: str) -> str:
+    st = os.stat(path)
+    stat = _Stat(st.st_size, st.st_mtime_ns, st.st_ino)
+    cached = _hashes.get(path)
+    if cached is not None and cached[0] == stat:
+        return cached[1]
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    _hashes[path] = (stat, digest)
+    return digest
+
+
+def check_pin(component: str, pin: Pin) -> str | None:
+    """Verify `pin` against the environment; return the located file (None for built-ins)."""
+    if pin.distribution is not None and pin.version is not None:
+        try:
+            found = metadata.version(pin.distribution)
+        except metadata.PackageNotFoundError:
+            found = "not installed"
+        if found != pin.version:
+            raise PinMismatch(
+                component, f"distribution {pin.distribution} version", pin.version, found
+            )
+    if pin.sha256 is None:
+        if pin.module.split(".")[0] not in sys.builtin_module_names:
+            raise PinMismatch(component, f"module {pin.module}", "a built-in module", "a file")
+        return None
+    origin = locate(pin.module)
+    if origin is None:
+        raise PinMismatch(component, f"module {pin.module} file", pin.file or "a file", "nothing")
+    found_sha = file_sha256(origin)
+    if found_sha != pin.sha256:
+        raise PinMismatch(component, f"sha256 of {origin}", pin.sha256, found_sha)
+    return origin
+
+
+def load(component: Component) -> Any:
+    """Check the component's pin, then import its implementation and return the attribute."""
+    impl = component.implementation
+    if impl is None:
+        raise ImplementationError(f"{component.id} has no implementation to load")
+    if component.pin is None:
+        raise ImplementationError(f"{component.id} has no pin; refusing an unattested import")
+    origin = check_pin(component.id, component.pin)
+    module = _import(component.id, impl.module, origin, component.pin.sha256)
+    try:
+        return getattr(module, impl.attr)
+    except AttributeError:
+        raise ImplementationError(
+            f'{component.id}: module "{impl.module}" has no attribute "{impl.attr}"'
+        ) from None
+
+
+def _import(component: str, name: str, origin: str | None, sha256: str | None) -> ModuleType:
+    module = sys.modules.get(name)
+    try:
+        if module is None:
+            module = importlib.import_module(name)
+        elif sha256 is not None and _imported.get(name) != sha256:
+            module = importlib.reload(module)
+    except Exception as exc:
+        raise ImplementationError(f'{component}: importing "{name}" failed: {exc!r}') from exc
+    file = getattr(module, "__file__", None)
+    if origin is not None:
+        if file is None or os.path.realpath(file) != origin:
+            raise PinMismatch(component, f"module {name} imported from", origin, str(file))
+        assert sha256 is not None
+        _imported[name] = sha256
+    return module

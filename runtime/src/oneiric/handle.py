@@ -1,0 +1,176 @@
+"""Handles: how application code reaches a component whose instance may be swapped live.
+
+A `Handle` is stable for the life of the runtime; what it points to is a
+`Slot` (one instance of one generation).  A call enters the current slot,
+counting itself in flight, and leaves it when done (for a coroutine: when it
+has been awaited).  Binding a new slot is one attribute assignment, so a
+caller sees the old instance or the new one, never none.  The old slot is
+then retired: it admits no new call (a late caller retries on the new slot),
+and `wait_idle` lets the runtime wait for its in-flight calls to finish
+before the instance is cleaned up.
+
+Thread-safe and usable from async code: entering and leaving take a short
+lock and never block on I/O.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+class ComponentUnavailable(RuntimeError):
+    """No instance is bound to the component (not started, removed, or runtime stopped)."""
+
+
+class ComponentPaused(ComponentUnavailable):
+    """The component is paused or drained by an operator; it takes no new calls."""
+
+
+class Slot:
+    """One bound instance and its in-flight accounting."""
+
+    __slots__ = ("_cond", "_inflight", "_retired", "calls", "generation", "instance", "provider")
+
+    def __init__(self, instance: Any, provider: str, generation: int) -> None:
+        self.instance = instance
+        self.provider = provider
+        self.generation = generation
+        self.calls = 0
+        self._inflight = 0
+        self._retired = False
+        self._cond = threading.Condition(threading.Lock())
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    def enter(self) -> bool:
+        with self._cond:
+            if self._retired:
+                return False
+            self._inflight += 1
+            self.calls += 1
+            return True
+
+    def leave(self) -> None:
+        with self._cond:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._cond.notify_all()
+
+    def retire(self) -> None:
+        with self._cond:
+            self._retired = True
+
+    def wait_idle(self, timeout: float) -> int:
+        """Wait for in-flight calls to finish, at most `timeout` s; return those still running."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._inflight > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            return self._inflight
+
+
+class Handle:
+    """The application's reference to a component: `handle.method(...)`, `handle(...)`, `use()`."""
+
+    __slots__ = ("_slot", "id", "paused")
+
+    def __init__(self, component_id: str) -> None:
+        self.id = component_id
+        self._slot: Slot | None = None
+        self.paused = False
+
+    # -- for the runtime -----------------------------------------------------
+    @property
+    def slot(self) -> Slot | None:
+        return self._slot
+
+    def bind(self, slot: Slot | None) -> Slot | None:
+        """Point the handle at `slot` (atomically) and retire the previous one, returned."""
+        old = self._slot
+        self._slot = slot
+        if old is not None:
+            old.retire()
+        return old
+
+    # -- for application code ------------------------------------------------
+    @property
+    def provider(self) -> str | None:
+        slot = self._slot
+        return slot.provider if slot is not None else None
+
+    @property
+    def generation(self) -> int | None:
+        slot = self._slot
+        return slot.generation if slot is not None else None
+
+    def _acquire(self) -> Slot:
+        while True:
+            if self.paused:
+                raise ComponentPaused(f"{self.id} is paused")
+            slot = self._slot
+            if slot is None:
+                raise ComponentUnavailable(f"{self.id} has no bound instance")
+            if slot.enter():
+                return slot
+            # Retired between the read and the enter: the new slot is already bound.
+
+    @contextmanager
+    def use(self) -> Iterator[Any]:
+        """Hold one instance for several calls; the swap waits for the block to end."""
+        slot = self._acquire()
+        try:
+            yield slot.instance
+        finally:
+            slot.leave()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        slot = self._acquire()
+        return _tracked(slot, slot.instance, args, kwargs)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("__"):
+            raise AttributeError(name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            slot = self._acquire()
+            try:
+                method = getattr(slot.instance, name)
+            except BaseException:
+                slot.leave()
+                raise
+            return _tracked(slot, method, args, kwargs)
+
+        call.__name__ = name
+        return call
+
+    def __repr__(self) -> str:
+        return f"<Handle {self.id} → {self.provider} gen {self.generation}>"
+
+
+def _tracked(slot: Slot, target: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    try:
+        result = target(*args, **kwargs)
+    except BaseException:
+        slot.leave()
+        raise
+    if inspect.isawaitable(result):
+        return _awaited(slot, result)
+    slot.leave()
+    return result
+
+
+async def _awaited(slot: Slot, awaitable: Any) -> Any:
+    try:
+        return await awaitable
+    finally:
+        slot.leave()

@@ -1,0 +1,425 @@
+"""`oneiric run`: a `Runtime` fed by a plan source, obeying controls, writing snapshots.
+
+Loops, each in its own task:
+
+* source: a file watch (watchfiles, on the parent directory so atomic renames
+  are seen, debounced) or an HTTP poll (ETag / If-None-Match); each change
+  wakes the applier.  Not started under the serverless profile (SIGHUP still
+  asks for one re-read).
+* applier: reads the source, and applies its plan when the digest differs
+  from the running one.  Triggers that arrive during a swap coalesce into one
+  more read, so a burst of writes is one swap and v2, v3 back to back end on
+  v3.  A rejected plan changes nothing and is counted in status.json; an
+  unreachable source keeps the last known good plan serving.
+* control: polls control.db (about four times a second) and obeys pause,
+  resume and drain.
+* health: runs the components' health checks at their intervals and writes
+  health.json; status.json is refreshed every second.
+
+Start: the last known good plan in the state dir if there is one (so a crash
+mid-swap restarts on what last passed probation), then the source's plan as
+an ordinary swap; with no last good plan, the source's plan.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+
+from . import snapshots
+from .control import ControlStore
+from .plan import Plan, load_plan
+from .runtime import PlanRejected, RolledBack, Runtime, SwapAborted, health_of
+from .sources import Candidate, PlanInvalid, Source, SourceUnavailable
+
+SERVERLESS = "serverless"
+PROFILE_ENV = "ONEIRIC_PROFILE"
+DEFAULT_HEALTH_INTERVAL_S = 10.0
+CONTROL_INTERVAL_S = 0.25
+STATUS_INTERVAL_S = 1.0
+
+
+class StartError(Exception):
+    """The runtime could not start (no usable plan, or the plan failed to activate)."""
+
+
+@dataclass
+class Settings:
+    state: Path
+    source: Source
+    profile: str | None = None  # ONEIRIC_PROFILE; None: the plan's own profile
+    poll_interval_s: float = 5.0
+    watch_step_ms: int = 20
+    watch_debounce_ms: int = 400
+    probation_s: float = 0.0
+    handle_signals: bool = True
+    app: Callable[[Supervisor], Any] | None = None
+
+
+@dataclass
+class Counters:
+    swaps: int = 0
+    rejected: int = 0
+    aborted: int = 0
+    rolled_back: int = 0
+    unreachable: int = 0
+    last_swap: dict[str, Any] | None = None
+    last_problem: dict[str, Any] | None = None
+    history: list[str] = field(default_factory=list)  # digests applied, oldest first
+
+
+class Supervisor:
+    """Runs one runtime until stopped; `ready` is set once the first plan is bound."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.runtime = Runtime(probation_s=settings.probation_s)
+        self.counters = Counters()
+        self.ready = threading.Event()
+        self.stopping = threading.Event()
+        self.started_at = time.time()
+        self._wake: anyio.Event | None = None
+        self._stop: anyio.Event | None = None
+        self._health: dict[str, dict[str, Any]] = {}
+        self._log = structlog.get_logger("oneiric.supervisor")
+        self._store: ControlStore | None = None
+
+    @property
+    def profile(self) -> str:
+        plan = self.runtime.plan
+        return self.settings.profile or (plan.profile if plan else "default")
+
+    def handle(self, component_id: str) -> Any:
+        return self.runtime.handle(component_id)
+
+    # -- entry points ----------------------------------------------------------
+    async def run(self) -> list[str]:
+        """Start, serve until stopped, shut down; return components whose cleanup failed."""
+        state = self.settings.state
+        state.mkdir(parents=True, exist_ok=True)
+        self._wake, self._stop = anyio.Event(), anyio.Event()
+        self._store = ControlStore(state)
+        try:
+            await self._start()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._applier)
+                tg.start_soon(self._controls)
+                tg.start_soon(self._health_loop)
+                if self.profile != SERVERLESS:
+                    tg.start_soon(self._watch)
+                if self.settings.handle_signals:
+                    tg.start_soon(self._signals)
+                if self.settings.app is not None:
+                    tg.start_soon(self._run_app, self.settings.app)
+                self.ready.set()
+                self._log.info(
+                    "ready",
+                    plan=self._digest(),
+                    serial=self.runtime.serial,
+                    profile=self.profile,
+                    pid=os.getpid(),
+                )
+                await self._stop.wait()
+                tg.cancel_scope.cancel()
+            return await self._shutdown()
+        finally:
+            self._store.close()
+
+    def request_stop(self) -> None:
+        """Ask `run` to shut down (call from the event loop's thread)."""
+        self.stopping.set()
+        if self._stop is not None:
+            self._stop.set()
+
+    # -- start and stop --------------------------------------------------------
+    async def _start(self) -> None:
+        good = self._last_good()
+        candidate: Candidate | None = None
+        try:
+            candidate = await self.settings.source.fetch()
+        except SourceUnavailable as exc:
+            if good is None:
+                raise StartError(f"no plan: {exc}") from None
+            self._problem("unreachable", str(exc))
+        except PlanInvalid as exc:
+            if good is None:
+                raise StartError(str(exc)) from None
+            self._problem("rejected", str(exc))
+        first = good if good is not None else candidate
+        assert first is not None
+        try:
+            await self.runtime.apply(first.plan, first.serial)
+        except (PlanRejected, SwapAborted) as exc:
+            raise StartError(str(exc)) from None
+        self._applied(first, report=None)
+        await self._obey_controls()
+        if candidate is not None and candidate.plan.digest != first.plan.digest:
+            await self._consider(candidate)
+        self._write_status()
+        await self._check_health(force=True)
+
+    async def _shutdown(self) -> list[str]:
+        self._log.info("stopping", plan=self._digest())
+        self.stopping.set()
+        with anyio.CancelScope(shield=True):
+            failures = await self.runtime.stop()
+            self._write_status(stopped=True)
+            snapshots.write_json(
+                self.settings.state / snapshots.HEALTH,
+                {
+                    "healthy": False,
+                    "pid": os.getpid(),
+                    "checked_at": time.time(),
+                    "expires_at": time.time(),
+                    "components": {},
+                    "reason": "stopped",
+                },
+            )
+        self._log.info("stopped", cleanup_failures=failures)
+        return failures
+
+    # -- applying ----------------------------------------------------------------
+    async def _applier(self) -> None:
+        while True:
+            assert self._wake is not None
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            try:
+                candidate = await self.settings.source.fetch()
+            except SourceUnavailable as exc:
+                self._problem("unreachable", str(exc))
+                continue
+            except PlanInvalid as exc:
+                self._problem("rejected", str(exc))
+                continue
+            if candidate is not None:
+                await self._consider(candidate)
+
+    def wake(self) -> None:
+        """Ask the applier to re-read the source (call from the event loop's thread)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _consider(self, candidate: Candidate) -> None:
+        if candidate.plan.digest == self._digest():
+            return
+        try:
+            report = await self.runtime.apply(candidate.plan, candidate.serial)
+        except PlanRejected as exc:
+            self._problem("rejected", str(exc))
+        except SwapAborted as exc:
+            self._problem("aborted", str(exc))
+        except RolledBack as exc:
+            self._problem("rolled_back", str(exc))
+        else:
+            self._applied(candidate, report.as_json())
+        self._write_status()
+
+    def _applied(self, candidate: Candidate, report: dict[str, Any] | None) -> None:
+        plan = candidate.plan
+        snapshots.write_json(
+            self.settings.state / snapshots.LAST_GOOD,
+            {
+                "serial": candidate.serial,
+                "source": self.settings.source.description,
+                "applied_at": time.time(),
+                "plan": plan.model_dump(mode="json"),
+            },
+        )
+        self.counters.history.append(plan.digest or "")
+        if report is not None:
+            self.counters.swaps += 1
+            self.counters.last_swap = {**report, "at": time.time()}
+
+    def _problem(self, kind: str, message: str) -> None:
+        setattr(self.counters, kind, getattr(self.counters, kind) + 1)
+        self.counters.last_problem = {"kind": kind, "error": message, "at": time.time()}
+        self._log.error(
+            f"plan {kind.replace('_', ' ')}",
+            error=message,
+            plan=self._digest(),
+            serial=self.runtime.serial,
+        )
+        self._write_status()
+
+    def _last_good(self) -> Candidate | None:
+        data = snapshots.read_json(self.settings.state / snapshots.LAST_GOOD)
+        if data is None:
+            return None
+        try:
+            from .canonical import dumps
+
+            plan = load_plan(dumps(data["plan"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            self._log.error("last good plan unusable; ignoring it", error=str(exc))
+            return None
+        return Candidate(plan, data.get("serial"))
+
+    # -- source --------------------------------------------------------------------
+    async def _watch(self) -> None:
+        source = self.settings.source
+        if source.path is not None:
+            await self._watch_file(source.path)
+        else:
+            while True:
+                await anyio.sleep(self.settings.poll_interval_s)
+                self.wake()
+
+    async def _watch_file(self, path: Path) -> None:
+        import watchfiles
+
+        target = os.path.realpath(path)
+        directory = os.path.dirname(target)
+
+        def only_target(change: watchfiles.Change, changed: str) -> bool:
+            return os.path.realpath(changed) == target
+
+        async for _ in watchfiles.awatch(
+            directory,
+            watch_filter=only_target,
+            step=self.settings.watch_step_ms,
+            debounce=self.settings.watch_debounce_ms,
+            recursive=False,
+        ):
+            self.wake()
+
+    async def _signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    self.wake()
+                else:
+                    self._log.info("signal", signal=signal.Signals(signum).name)
+                    self.request_stop()
+
+    async def _run_app(self, app: Callable[[Supervisor], Any]) -> None:
+        try:
+            await anyio.to_thread.run_sync(app, self, abandon_on_cancel=True)
+        except Exception as exc:
+            self._log.error("app failed", error=repr(exc))
+
+    # -- controls ----------------------------------------------------------------
+    async def _controls(self) -> None:
+        while True:
+            await anyio.sleep(CONTROL_INTERVAL_S)
+            await self._obey_controls()
+
+    async def _obey_controls(self) -> None:
+        store = self._store
+        assert store is not None
+        if not store.changed():
+            return
+        wanted = store.controls()
+        for cid, handle in self.runtime.handles.items():
+            handle.paused = cid in wanted
+        for request in store.pending():
+            known = [c for c in request.components if c in self.runtime.handles]
+            unknown = [c for c in request.components if c not in self.runtime.handles]
+            result: dict[str, Any] = {"pid": os.getpid(), "applied": known, "unknown": unknown}
+            if request.op == "drain":
+                timeout = (request.deadline_ms or 0) / 1000
+                result["waited"] = await self.runtime.drain(known, timeout)
+            store.complete(request.id, result)
+            self._log.info(f"control {request.op}", components=known, unknown=unknown)
+        self._write_status()
+
+    # -- health and status -----------------------------------------------------------
+    async def _health_loop(self) -> None:
+        while True:
+            await anyio.sleep(STATUS_INTERVAL_S)
+            await self._check_health(force=False)
+            self._write_status()
+
+    async def _check_health(self, *, force: bool) -> None:
+        now = time.time()
+        for cid, instance in list(self.runtime.instances.items()):
+            interval = instance.component.health.interval_ms
+            every = interval / 1000 if interval else DEFAULT_HEALTH_INTERVAL_S
+            last = self._health.get(cid)
+            if (
+                not force
+                and last is not None
+                and now - last["checked_at"] < every
+                and last["generation"] == instance.slot.generation
+            ):
+                continue
+            problem = await health_of(instance)
+            self._health[cid] = {
+                "healthy": problem is None,
+                "reason": problem,
+                "checked_at": time.time(),
+                "generation": instance.slot.generation,
+                "provider": instance.component.provider,
+            }
+        for cid in list(self._health):
+            if cid not in self.runtime.instances:
+                del self._health[cid]
+        healthy = all(entry["healthy"] for entry in self._health.values())
+        snapshots.write_json(
+            self.settings.state / snapshots.HEALTH,
+            {
+                "healthy": healthy,
+                "pid": os.getpid(),
+                "checked_at": now,
+                "expires_at": now + 3 * STATUS_INTERVAL_S + 5,
+                "plan": self._digest(),
+                "components": self._health,
+            },
+        )
+
+    def _write_status(self, *, stopped: bool = False) -> None:
+        plan = self.runtime.plan
+        components = {}
+        for cid, handle in self.runtime.handles.items():
+            slot = handle.slot
+            components[cid] = {
+                "provider": slot.provider if slot else None,
+                "generation": slot.generation if slot else None,
+                "inflight": slot.inflight if slot else 0,
+                "calls": slot.calls if slot else 0,
+                "paused": handle.paused,
+            }
+        counters = self.counters
+        snapshots.write_json(
+            self.settings.state / snapshots.STATUS,
+            {
+                "pid": os.getpid(),
+                "state": "stopped"
+                if stopped
+                else ("running" if self.ready.is_set() else "starting"),
+                "started_at": self.started_at,
+                "updated_at": time.time(),
+                "source": self.settings.source.description,
+                "profile": self.profile,
+                "plan": {
+                    "digest": plan.digest,
+                    "target": plan.target,
+                    "profile": plan.profile,
+                    "serial": self.runtime.serial,
+                }
+                if plan
+                else None,
+                "components": components,
+                "swaps": counters.swaps,
+                "rejected": counters.rejected,
+                "aborted": counters.aborted,
+                "rolled_back": counters.rolled_back,
+                "unreachable": counters.unreachable,
+                "cleanup_failures": self.runtime.cleanup_failures,
+                "last_swap": counters.last_swap,
+                "last_problem": counters.last_problem,
+            },
+        )
+
+    def _digest(self) -> str | None:
+        plan: Plan | None = self.runtime.plan
+        return plan.digest if plan else None

@@ -1,0 +1,139 @@
+"""Components for the runtime tests: they really hold state, and misbehave on request.
+
+Every instance registers itself in `LIVE` until closed and appends what
+happens to it to `EVENTS`, so tests can check ordering and leaks.  When
+`events_file` is set, events are also appended there (for subprocess tests).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+LIVE: set[Store] = set()
+EVENTS: list[tuple[str, str, str]] = []  # (what, component tag, detail)
+_lock = threading.Lock()
+
+
+def _record(what: str, tag: str, detail: str = "", events_file: str | None = None) -> None:
+    with _lock:
+        EVENTS.append((what, tag, detail))
+    if events_file:
+        with open(events_file, "a") as handle:
+            handle.write(json.dumps([what, tag, detail, time.time()]) + "\n")
+
+
+class Store:
+    """A key-value store tagged with its provider; misbehaviour is configured by the plan."""
+
+    def __init__(
+        self,
+        *,
+        tag: str,
+        activate_sleep_ms: int = 0,
+        fail_activate: bool = False,
+        unhealthy: bool = False,
+        fail_probation: bool = False,
+        fail_close: bool = False,
+        health_sleep_ms: int = 0,
+        events_file: str | None = None,
+        deps: Any = None,
+    ) -> None:
+        self.tag = tag
+        self.events_file = events_file
+        _record("activate", tag, events_file=events_file)
+        if activate_sleep_ms:
+            time.sleep(activate_sleep_ms / 1000)
+        if fail_activate:
+            raise RuntimeError(f"{tag} refuses to activate")
+        self.data: dict[str, Any] = {}
+        self.calls = 0
+        self.calls_seen_by_health: list[int] = []
+        self.inflight = 0
+        self.inflight_at_close: int | None = None
+        self.closed = False
+        self.unhealthy = unhealthy
+        self.fail_probation = fail_probation
+        self.fail_close = fail_close
+        self.health_sleep_ms = health_sleep_ms
+        self.deps = deps
+        with _lock:
+            LIVE.add(self)
+
+    def _enter(self) -> None:
+        if self.closed:
+            raise RuntimeError(f"{self.tag} called after close")
+        with _lock:
+            self.calls += 1
+            self.inflight += 1
+
+    def _leave(self) -> None:
+        with _lock:
+            self.inflight -= 1
+
+    def who(self) -> str:
+        self._enter()
+        self._leave()
+        return self.tag
+
+    def slow(self, seconds: float) -> str:
+        self._enter()
+        try:
+            time.sleep(seconds)
+            if self.closed:
+                raise RuntimeError(f"{self.tag} closed during a call")
+            return self.tag
+        finally:
+            self._leave()
+
+    def set(self, key: str, value: Any) -> None:
+        self._enter()
+        self.data[key] = value
+        self._leave()
+
+    def get(self, key: str) -> Any:
+        self._enter()
+        try:
+            return self.data.get(key)
+        finally:
+            self._leave()
+
+    def via(self, component_id: str) -> str:
+        """Call a dependency through the handle the runtime gave us."""
+        self._enter()
+        try:
+            return f"{self.tag}->{self.deps[component_id].who()}"
+        finally:
+            self._leave()
+
+    def health(self) -> bool:
+        self.calls_seen_by_health.append(self.calls)
+        if self.health_sleep_ms:
+            time.sleep(self.health_sleep_ms / 1000)
+        if self.unhealthy:
+            return False
+        # Probation is the second check: healthy while warming, failing once bound.
+        return not (self.fail_probation and len(self.calls_seen_by_health) > 1)
+
+    def close(self) -> None:
+        self.inflight_at_close = self.inflight
+        self.closed = True
+        with _lock:
+            LIVE.discard(self)
+        _record("close", self.tag, events_file=self.events_file)
+        if self.fail_close:
+            raise RuntimeError(f"{self.tag} fails to close")
+
+
+def stamp(value: str, *, suffix: str = "") -> str:
+    """A function component (task-like): config is bound as keyword arguments."""
+    return value + suffix
+
+
+class Noop:
+    """The cheapest possible component, for the benchmarks."""
+
+    def __init__(self, **_: Any) -> None:
+        pass
