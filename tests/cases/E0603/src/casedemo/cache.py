@@ -1,0 +1,5 @@
+"""An implementation the E0603 case's entry point names."""
+
+
+class Memory:
+    pass
