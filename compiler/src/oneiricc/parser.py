@@ -11,19 +11,14 @@ import json
 import os
 from functools import cache
 from importlib import resources
-from typing import Any, NoReturn
-
-import lark
-from lark import Lark, Token, Transformer
-from lark.exceptions import (
-    UnexpectedCharacters,
-    UnexpectedEOF,
-    UnexpectedInput,
-    UnexpectedToken,
-)
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import nodes as n
 from .diagnostics import CompileError, Diagnostic, did_you_mean
+
+if TYPE_CHECKING:  # lark is imported on first parse: a build served from the cache never needs it
+    from lark import Lark, Token
+    from lark.exceptions import UnexpectedInput
 
 LANGUAGE_VERSIONS = (1,)
 MAX_SOURCE_BYTES = 32 * 1024 * 1024
@@ -85,8 +80,11 @@ def _tokens(children: list[Any], kind: str) -> list[Token]:
     return [c for c in children if isinstance(c, Token) and c.type == kind]
 
 
-class _Builder(Transformer[Token, Any]):
-    """One callback per grammar rule; each returns the matching `nodes` object."""
+class _Builder:
+    """One callback per grammar rule; each returns the matching `nodes` object.
+
+    Lark looks callbacks up by rule name, so this needs no lark base class.
+    """
 
     # -- values --------------------------------------------------------------
     def string(self, c: list[Token]) -> n.Str:
@@ -274,12 +272,16 @@ def _grammar_cache_file() -> str | bool:
         os.makedirs(directory, mode=0o700, exist_ok=True)
     except OSError:
         return False
-    return os.path.join(directory, f"grammar-lark{lark.__version__}.cache")
+    from lark import __version__
+
+    return os.path.join(directory, f"grammar-lark{__version__}.cache")
 
 
 @cache
 def parser() -> Lark:
     """The LALR parser, built once per process (call before forking parse workers)."""
+    from lark import Lark
+
     return Lark(
         grammar_text(),
         parser="lalr",
@@ -346,6 +348,9 @@ def _describe_expected(expected: set[str]) -> str:
 
 
 def _syntax_error(path: str, text: str, exc: UnexpectedInput) -> Diagnostic:
+    from lark import Token
+    from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
+
     line = exc.line if isinstance(exc.line, int) and exc.line > 0 else 1
     col = exc.column if isinstance(exc.column, int) and exc.column > 0 else 1
     if isinstance(exc, UnexpectedCharacters):
@@ -424,6 +429,8 @@ def decode_source(path: str, data: bytes) -> str:
 
 def parse(path: str, text: str) -> n.Module:
     """Parse one file.  Raises `CompileError` with one diagnostic on a syntax error."""
+    from lark.exceptions import UnexpectedInput, UnexpectedToken
+
     try:
         result: tuple[int, n.Pos, list[Any]] = parser().parse(text)  # type: ignore[assignment]
         version, version_pos, items = result
