@@ -137,3 +137,28 @@ class Noop:
 
     def __init__(self, **_: Any) -> None:
         pass
+
+
+def busy_app(supervisor: Any) -> None:
+    """`oneiric run --app`: three threads keep slow calls in flight until shutdown.
+
+    Outcomes go to $RT_EVENTS as ("call", provider or error type, ...).
+    """
+    import os
+
+    events = os.environ["RT_EVENTS"]
+
+    def loop() -> None:
+        while not supervisor.stopping.is_set():
+            try:
+                tag = supervisor.handle("adapter:cache").slow(0.4)
+                _record("call", tag, events_file=events)
+            except Exception as exc:
+                _record("call", type(exc).__name__, str(exc), events_file=events)
+                time.sleep(0.05)
+
+    threads = [threading.Thread(target=loop, daemon=True) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()

@@ -46,6 +46,7 @@ PROFILE_ENV = "ONEIRIC_PROFILE"
 DEFAULT_HEALTH_INTERVAL_S = 10.0
 CONTROL_INTERVAL_S = 0.25
 STATUS_INTERVAL_S = 1.0
+WATCH_TIMEOUT_MS = 250
 
 
 class StartError(Exception):
@@ -92,6 +93,7 @@ class Supervisor:
         self._health: dict[str, dict[str, Any]] = {}
         self._log = structlog.get_logger("oneiric.supervisor")
         self._store: ControlStore | None = None
+        self.watching = False  # a file watch is registered (status.json "watching")
 
     @property
     def profile(self) -> str:
@@ -121,6 +123,7 @@ class Supervisor:
                 if self.settings.app is not None:
                     tg.start_soon(self._run_app, self.settings.app)
                 self.ready.set()
+                self._write_status()
                 self._log.info(
                     "ready",
                     plan=self._digest(),
@@ -163,8 +166,7 @@ class Supervisor:
         self._applied(first, report=None)
         await self._obey_controls()
         if candidate is not None and candidate.plan.digest != first.plan.digest:
-            await self._consider(candidate)
-        self._write_status()
+            self.wake()  # the source's newer plan is applied as an ordinary swap, once ready
         await self._check_health(force=True)
 
     async def _shutdown(self) -> list[str]:
@@ -283,13 +285,26 @@ class Supervisor:
         def only_target(change: watchfiles.Change, changed: str) -> bool:
             return os.path.realpath(changed) == target
 
-        async for _ in watchfiles.awatch(
+        assert self._stop is not None
+        # yield_on_timeout: the first (possibly empty) yield proves the watch is registered;
+        # the source is then re-read once, so a change made before that is not missed.
+        async for changes in watchfiles.awatch(
             directory,
             watch_filter=only_target,
             step=self.settings.watch_step_ms,
             debounce=self.settings.watch_debounce_ms,
             recursive=False,
+            stop_event=self._stop,
+            rust_timeout=WATCH_TIMEOUT_MS,
+            yield_on_timeout=True,
         ):
+            if not self.watching:
+                self.watching = True
+                self._log.debug("watching", path=target)
+                self._write_status()
+            elif not changes:
+                continue
+            self._log.debug("source changed", changes=sorted(c[1] for c in changes))
             self.wake()
 
     async def _signals(self) -> None:
@@ -399,6 +414,7 @@ class Supervisor:
                 "started_at": self.started_at,
                 "updated_at": time.time(),
                 "source": self.settings.source.description,
+                "watching": self.watching,
                 "profile": self.profile,
                 "plan": {
                     "digest": plan.digest,

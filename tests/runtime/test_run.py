@@ -1,0 +1,314 @@
+"""`oneiric run` as a real process: file watching, controls, snapshots, signals, crash restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest_paths import ROOT, RUNTIME_TESTS
+from oneiric.plan import Plan
+from planbuild import component, plan
+
+CACHE = "adapter:cache"
+
+
+def write_plan(path: Path, value: Plan | bytes) -> None:
+    data = value if isinstance(value, bytes) else value.to_bytes()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def oneiric(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "oneiric", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "NO_COLOR": "1", **(env or {})},
+        cwd=ROOT,
+    )
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what or predicate}")
+
+
+class Running:
+    def __init__(self, tmp: Path, plan_path: Path, *extra: str, env: dict[str, str] | None = None):
+        self.state = tmp / "state"
+        self.events = tmp / "events.jsonl"
+        self.events.touch()
+        self.stderr = tmp / "stderr.log"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "oneiric",
+                "run",
+                "--unsigned-plan",
+                str(plan_path),
+                "--state",
+                str(self.state),
+                *extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self.stderr.open("wb"),
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "PYTHONPATH": str(RUNTIME_TESTS),
+                "RT_EVENTS": str(self.events),
+                **(env or {}),
+            },
+        )
+
+    def status(self) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads((self.state / "status.json").read_bytes())
+            return data
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def wait_running(self, digest: str | None = None, watching: bool = True) -> dict[str, Any]:
+        def ok() -> dict[str, Any] | None:
+            assert self.proc.poll() is None, self.stderr.read_text()
+            status = self.status()
+            if (
+                status
+                and status["state"] == "running"
+                and (digest is None or status["plan"]["digest"] == digest)
+                and (status["watching"] or not watching)
+            ):
+                return status
+            return None
+
+        return wait_for(ok, what=f"running on {digest}")  # type: ignore[no-any-return]
+
+    def events_of(self, what: str) -> list[list[Any]]:
+        lines = self.events.read_text().splitlines()
+        return [e for e in map(json.loads, lines) if e[0] == what]
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+    def logs(self) -> list[dict[str, Any]]:
+        return [
+            json.loads(line)
+            for line in self.stderr.read_text().splitlines()
+            if line.startswith("{")
+        ]
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[Callable[..., Running]]:
+    started: list[Running] = []
+
+    def start(plan_path: Path, *extra: str, env: dict[str, str] | None = None) -> Running:
+        run = Running(tmp_path, plan_path, *extra, env=env)
+        started.append(run)
+        return run
+
+    yield start
+    for run in started:
+        if run.proc.poll() is None:
+            run.proc.kill()
+            run.proc.wait(10)
+
+
+def store(provider: str, events: Path, **config: Any) -> dict[str, Any]:
+    return component(
+        CACHE, provider, config={"events_file": str(events), **config}, drain_timeout_ms=5000
+    )
+
+
+def test_file_swaps_bursts_rejections_and_unreachable_source(tmp_path: Path, running) -> None:  # type: ignore[no-untyped-def]
+    events = tmp_path / "events.jsonl"
+    plan_path = tmp_path / "plan.json"
+    v1 = plan(store("v1", events))
+    write_plan(plan_path, v1)
+    run = running(plan_path, "--app", "rtcomponents:busy_app")
+    assert run.wait_running(v1.digest)["components"][CACHE]["provider"] == "v1"
+
+    # A new plan file in place: swapped live, the callers never fail.
+    v2 = plan(store("v2", events))
+    write_plan(plan_path, v2)
+    assert run.wait_running(v2.digest)["swaps"] == 1
+
+    # A burst of 20 writes (intermediate versions) ends in exactly one swap, to the last.
+    burst = [plan(store(f"b{i}", events)) for i in range(20)]
+    for version in burst:
+        write_plan(plan_path, version)
+    status = run.wait_running(burst[-1].digest)
+    time.sleep(0.5)
+    assert run.status()["swaps"] == 2  # type: ignore[index]
+
+    # A truncated plan file is rejected; the running plan stays.
+    plan_path.write_bytes(burst[0].to_bytes()[:200])
+    wait_for(lambda: run.status()["rejected"] == 1, what="rejection")  # type: ignore[index]
+    status = run.wait_running(burst[-1].digest)
+    assert "not a valid plan" in status["last_problem"]["error"]
+
+    # The file disappears: the last known good plan keeps serving.
+    plan_path.unlink()
+    wait_for(lambda: run.status()["unreachable"] >= 1, what="unreachable")  # type: ignore[index]
+    assert run.wait_running(burst[-1].digest)["components"][CACHE]["provider"] == "b19"
+
+    assert run.stop() == 0
+    calls = run.events_of("call")
+    assert calls
+    assert all(tag in {"cache-v1", "cache-v2", "cache-b19"} for _, tag, *_ in calls), calls
+    activated = [tag for _, tag, *_ in run.events_of("activate")]
+    assert activated == ["cache-v1", "cache-v2", "cache-b19"]
+    assert len(run.events_of("close")) == 3  # nothing leaked at shutdown
+
+
+def test_controls_snapshots_and_clean_shutdown(tmp_path: Path, running) -> None:  # type: ignore[no-untyped-def]
+    events = tmp_path / "events.jsonl"
+    plan_path = tmp_path / "plan.json"
+    v1 = plan(store("v1", events), component("service:orders", requires=[CACHE]))
+    write_plan(plan_path, v1)
+    run = running(plan_path, "--app", "rtcomponents:busy_app")
+    run.wait_running(v1.digest)
+    state = ["--state", str(run.state)]
+
+    probe = oneiric("health", "--probe", *state)
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    explained = oneiric("explain", CACHE, *state, "--format", "json")
+    assert json.loads(explained.stdout)["explanation"]["summary"] == (
+        '"v1" is the only provider of adapter cache'
+    )
+    assert (
+        oneiric("explain", "adapter:cash", *state)
+        .stderr.strip()
+        .endswith('did you mean "adapter:cache"?')
+    )
+
+    # drain waits for the in-flight slow calls and reports them.
+    wait_for(lambda: run.status()["components"][CACHE]["inflight"] > 0, what="in-flight")  # type: ignore[index]
+    drained = oneiric("drain", CACHE, "--deadline", "5s", *state, "--format", "json")
+    assert drained.returncode == 0, drained.stdout + drained.stderr
+    waited = json.loads(drained.stdout)["result"]["waited"][CACHE]
+    assert waited["inflight"] > 0
+    assert waited["remaining"] == 0
+    assert run.status()["components"][CACHE]["paused"] is True  # type: ignore[index]
+    time.sleep(0.3)
+    assert run.events_of("call")[-1][1] == "ComponentPaused"
+
+    assert oneiric("resume", CACHE, *state).returncode == 0
+    resumed_at = len(run.events_of("call"))
+    wait_for(
+        lambda: any(e[1] == "cache-v1" for e in run.events_of("call")[resumed_at:]),
+        what="calls after resume",
+    )
+
+    paused = oneiric("pause", CACHE, *state)
+    assert paused.returncode == 0
+    assert "done by runtime pid" in paused.stdout
+    assert oneiric("pause", "adapter:nope", *state).returncode == 2
+
+    human = oneiric("status", *state)
+    assert "PAUSED" in human.stdout
+    assert "adapter:cache" in human.stdout
+
+    assert run.stop() == 0
+    closes = [tag for _, tag, *_ in run.events_of("close")]
+    assert closes == ["cache-v1"]
+    assert oneiric("health", "--probe", *state).returncode == 1
+    logs = run.logs()
+    activated = next(e for e in logs if e["event"] == "activated")
+    assert activated["plan"] == v1.digest
+    assert {"domain", "key", "provider", "serial"} <= set(activated)
+
+
+def test_pause_persists_across_restart(tmp_path: Path, running) -> None:  # type: ignore[no-untyped-def]
+    plan_path = tmp_path / "plan.json"
+    write_plan(plan_path, plan(store("v1", tmp_path / "events.jsonl")))
+    state = ["--state", str(tmp_path / "state")]
+    recorded = oneiric("pause", CACHE, *state)
+    assert "no runtime is running" in recorded.stdout
+    run = running(plan_path)
+    assert run.wait_running()["components"][CACHE]["paused"] is True
+    assert run.stop() == 0
+
+
+def test_crash_mid_swap_restarts_on_the_last_good_plan(tmp_path: Path, running) -> None:  # type: ignore[no-untyped-def]
+    events = tmp_path / "events.jsonl"
+    plan_path = tmp_path / "plan.json"
+    v1 = plan(store("v1", events))
+    write_plan(plan_path, v1)
+    run = running(plan_path)
+    run.wait_running(v1.digest)
+    v2 = plan(store("v2", events, activate_sleep_ms=3000))
+    write_plan(plan_path, v2)
+    wait_for(lambda: [e for e in run.events_of("activate") if e[1] == "cache-v2"], what="v2")
+    run.proc.send_signal(signal.SIGKILL)
+    run.proc.wait(10)
+
+    again = running(plan_path)
+    status = again.wait_running()
+    assert status["plan"]["digest"] == v1.digest  # up on the last good plan first
+    assert status["components"][CACHE]["provider"] == "v1"
+    assert again.wait_running(v2.digest)  # then the source's plan, as a normal swap
+    assert again.stop() == 0
+
+
+def test_serverless_profile_does_not_watch_but_sighup_rereads(tmp_path: Path, running) -> None:  # type: ignore[no-untyped-def]
+    events = tmp_path / "events.jsonl"
+    plan_path = tmp_path / "plan.json"
+    v1 = plan(store("v1", events))
+    write_plan(plan_path, v1)
+    run = running(plan_path, env={"ONEIRIC_PROFILE": "serverless", "LOG_LEVEL": "warning"})
+    assert run.wait_running(v1.digest, watching=False)["profile"] == "serverless"
+    v2 = plan(store("v2", events))
+    write_plan(plan_path, v2)
+    time.sleep(1.0)
+    assert run.status()["plan"]["digest"] == v1.digest  # type: ignore[index]
+    run.proc.send_signal(signal.SIGHUP)
+    run.wait_running(v2.digest, watching=False)
+    assert run.stop() == 0
+    assert all(e["level"] != "info" for e in run.logs())
+
+
+def test_start_refuses_a_pin_mismatch_naming_component_expected_and_found(tmp_path: Path) -> None:
+    bad = store("v1", tmp_path / "events.jsonl")
+    bad["pin"]["sha256"] = "ab" * 32
+    plan_path = tmp_path / "plan.json"
+    write_plan(plan_path, plan(bad))
+    result = oneiric(
+        "run",
+        "--unsigned-plan",
+        str(plan_path),
+        "--state",
+        str(tmp_path / "s"),
+        env={"PYTHONPATH": str(RUNTIME_TESTS)},
+    )
+    assert result.returncode == 1
+    assert "warning: running the UNSIGNED plan" in result.stderr
+    assert f"pin mismatch for {CACHE}" in result.stderr
+    assert "expected " + "ab" * 32 in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_usage_errors() -> None:
+    assert oneiric("run").returncode == 2
+    assert oneiric("run", "--manifest", "m.json").returncode == 2
+    bad_level = oneiric("run", "--unsigned-plan", "x", env={"LOG_LEVEL": "loud"})
+    assert bad_level.returncode == 2
+    assert "LOG_LEVEL" in bad_level.stderr
