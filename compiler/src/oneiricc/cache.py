@@ -1,7 +1,8 @@
 """A content-addressed cache of parsed files.
 
-Key: sha256 of (compiler version, grammar text, file path, file bytes), so an
-entry can only ever stand for exactly the parse it replaces.  Entries are
+Key: sha256 of (compiler version, grammar text, the source of the modules
+that shape the tree, file path, file bytes), so an entry can only ever stand
+for exactly the parse it replaces.  Entries are
 pickled syntax trees written atomically; the unpickler accepts nothing but
 the classes of `oneiricc.nodes`, so a tampered cache cannot run code.
 Deleting the directory is always safe; every failure here is a cache miss.
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import nodes as n
+from . import parser as parser_module
 from .parser import grammar_text
 
 _ALLOWED = {name for name in dir(n) if isinstance(getattr(n, name), type)}
@@ -41,7 +43,12 @@ class _NodesOnly(pickle.Unpickler):
 class ParseCache:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._salt = hashlib.sha256(f"{_compiler_version()}\0{grammar_text()}\0".encode()).digest()
+        salt = hashlib.sha256(f"{_compiler_version()}\0{grammar_text()}\0".encode())
+        # The tree's shape is defined by these two modules: any edit to them
+        # (even without a version bump, in a source checkout) is a new cache.
+        for module in (n, parser_module):
+            salt.update(Path(module.__file__ or "").read_bytes())
+        self._salt = salt.digest()
 
     def _entry(self, path: str, data: bytes) -> Path:
         key = hashlib.sha256(self._salt + path.encode() + b"\0" + data).hexdigest()

@@ -1,22 +1,19 @@
 """The syntax tree of one `.oneiric` file, as the parser produces it.
 
-Nodes are plain frozen dataclasses: cheap to build, picklable for the parse
-cache, and free of meaning.  Whether a field is allowed in a domain, whether a
-duration is well formed, what a name refers to: the checker decides that.
+Nodes are named tuples: the cheapest immutable records Python has to build
+(the parser makes about ten per component), to pickle for the parse cache and
+to send back from parallel parse workers.  They carry no meaning: whether a
+field is allowed in a domain, whether a duration is well formed, what a name
+refers to, the checker decides.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple, TypeAlias
 
 
 class Pos(NamedTuple):
-    """A place in a source file: 1-based line and column, and the width to underline.
-
-    A named tuple rather than a dataclass: every token makes one, and tuples
-    are several times cheaper to create and to unpickle from the parse cache.
-    """
+    """A place in a source file: 1-based line and column, and the width to underline."""
 
     line: int
     col: int
@@ -26,59 +23,50 @@ class Pos(NamedTuple):
 # ------------------------------------------------------------------ values --
 
 
-@dataclass(frozen=True, slots=True)
-class Str:
+class Str(NamedTuple):
     pos: Pos
     value: str
 
 
-@dataclass(frozen=True, slots=True)
-class Int:
+class Int(NamedTuple):
     pos: Pos
     value: int
 
 
-@dataclass(frozen=True, slots=True)
-class Float:
+class Float(NamedTuple):
     pos: Pos
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class Quantity:
+class Quantity(NamedTuple):
     """A number with a unit (`30s`, `64MiB`); the checker decides what it measures."""
 
     pos: Pos
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class Bool:
+class Bool(NamedTuple):
     pos: Pos
     value: bool
 
 
-@dataclass(frozen=True, slots=True)
-class List:
+class List(NamedTuple):
     pos: Pos
     items: tuple[Value, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     pos: Pos
     key: str
     value: Value
 
 
-@dataclass(frozen=True, slots=True)
-class Map:
+class Map(NamedTuple):
     pos: Pos
     entries: tuple[Entry, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
+class Call(NamedTuple):
     """`env("NAME", default)` or `secret("path")`: a reference left unresolved in the plan."""
 
     pos: Pos
@@ -91,14 +79,12 @@ Value: TypeAlias = Str | Int | Float | Quantity | Bool | List | Map | Call
 # ---------------------------------------------------------- event filters --
 
 
-@dataclass(frozen=True, slots=True)
-class Path:
+class Path(NamedTuple):
     pos: Pos
     parts: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Compare:
+class Compare(NamedTuple):
     """`path OP value`; `op` is None for a bare path, which tests that it exists."""
 
     pos: Pos
@@ -107,14 +93,12 @@ class Compare:
     value: Value | None
 
 
-@dataclass(frozen=True, slots=True)
-class Not:
+class Not(NamedTuple):
     pos: Pos
     operand: Expr
 
 
-@dataclass(frozen=True, slots=True)
-class BoolOp:
+class BoolOp(NamedTuple):
     pos: Pos
     op: str  # "and" | "or"
     left: Expr
@@ -126,34 +110,29 @@ Expr: TypeAlias = Compare | Not | BoolOp
 # ------------------------------------------------------- component fields --
 
 
-@dataclass(frozen=True, slots=True)
-class ImplRef:
+class ImplRef(NamedTuple):
     pos: Pos
     target: str  # "module:attr", validated by the checker
     target_pos: Pos
 
 
-@dataclass(frozen=True, slots=True)
-class ImplEntryPoint:
+class ImplEntryPoint(NamedTuple):
     pos: Pos
     group: str
     name: str
 
 
-@dataclass(frozen=True, slots=True)
-class Priority:
+class Priority(NamedTuple):
     pos: Pos
     value: int
 
 
-@dataclass(frozen=True, slots=True)
-class Provides:
+class Provides(NamedTuple):
     pos: Pos
     capabilities: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Requires:
+class Requires(NamedTuple):
     pos: Pos
     domain: str
     domain_pos: Pos
@@ -162,21 +141,18 @@ class Requires:
     capabilities: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Config:
+class Config(NamedTuple):
     pos: Pos
     values: Map
 
 
-@dataclass(frozen=True, slots=True)
-class Health:
+class Health(NamedTuple):
     pos: Pos
     every: Quantity | None
     timeout: Quantity | None
 
 
-@dataclass(frozen=True, slots=True)
-class Timeout:
+class Timeout(NamedTuple):
     """`activate timeout 5s` or `drain timeout 30s`."""
 
     pos: Pos
@@ -184,46 +160,39 @@ class Timeout:
     value: Quantity
 
 
-@dataclass(frozen=True, slots=True)
-class OnTopic:
+class OnTopic(NamedTuple):
     pos: Pos
     topic: str
 
 
-@dataclass(frozen=True, slots=True)
-class Where:
+class Where(NamedTuple):
     pos: Pos
     expr: Expr
 
 
-@dataclass(frozen=True, slots=True)
-class Fanout:
+class Fanout(NamedTuple):
     pos: Pos
     mode: str
     mode_pos: Pos
 
 
-@dataclass(frozen=True, slots=True)
-class Retry:
+class Retry(NamedTuple):
     pos: Pos
     attempts: int
     backoff: Quantity | None
 
 
-@dataclass(frozen=True, slots=True)
-class Concurrency:
+class Concurrency(NamedTuple):
     pos: Pos
     limit: int
 
 
-@dataclass(frozen=True, slots=True)
-class NodeTask:
+class NodeTask(NamedTuple):
     pos: Pos
     task: str
 
 
-@dataclass(frozen=True, slots=True)
-class NodeTimeout:
+class NodeTimeout(NamedTuple):
     pos: Pos
     value: Quantity
 
@@ -231,15 +200,13 @@ class NodeTimeout:
 NodeField: TypeAlias = NodeTask | Retry | NodeTimeout
 
 
-@dataclass(frozen=True, slots=True)
-class Node:
+class Node(NamedTuple):
     pos: Pos
     name: str
     fields: tuple[NodeField, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Edges:
+class Edges(NamedTuple):
     """A chain `a -> b -> c`; names with their positions."""
 
     pos: Pos
@@ -267,8 +234,7 @@ Field: TypeAlias = (
 # ------------------------------------------------------------ declarations --
 
 
-@dataclass(frozen=True, slots=True)
-class Component:
+class Component(NamedTuple):
     pos: Pos
     domain: str
     domain_pos: Pos
@@ -277,8 +243,7 @@ class Component:
     fields: tuple[Field, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Selection:
+class Selection(NamedTuple):
     pos: Pos
     domain: str
     domain_pos: Pos
@@ -288,30 +253,26 @@ class Selection:
     provider_pos: Pos
 
 
-@dataclass(frozen=True, slots=True)
-class Stack:
+class Stack(NamedTuple):
     pos: Pos
     name: str
     components: tuple[Component, ...]
     selections: tuple[Selection, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(NamedTuple):
     pos: Pos
     name: str
     layers: tuple[tuple[str, Pos], ...]
     profile: tuple[str, Pos] | None
 
 
-@dataclass(frozen=True, slots=True)
-class Import:
+class Import(NamedTuple):
     pos: Pos
     path: str
 
 
-@dataclass(frozen=True, slots=True)
-class Module:
+class Module(NamedTuple):
     """One parsed file; `path` is relative to the project root, with `/` separators."""
 
     path: str

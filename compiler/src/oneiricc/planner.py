@@ -130,7 +130,8 @@ def _component(
             p.Requirement(
                 domain=r.domain, key=r.key, capabilities=list(r.capabilities), span=r.place.span
             )
-            for r in cand.requires
+            # A requirement list is a set: its order in the source means nothing.
+            for r in sorted(cand.requires, key=lambda r: (r.domain, r.key, r.capabilities))
         ],
         config=fields.get("config", {}),
         health=p.Health(interval_ms=interval, timeout_ms=timeout),
