@@ -1,0 +1,41 @@
+"""SQLite database: one connection shared by threads under a lock, WAL journal."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+
+class SQLiteDatabase:
+    def __init__(
+        self, *, path: str = ":memory:", timeout: timedelta = timedelta(seconds=5), **_: Any
+    ) -> None:
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        # Activated in a worker thread, used from any thread: the lock serialises access.
+        self._db = sqlite3.connect(
+            path, timeout=timeout.total_seconds(), check_same_thread=False, isolation_level=None
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._lock = threading.Lock()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement in its own transaction; return the number of rows changed."""
+        with self._lock:
+            return self._db.execute(sql, params).rowcount
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def health(self) -> bool:
+        return self.query("SELECT 1") == [(1,)]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
