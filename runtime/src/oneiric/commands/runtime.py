@@ -154,7 +154,12 @@ def run(
 
         assert manifest is not None
         assert trust is not None
-        source = ManifestSource(manifest, Path(trust), snapshots.state_dir(state))
+        from oneiric.checks import SecurityError
+
+        try:
+            source = ManifestSource(manifest, Path(trust), snapshots.state_dir(state))
+        except SecurityError as exc:
+            _fail("text", str(exc), exc.exit_code)
     settings = Settings(
         state=snapshots.state_dir(state),
         source=source,
