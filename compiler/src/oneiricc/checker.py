@@ -105,7 +105,8 @@ class Req:
     domain: str
     key: str
     capabilities: tuple[str, ...]
-    place: Place
+    place: Place  # the `requires` statement: its span goes into the plan
+    key_place: Place  # the required key: where an unknown-component error points
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,10 +395,11 @@ class _FileChecker:
                 value = priority
             case n.Provides(_, capabilities):
                 value = tuple(sorted({*decl.fields.get("provides", ()), *capabilities}))
-            case n.Requires(pos, domain, domain_pos, key, _, capabilities):
+            case n.Requires(pos, domain, domain_pos, key, key_pos, capabilities):
                 if not self.domain_ok(domain, domain_pos):
                     return
-                req = Req(domain, key, tuple(sorted(set(capabilities))), self.place(pos))
+                caps = tuple(sorted(set(capabilities)))
+                req = Req(domain, key, caps, self.place(pos), self.place(key_pos))
                 value = (*decl.fields.get("requires", ()), req)
             case n.Config(_, values):
                 value = self.map_value(values, depth=0)

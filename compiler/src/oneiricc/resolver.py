@@ -512,7 +512,7 @@ def _check_requirements(
                 report.error(
                     "E0206",
                     f"{component_id(key)} requires unknown component {req.domain} {req.key}",
-                    req.place,
+                    req.key_place,
                     help=did_you_mean(req.key, known),
                 )
                 continue
