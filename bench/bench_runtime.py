@@ -1,0 +1,252 @@
+"""Runtime benchmarks; every figure also as a ratio to a baseline measured in the same run.
+
+* CLI start: `oneiric --help` and `oneiric status` whole-process time and peak RSS,
+  against bare `python -c pass` (goal: < 0.2 s and < 50 MiB).
+* import: `import oneiric.supervisor` (everything `oneiric run` needs).
+* cold start to ready: `oneiric run --unsigned-plan` on plans of 10 and 1,000
+  no-op components, process spawn → status.json says running (goal: 0.5 s at 1,000).
+* swap latency: new plan file renamed into place → new instance bound, median
+  and p99 over 200 swaps, through the real file watcher (goal: median < 50 ms).
+* failed calls during 1,000 swaps under 100 concurrent callers (must be 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+from oneiric import logs
+from oneiric.plan import Component, Plan
+from oneiric.runtime import Runtime
+from oneiric.sources import UnsignedPlanFile
+from oneiric.supervisor import Settings, Supervisor
+
+IMPL = "oneiric.adapters.memory"
+
+
+def _pin() -> dict[str, Any]:
+    from oneiricc.pins import Pinner
+
+    return Pinner([]).pin_module(IMPL).model_dump(mode="json")
+
+
+PIN = _pin()
+
+
+def make_plan(n: int, provider: str = "p") -> Plan:
+    span = "bench.oneiric:1:1"
+    components = [
+        Component.model_validate(
+            {
+                "id": f"adapter:c{i}",
+                "domain": "adapter",
+                "key": f"c{i}",
+                "provider": provider,
+                "layer": "bench",
+                "span": span,
+                "layers": ["bench"],
+                "implementation": {"kind": "module", "module": IMPL, "attr": "MemoryCache"},
+                "pin": PIN,
+                "priority": 0,
+                "provides": [],
+                "requires": [],
+                "config": {"max_entries": 10},
+                "health": {},
+                "lifecycle": {},
+                "explanation": {
+                    "rule": "only",
+                    "summary": "bench",
+                    "losers": [],
+                    "winner": {"provider": provider, "layer": "bench", "span": span},
+                },
+            }
+        )
+        for i in range(n)
+    ]
+    return Plan(
+        target="bench",
+        profile="default",
+        sources=[],
+        components=components,
+        activation_order=[c.id for c in components],
+        workflows=[],
+        routes=[],
+    ).sealed()
+
+
+def write(path: Path, plan: Plan) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(plan.to_bytes())
+    os.replace(tmp, path)
+
+
+def timed(argv: list[str], runs: int) -> tuple[float, int]:
+    """Best wall time of `runs` and the peak RSS (KiB), measured from a fresh parent."""
+    code = f"""
+import resource, subprocess, sys, time
+best = float("inf")
+for _ in range({runs}):
+    started = time.perf_counter()
+    subprocess.run(sys.argv[1:], capture_output=True)
+    best = min(best, time.perf_counter() - started)
+print(best, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return float(out[0]), int(out[1])
+
+
+def cold_start(n: int, runs: int) -> float:
+    best = float("inf")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "plan.json"
+        write(path, make_plan(n))
+        for run in range(runs):
+            state = Path(tmp) / f"state{run}"
+            started = time.perf_counter()
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "oneiric",
+                    "run",
+                    "--unsigned-plan",
+                    str(path),
+                    "--state",
+                    str(state),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env={**os.environ, "LOG_LEVEL": "warning"},
+            )
+            status = state / "status.json"
+            while True:
+                try:
+                    if json.loads(status.read_bytes())["state"] == "running":
+                        break
+                except (FileNotFoundError, ValueError):
+                    pass
+                if time.perf_counter() - started > 30:
+                    raise RuntimeError("runtime did not become ready in 30 s")
+                time.sleep(0.002)
+            best = min(best, time.perf_counter() - started)
+            proc.terminate()
+            proc.wait(30)
+    return best
+
+
+async def swap_latency(swaps: int) -> list[float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "plan.json"
+        write(path, make_plan(1, "p0"))
+        sup = Supervisor(
+            Settings(state=Path(tmp) / "state", source=UnsignedPlanFile(path), handle_signals=False)
+        )
+        latencies: list[float] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sup.run)
+            while not sup.watching:
+                await anyio.sleep(0.01)
+            handle = sup.handle("adapter:c0")
+            for i in range(1, swaps + 1):
+                plan = make_plan(1, f"p{i}")
+                started = time.perf_counter()
+                write(path, plan)
+                while handle.provider != f"p{i}":
+                    await anyio.sleep(0.0005)
+                latencies.append(time.perf_counter() - started)
+                await anyio.sleep(0.02)
+            sup.request_stop()
+        return latencies
+
+
+async def failed_calls(swaps: int, callers: int) -> tuple[int, int, float]:
+    runtime = Runtime()
+    plans = [make_plan(1, "a"), make_plan(1, "b")]
+    await runtime.apply(plans[0])
+    handle = runtime.handle("adapter:c0")
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    calls = [0] * callers
+
+    def call(index: int) -> None:
+        while not stop.is_set():
+            try:
+                handle.set("k", b"v")
+                handle.get("k")
+                calls[index] += 2
+            except Exception as exc:
+                failures.append(exc)
+            time.sleep(0.005)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(callers)]
+    for thread in threads:
+        thread.start()
+    started = time.perf_counter()
+    for i in range(swaps):
+        await runtime.apply(plans[(i + 1) % 2])
+    elapsed = time.perf_counter() - started
+    stop.set()
+    for thread in threads:
+        thread.join()
+    await runtime.stop()
+    return len(failures), sum(calls), elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (CI smoke)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("LOG_LEVEL", "warning")
+    logs.configure()
+    runs, swaps, storm = (2, 20, 100) if args.quick else (5, 200, 1000)
+    python = [sys.executable]
+    base_t, base_rss = timed([*python, "-c", "pass"], runs)
+    print(f"baseline python -c pass: {base_t * 1000:.1f} ms, {base_rss / 1024:.1f} MiB")
+    for label, cli in (
+        ("oneiric --help", ["--help"]),
+        ("oneiric status", ["status", "--state", "/nonexistent"]),
+    ):
+        t, rss = timed([*python, "-m", "oneiric", *cli], runs)
+        print(
+            f"{label}: {t * 1000:.1f} ms ({t / base_t:.1f}x baseline), "
+            f"{rss / 1024:.1f} MiB ({rss / base_rss:.1f}x)"
+        )
+    t, _ = timed([*python, "-c", "import oneiric.supervisor"], runs)
+    print(
+        f"import oneiric.supervisor: {t * 1000:.1f} ms ({t / base_t:.1f}x baseline), "
+        f"{(t - base_t) * 1000:.1f} ms over it"
+    )
+    for n in (10, 1000):
+        t = cold_start(n, max(2, runs // 2))
+        print(f"cold start to ready, {n} components: {t * 1000:.1f} ms ({t / base_t:.1f}x)")
+    latencies = anyio.run(swap_latency, swaps)
+    latencies.sort()
+    median = statistics.median(latencies)
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    print(
+        f"swap latency over {swaps} swaps (file renamed → new instance bound): "
+        f"median {median * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms "
+        f"({median / base_t:.2f}x baseline start)"
+    )
+    failures, calls, elapsed = anyio.run(failed_calls, storm, 100)
+    print(
+        f"{storm} swaps under 100 concurrent callers: {failures} failed calls of {calls} "
+        f"({elapsed:.1f} s, {elapsed / storm * 1000:.2f} ms per swap)"
+    )
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
