@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "verify": "oneiric.commands.security:verify",
     "remote-sync": "oneiric.commands.security:remote_sync",
     "trust": "oneiric.commands.security:trust",
+    **{name: f"oneiric.commands.flows:{name}" for name in ("workflow", "event", "action")},
 }
 
 

@@ -1,0 +1,56 @@
+"""Actions: invocable units, `action(payload, **config)` returning JSON data.
+
+An action component of the plan is invoked by its key; the built-in actions
+below can be invoked by name without being declared (`oneiric action invoke
+http.request --payload '{"url": ...}'`) or declared in a stack like any
+implementation (`impl "oneiric.actions.http:request"`), which pins them and
+lets config set their defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+BUILTINS: dict[str, str] = {
+    "http.request": "oneiric.actions.http:request",
+    "webhook.notify": "oneiric.actions.webhook:notify",
+    "compress": "oneiric.actions.compress:compress",
+    "decompress": "oneiric.actions.compress:decompress",
+}
+
+
+class ActionError(Exception):
+    """The action refused its payload or failed; the message says why (exit 1 at the CLI)."""
+
+
+def builtin(name: str) -> Any:
+    """The built-in action called `name` (a key of `BUILTINS`)."""
+    import importlib
+
+    module, _, attr = BUILTINS[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def require(payload: Any, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+    """`payload[key]` checked against `kind`; a clear `ActionError` otherwise."""
+    if not isinstance(payload, dict):
+        raise ActionError(f"the payload must be a JSON object, not {type(payload).__name__}")
+    if key not in payload:
+        if default is ...:
+            raise ActionError(f'the payload needs "{key}"')
+        return default
+    value = payload[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _kinds(kind)):
+        names = " or ".join(k.__name__ for k in _kinds(kind))
+        raise ActionError(f'payload "{key}" must be {names}, not {type(value).__name__}')
+    return value
+
+
+def seconds(value: Any) -> float:
+    """A config duration (timedelta from the plan, or a number of seconds)."""
+    total = getattr(value, "total_seconds", None)
+    return float(total()) if callable(total) else float(value)
+
+
+def _kinds(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
