@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_MANIFEST_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_PLAN_BYTES = 16 * 1024 * 1024
-CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -146,7 +145,7 @@ class Fetcher:
                     raise _too_big(f"{what} {url} (Content-Length {declared})", max_bytes)
                 chunks: list[bytes] = []
                 size = 0
-                for chunk in response.iter_raw(CHUNK):
+                for chunk in response.iter_raw():  # as received: no buffering to a chunk size
                     size += len(chunk)
                     if size > max_bytes:
                         raise _too_big(f"{what} {url}", max_bytes)

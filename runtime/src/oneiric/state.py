@@ -16,9 +16,10 @@ the manifest; plans no longer referenced are removed after it, and temporary
 files left by a killed writer are removed on the next commit.
 
 Test hook: when the environment variable ONEIRIC_TEST_PAUSE_BEFORE_REPLACE is
-set (seconds, read once at import), `atomic_write` prints
-"oneiric-test: paused before replace <path>" to stderr and sleeps between the
-fsync and the rename, so a test can SIGKILL a real process inside the window.
+set to "SECONDS:SUBSTRING" (read once at import), `atomic_write` of a path
+containing SUBSTRING prints "oneiric-test: paused before replace <path>" to
+stderr and sleeps between the fsync and the rename, so a test can SIGKILL a
+real process inside that window.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-_PAUSE_BEFORE_REPLACE = float(os.environ.get("ONEIRIC_TEST_PAUSE_BEFORE_REPLACE") or 0)
+_PAUSE_SECONDS, _, _PAUSE_MATCH = (
+    os.environ.get("ONEIRIC_TEST_PAUSE_BEFORE_REPLACE") or "0:"
+).partition(":")
+_PAUSE_BEFORE_REPLACE = float(_PAUSE_SECONDS)
 TEMP_SUFFIX = ".tmp"
 MANIFEST_FILE = "manifest.dsse.json"
 # Target names become directory names: keep them boring.
@@ -63,7 +67,7 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
             handle.flush()
             os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())
-        if _PAUSE_BEFORE_REPLACE:
+        if _PAUSE_BEFORE_REPLACE and _PAUSE_MATCH in str(path):
             print(f"oneiric-test: paused before replace {path}", file=sys.stderr, flush=True)
             time.sleep(_PAUSE_BEFORE_REPLACE)
         os.replace(temp, path)
