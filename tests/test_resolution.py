@@ -696,7 +696,7 @@ def test_every_error_is_reported_at_once_in_source_order(tmp_path: Path) -> None
     assert found == [
         ("stacks/f0.oneiric:3:54", "E0401"),
         ("stacks/f0.oneiric:4:3", "E0101"),
-        ("stacks/f0.oneiric:5:35", "E0206"),
+        ("stacks/f0.oneiric:5:52", "E0206"),
         ("stacks/f0.oneiric:7:25", "E0201"),
         ("stacks/f1.oneiric:2:44", "E0107"),
     ]

@@ -10,15 +10,15 @@ installed metadata to `module:attr` and pinned the same way.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import metadata
-from importlib.machinery import BuiltinImporter, ModuleSpec, PathFinder
+from importlib.machinery import BuiltinImporter, ModuleSpec
 from pathlib import Path
 
+from oneiric.attest import file_sha256, find_spec_quietly
 from oneiric.plan import Pin
 
 from .diagnostics import did_you_mean
@@ -107,32 +107,18 @@ class Pinner:
         return Pin(
             module=module,
             file=relative,
-            sha256=_file_sha256(origin),
+            sha256=file_sha256(origin),
             distribution=dist.name if dist else None,
             version=dist.version if dist else None,
         )
 
     def _find(self, module: str) -> tuple[ModuleSpec | None, str | None]:
         """The module's spec and the import root it was found under, importing nothing."""
-        parts = module.split(".")
-        if parts[0] in sys.builtin_module_names:
-            return BuiltinImporter.find_spec(parts[0]), None
-        path: list[str] | None = self.search_path
-        spec = None
-        root = None
-        for index in range(len(parts)):
-            name = ".".join(parts[: index + 1])
-            spec = PathFinder.find_spec(name, path)
-            if spec is None:
-                return None, None
-            if index == 0:
-                root = _import_root(spec)
-            if index < len(parts) - 1:
-                locations = spec.submodule_search_locations
-                if locations is None:
-                    return None, None
-                path = list(locations)
-        return spec, root
+        top = module.partition(".")[0]
+        if top in sys.builtin_module_names:
+            return BuiltinImporter.find_spec(top), None
+        found = find_spec_quietly(module, self.search_path)
+        return found if found is not None else (None, None)
 
     def _owner(self, origin: str, root: str | None) -> metadata.Distribution | None:
         """The installed distribution that ships `origin`, if any.
@@ -184,17 +170,3 @@ class Pinner:
 
 def _dist_sort(dist: metadata.Distribution) -> tuple[str, str]:
     return (dist.name or "", dist.version or "")
-
-
-def _import_root(spec: ModuleSpec) -> str | None:
-    """The sys.path entry a top-level module was found in."""
-    if spec.origin and os.path.isfile(spec.origin):
-        directory = os.path.dirname(spec.origin)
-        return os.path.dirname(directory) if spec.submodule_search_locations else directory
-    locations = list(spec.submodule_search_locations or [])
-    return os.path.dirname(locations[0]) if locations else None
-
-
-def _file_sha256(path: str) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()

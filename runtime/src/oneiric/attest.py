@@ -17,7 +17,7 @@ import os
 import sys
 from dataclasses import dataclass
 from importlib import metadata
-from importlib.machinery import PathFinder
+from importlib.machinery import ModuleSpec, PathFinder
 from types import ModuleType
 from typing import Any
 
@@ -52,22 +52,49 @@ _hashes: dict[str, tuple[_Stat, str]] = {}
 _imported: dict[str, str] = {}
 
 
-def locate(module: str) -> str | None:
-    """The file `import module` would load, found without executing any code."""
+def find_spec_quietly(
+    module: str, search_path: list[str] | None = None
+) -> tuple[ModuleSpec, str | None] | None:
+    """The spec `import module` would use and the import root it lies under, running no code.
+
+    `importlib.util.find_spec` imports parent packages; this walks
+    `PathFinder` package by package instead.  The import root is the
+    `search_path` (default `sys.path`) entry the top-level package was found in.
+    """
     parts = module.split(".")
-    path: list[str] | None = None
+    path = search_path
     spec = None
+    root = None
     for index in range(len(parts)):
         spec = PathFinder.find_spec(".".join(parts[: index + 1]), path)
         if spec is None:
             return None
+        if index == 0:
+            root = _import_root(spec)
         if index < len(parts) - 1:
             if spec.submodule_search_locations is None:
                 return None
             path = list(spec.submodule_search_locations)
-    if spec is None or spec.origin is None or not os.path.isfile(spec.origin):
+    return (spec, root) if spec is not None else None
+
+
+def _import_root(spec: ModuleSpec) -> str | None:
+    if spec.origin and os.path.isfile(spec.origin):
+        directory = os.path.dirname(spec.origin)
+        return os.path.dirname(directory) if spec.submodule_search_locations else directory
+    locations = list(spec.submodule_search_locations or [])
+    return os.path.dirname(locations[0]) if locations else None
+
+
+def locate(module: str) -> str | None:
+    """The file `import module` would load, found without executing any code."""
+    found = find_spec_quietly(module)
+    if found is None:
         return None
-    return os.path.realpath(spec.origin)
+    origin = found[0].origin
+    if origin is None or not os.path.isfile(origin):
+        return None
+    return os.path.realpath(origin)
 
 
 def file_sha256(path: str) -> str:
