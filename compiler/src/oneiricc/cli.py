@@ -405,3 +405,7 @@ from .signing import keygen, sign, trust_group  # noqa: E402  (registered after 
 main.add_command(keygen)
 main.add_command(sign)
 main.add_command(trust_group)
+
+from .authoring import fmt  # noqa: E402
+
+main.add_command(fmt)

@@ -1,0 +1,212 @@
+"""Authoring and review commands: `oneiricc fmt`, `oneiricc diff`, `oneiricc lsp`.
+
+Exit codes follow DESIGN §7: 0 success; 1 the input was checked and found
+wrong (a file `fmt --check` would change, a syntax error, `diff --exit-code`
+differences); 2 usage, configuration or I/O.  Helpers shared with the other
+commands come from `cli` lazily, because `cli` registers these commands.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import stat
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+
+from .diagnostics import CompileError, Diagnostic, render_human, render_json
+from .formatter import FormatterBug, format_source
+from .loader import SOURCE_SUFFIX
+from .parser import decode_source
+
+if TYPE_CHECKING:
+    from .cli import CliState
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _state(output: str | None) -> CliState:
+    from .cli import _ctx
+
+    return _ctx(output)
+
+
+def _fail_usage(message: str) -> NoReturn:
+    from .cli import fail_usage
+
+    fail_usage(message)
+
+
+def _format_option(*choices: str) -> Callable[[F], F]:
+    return click.option(
+        "--format",
+        "output",
+        type=click.Choice(["human", "json", *choices]),
+        default=None,
+        help="Output format; json prints one machine-readable document on stdout.",
+    )
+
+
+# ---------------------------------------------------------------------- fmt --
+
+
+@dataclass(slots=True)
+class _Formatted:
+    label: str  # the path as shown to the user
+    path: Path | None  # None for standard input
+    before: bytes
+    after: str | None  # None when the file could not be formatted
+
+    @property
+    def changed(self) -> bool:
+        return self.after is not None and self.after.encode("utf-8") != self.before
+
+    def diff(self) -> list[str]:
+        if self.after is None:
+            return []
+        before = self.before.decode("utf-8", "replace").splitlines(keepends=True)
+        return list(
+            difflib.unified_diff(
+                before, self.after.splitlines(keepends=True), f"a/{self.label}", f"b/{self.label}"
+            )
+        )
+
+
+def _sources_to_format(state: CliState, paths: tuple[Path, ...]) -> list[tuple[str, Path]]:
+    """(label, path) for every file to format: named files, and `.oneiric` files under dirs."""
+    if not paths:
+        project = state.project
+        paths = tuple(project.root / s for s in project.sources if (project.root / s).exists())
+        return [
+            (file.relative_to(project.root).as_posix(), file)
+            for directory in paths
+            for file in _walk(directory)
+        ]
+    found: list[tuple[str, Path]] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend((file.as_posix(), file) for file in _walk(path))
+        elif path.is_file():
+            found.append((path.as_posix(), path))
+        else:
+            _fail_usage(f"{path}: no such file or directory")
+    return sorted(set(found))
+
+
+def _walk(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob(f"*{SOURCE_SUFFIX}") if p.is_file())
+
+
+def _format_one(label: str, path: Path | None, data: bytes) -> tuple[_Formatted, list[Diagnostic]]:
+    try:
+        text = decode_source(label, data)
+        return _Formatted(label, path, data, format_source(label, text)), []
+    except CompileError as err:
+        return _Formatted(label, path, data, None), err.diagnostics
+    except FormatterBug as exc:
+        _fail_usage(f"internal error, please report it: {exc}")
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path, allow_dash=True))
+@click.option("--check", "check_only", is_flag=True, help="Write nothing; exit 1 listing files.")
+@click.option(
+    "--diff", "show_diff", is_flag=True, help="Write nothing; print a unified diff; exit 1."
+)
+@_format_option()
+def fmt(paths: tuple[Path, ...], check_only: bool, show_diff: bool, output: str | None) -> None:
+    """Format .oneiric files in place (by default the project's sources; '-' for stdin).
+
+    With --check or --diff nothing is written, and the exit code is 1 when a
+    file is not formatted.  Comments are kept; formatting twice changes nothing.
+    """
+    state = _state(output)
+    if Path("-") in paths:
+        if len(paths) > 1:
+            _fail_usage("'-' (standard input) cannot be combined with other paths")
+        jobs = [_format_one("<stdin>", None, sys.stdin.buffer.read())]
+    else:
+        jobs = []
+        for label, path in _sources_to_format(state, paths):
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                _fail_usage(f"cannot read {label}: {exc.strerror or exc}")
+            jobs.append(_format_one(label, path, data))
+    results = [result for result, _ in jobs]
+    diagnostics = [d for _, found in jobs for d in found]
+    write = not (check_only or show_diff)
+    for result in results:
+        if write and result.changed and result.path is not None:
+            _rewrite(result.path, result.after or "")
+    changed = [r for r in results if r.changed]
+    if state.output == "json":
+        document = json.loads(render_json(diagnostics))
+        document.update(
+            {
+                "format": "oneiric-fmt",
+                "files": [
+                    {"path": r.label, "changed": r.changed, "formatted": r.after is not None}
+                    | ({"diff": "".join(r.diff())} if show_diff else {})
+                    for r in results
+                ],
+            }
+        )
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+    else:
+        _fmt_human(results, changed, diagnostics, check_only, show_diff, write)
+    if diagnostics or (changed and not write):
+        sys.exit(1)
+
+
+def _fmt_human(
+    results: list[_Formatted],
+    changed: list[_Formatted],
+    diagnostics: list[Diagnostic],
+    check_only: bool,
+    show_diff: bool,
+    write: bool,
+) -> None:
+    from .cli import use_color
+
+    if diagnostics:
+        texts = {r.label: r.before.decode("utf-8", "replace") for r in results}
+        click.echo(
+            render_human(diagnostics, texts, color=use_color(sys.stderr)), err=True, nl=False
+        )
+    stdin = len(results) == 1 and results[0].path is None
+    if stdin and write:
+        sys.stdout.write(results[0].after or "")
+        return
+    if not results:
+        click.echo("oneiricc: warning: no .oneiric files found", err=True)
+        return
+    if show_diff:
+        for result in changed:
+            sys.stdout.writelines(result.diff())
+    elif check_only:
+        for result in changed:
+            click.echo(f"would reformat: {result.label}")
+    unchanged = sum(1 for r in results if r.after is not None and not r.changed)
+    parts = [
+        f"{len(changed)} file(s) {'reformatted' if write else 'would be reformatted'}",
+        f"{unchanged} file(s) already formatted",
+    ]
+    if diagnostics:
+        parts.append(f"{len({d.file for d in diagnostics})} file(s) with syntax errors")
+    click.echo(", ".join(parts), err=True)
+
+
+def _rewrite(path: Path, text: str) -> None:
+    from oneiric.state import atomic_write
+
+    try:
+        atomic_write(path, text.encode("utf-8"), mode=stat.S_IMODE(os.stat(path).st_mode))
+    except OSError as exc:
+        _fail_usage(f"cannot write {path}: {exc.strerror or exc}")
