@@ -12,6 +12,7 @@ import difflib
 import json
 import os
 import stat
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from .loader import SOURCE_SUFFIX
 from .parser import decode_source
 
 if TYPE_CHECKING:
+    from oneiric.plan import Plan
+
     from .cli import CliState
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -210,3 +213,106 @@ def _rewrite(path: Path, text: str) -> None:
         atomic_write(path, text.encode("utf-8"), mode=stat.S_IMODE(os.stat(path).st_mode))
     except OSError as exc:
         _fail_usage(f"cannot write {path}: {exc.strerror or exc}")
+
+
+# --------------------------------------------------------------------- diff --
+
+
+def _read_plan(path: Path) -> Plan:
+    from oneiric.plan import load_plan
+
+    try:
+        return load_plan(path.read_bytes())
+    except OSError as exc:
+        _fail_usage(f"cannot read {path}: {exc.strerror or exc}")
+    except ValueError as exc:
+        _fail_usage(f"{path} is not a valid plan: {exc}")
+
+
+def _git(project_root: Path, *args: str) -> bytes:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(project_root), *args], capture_output=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        _fail_usage(f"cannot run git: {exc}")
+    if done.returncode != 0:
+        message = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        _fail_usage(f"git {' '.join(args)}: {message[-1] if message else 'failed'}")
+    return done.stdout
+
+
+def _golden_at(state: CliState, ref: str) -> tuple[dict[str, Plan], dict[str, Plan]]:
+    """(plans at `ref`, plans in the working tree), from the project's golden directory."""
+    from oneiric.plan import load_plan
+
+    project = state.project
+    golden = project.golden_dir.relative_to(project.root).as_posix()
+    _git(project.root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    names = _git(project.root, "ls-tree", "--name-only", ref, "--", f"{golden}/")
+    old: dict[str, Plan] = {}
+    for line in names.decode("utf-8").splitlines():
+        name = line.rsplit("/", 1)[-1]
+        if not name.endswith(".plan.json"):
+            continue
+        data = _git(project.root, "show", f"{ref}:./{golden}/{name}")
+        try:
+            old[name.removesuffix(".plan.json")] = load_plan(data)
+        except ValueError as exc:
+            _fail_usage(f"{ref}:{golden}/{name} is not a valid plan: {exc}")
+    new = {
+        path.name.removesuffix(".plan.json"): _read_plan(path)
+        for path in sorted(project.golden_dir.glob("*.plan.json"))
+    }
+    return old, new
+
+
+@click.command("diff")
+@click.argument("old", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("new", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--against",
+    metavar="REF",
+    help="Compare the golden plans in the working tree with those at this git revision.",
+)
+@click.option("--verbose", "-v", is_flag=True, help="Show every detail and unchanged targets.")
+@click.option("--exit-code", is_flag=True, help="Exit 1 when the plans differ.")
+@_format_option("markdown")
+def diff(
+    old: Path | None,
+    new: Path | None,
+    against: str | None,
+    verbose: bool,
+    exit_code: bool,
+    output: str | None,
+) -> None:
+    """Summarise what changed between two plans, and why (OLD NEW, or --against REF).
+
+    Not a text diff: per component added / removed / provider / pin / config /
+    explanation changes, each traced to the source change that caused it;
+    workflow and event-route changes; a one-line total.  Moved declarations
+    and reformatted files are not changes.
+    """
+    from . import plandiff
+    from .cli import use_color
+
+    state = _state(output)
+    if against is not None:
+        if old is not None or new is not None:
+            _fail_usage("give either two plan files or --against REF, not both")
+        before, after = _golden_at(state, against)
+        result = plandiff.diff_plan_sets(before, after)
+    else:
+        if old is None or new is None:
+            _fail_usage("expected two plan files (OLD NEW) or --against REF")
+        old_plan, new_plan = _read_plan(old), _read_plan(new)
+        result = plandiff.PlanDiff([plandiff.diff_plans(new_plan.target, old_plan, new_plan)])
+    if state.output == "json":
+        click.echo(json.dumps(plandiff.to_json(result), indent=2, ensure_ascii=False))
+    elif state.output == "markdown":
+        click.echo(plandiff.render_markdown(result, verbose=verbose), nl=False)
+    else:
+        click.echo(
+            plandiff.render_human(result, verbose=verbose, color=use_color(sys.stdout)), nl=False
+        )
+    sys.exit(1 if exit_code and result.different else 0)

@@ -406,6 +406,11 @@ main.add_command(keygen)
 main.add_command(sign)
 main.add_command(trust_group)
 
-from .authoring import fmt  # noqa: E402
+from .authoring import diff, fmt  # noqa: E402
 
 main.add_command(fmt)
+main.add_command(diff)
+
+from .graph_cmd import graph  # noqa: E402
+
+main.add_command(graph)
