@@ -410,7 +410,3 @@ from .authoring import diff, fmt  # noqa: E402
 
 main.add_command(fmt)
 main.add_command(diff)
-
-from .graph_cmd import graph  # noqa: E402
-
-main.add_command(graph)
