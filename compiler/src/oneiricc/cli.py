@@ -410,3 +410,7 @@ from .authoring import diff, fmt  # noqa: E402
 
 main.add_command(fmt)
 main.add_command(diff)
+
+from .graph_cmd import graph  # noqa: E402
+
+main.add_command(graph)

@@ -37,7 +37,7 @@ async def request(
     if method not in METHODS:
         raise ActionError(f'unknown method "{method}" (use {", ".join(METHODS)})')
     sent = {**(headers or {}), **require(payload, "headers", dict, {})}
-    params = require(payload, "params", dict, {})
+    params = require(payload, "params", dict, None)  # None keeps the query of `url`
     body: dict[str, Any] = {}
     if "json" in payload:
         body["json"] = payload["json"]

@@ -1,0 +1,254 @@
+"""Events: routing, filters, fan-out, retries, concurrency limits, dead letters, replay."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import wftasks
+from oneiric.events import EventBus, matches
+from oneiric.flowhost import Unknown, activated
+from oneiric.flowstore import FlowStore
+from oneiric.workflows import Workflows
+from wfkit import build_plan, oneiric
+
+
+def handler(key: str, topic: str, body: str = "", **config: Any) -> str:
+    items = [f'name = "{key}"', 'log = env("WF_LOG", "")']
+    items += [f"{k} = {json.dumps(v)}" for k, v in config.items()]
+    return (
+        f'  event {key} "x" {{\n    on "{topic}"\n    impl "wftasks:handler"\n'
+        f"    config {{ {', '.join(items)} }}\n{body}  }}"
+    )
+
+
+async def with_bus(tmp_path: Path, stack: str, work: Any, timeout_s: float = 5.0) -> Any:
+    plan, _ = build_plan(tmp_path, stack)
+    store = FlowStore(tmp_path / "state")
+    ids = EventBus.handler_ids(plan) + Workflows.task_ids(plan)
+    async with activated(plan, ids) as runtime, Workflows(plan, runtime, store) as flows:
+        bus = EventBus(plan, runtime, store, workflows=flows, handler_timeout_s=timeout_s)
+        return await work(bus)
+
+
+def handled(log: str, name: str) -> list[dict[str, Any]]:
+    return [e for e in wftasks.calls(log, "end") if e["name"] == name]
+
+
+def test_filters() -> None:
+    doc = {"topic": "t", "payload": {"region": "eu", "total": 120, "vip": True}, "headers": {}}
+    region_in = {"op": "in", "path": ["payload", "region"], "value": ["eu", "us"]}
+    assert matches(region_in, doc)
+    assert not matches({**region_in, "op": "not in"}, doc)
+    assert matches({"op": ">=", "path": ["payload", "total"], "value": 100}, doc)
+    assert not matches({"op": "<", "path": ["payload", "total"], "value": 100}, doc)
+    assert not matches({"op": "<", "path": ["payload", "region"], "value": 3}, doc)  # types differ
+    assert not matches({"op": "==", "path": ["payload", "vip"], "value": 1}, doc)  # true is not 1
+    assert not matches({"op": "==", "path": ["payload", "missing"], "value": None}, doc)
+    assert matches({"not": {"exists": ["headers", "x-test"]}}, doc)
+    assert matches({"or": [{"exists": ["payload", "nope"]}, region_in]}, doc)
+    assert not matches({"and": [region_in, {"exists": ["payload", "nope"]}]}, doc)
+
+
+@pytest.mark.anyio
+async def test_broadcast_by_priority_with_filters(tmp_path: Path, wf_log: str) -> None:
+    stack = "\n".join(
+        [
+            handler("low", "order.created"),
+            handler("high", "order.created", "    priority 5\n"),
+            handler(
+                "eu_only", "order.created", '    where payload.region == "eu"\n    priority 3\n'
+            ),
+        ]
+    )
+
+    async def work(bus: EventBus) -> Any:
+        assert bus.route("order.created").handlers == ["high", "eu_only", "low"]
+        us = await bus.emit("order.created", {"region": "us"}, {"k": "v"})
+        eu = await bus.emit("order.created", {"region": "eu"})
+        with pytest.raises(Unknown, match=r'did you mean "order\.created"'):
+            await bus.emit("order.creatd", {})
+        return us, eu
+
+    us, eu = await with_bus(tmp_path, stack, work)
+    assert us.matched == ["high", "low"]
+    assert us.skipped == ["eu_only"]
+    assert us.ok
+    assert eu.matched == ["high", "eu_only", "low"]
+    assert len(handled(wf_log, "high")) == 2
+    assert len(handled(wf_log, "eu_only")) == 1
+
+
+@pytest.mark.anyio
+async def test_exclusive_goes_to_the_first_matching_handler(tmp_path: Path, wf_log: str) -> None:
+    stack = "\n".join(
+        [
+            handler(
+                "vip",
+                "pay",
+                "    fanout exclusive\n    priority 9\n    where payload.vip == true\n",
+            ),
+            handler("anyone", "pay", "    fanout exclusive\n"),
+        ]
+    )
+
+    async def work(bus: EventBus) -> Any:
+        return await bus.emit("pay", {"vip": True}), await bus.emit("pay", {"vip": False})
+
+    vip, plain = await with_bus(tmp_path, stack, work)
+    assert vip.matched == ["vip"]
+    assert vip.skipped == ["anyone"]
+    assert plain.matched == ["anyone"]
+
+
+@pytest.mark.anyio
+async def test_concurrency_limit_holds_under_a_burst(tmp_path: Path, wf_log: str) -> None:
+    stack = handler("limited", "burst", "    concurrency 3\n", sleep_ms=40)
+
+    async def work(bus: EventBus) -> list[Any]:
+        results: list[Any] = []
+
+        async def one(i: int) -> None:
+            results.append(await bus.emit("burst", {"i": i}))
+
+        async with anyio.create_task_group() as group:
+            for i in range(30):
+                group.start_soon(one, i)
+        return results
+
+    results = await with_bus(tmp_path, stack, work)
+    assert len(results) == 30
+    assert all(r.ok for r in results)
+    running = [e["running"] for e in wftasks.calls(wf_log, "start")]
+    assert len(running) == 30
+    assert max(running) == 3  # reached, never exceeded
+
+
+@pytest.mark.anyio
+async def test_failing_and_hanging_handlers_do_not_hold_back_siblings(
+    tmp_path: Path, wf_log: str
+) -> None:
+    stack = "\n".join(
+        [
+            handler("hangs", "t", "    priority 3\n", hang=True),
+            handler("fails", "t", "    priority 2\n    retry 2 backoff 10ms\n", fail_times=5),
+            handler("flaky", "t", "    priority 1\n    retry 3 backoff 10ms\n", fail_times=2),
+            handler("fine", "t"),
+        ]
+    )
+
+    async def work(bus: EventBus) -> Any:
+        with anyio.fail_after(5):
+            return await bus.emit("t", {"n": 1})
+
+    delivery = await with_bus(tmp_path, stack, work, timeout_s=0.3)
+    by = {o.handler: o for o in delivery.outcomes}
+    assert by["fine"].status == "delivered"
+    assert by["fine"].ms < 250
+    assert by["flaky"].status == "delivered"
+    assert by["flaky"].attempts == 3
+    assert by["fails"].status == "dead-lettered"
+    assert by["fails"].attempts == 2
+    assert by["hangs"].status == "dead-lettered"
+    assert by["hangs"].error == "timed out after 0.3s"
+    assert not delivery.ok
+    letters = FlowStore(tmp_path / "state").dead_letters()
+    assert sorted(d.handler for d in letters) == ["fails", "hangs"]
+    assert all(d.event_id == delivery.event_id and d.payload == {"n": 1} for d in letters)
+
+
+def test_dead_letters_listed_and_replayed_from_the_command_line(tmp_path: Path) -> None:
+    marker = tmp_path / "down"
+    marker.touch()
+    stack = (
+        '  event flaky "x" {\n    on "order.paid"\n    impl "wftasks:flaky_handler"\n'
+        f'    config {{ name = "flaky", log = env("WF_LOG", ""), marker = "{marker}" }}\n'
+        "    retry 2 backoff 10ms\n  }"
+    )
+    _, plan = build_plan(tmp_path, stack)
+    log, state = str(tmp_path / "calls.jsonl"), str(tmp_path / "state")
+    common = ["--unsigned-plan", str(plan), "--state", state]
+    env = {"WF_LOG": log}
+
+    emitted = oneiric(
+        "event",
+        "emit",
+        "order.paid",
+        "--payload",
+        '{"id": 5}',
+        "--header",
+        "X-Trace=abc",
+        *common,
+        "--format",
+        "json",
+        env=env,
+    )
+    assert emitted.returncode == 1, emitted.stderr
+    outcome = json.loads(emitted.stdout)["outcomes"][0]
+    assert outcome["status"] == "dead-lettered"
+    assert outcome["attempts"] == 2
+    letter = outcome["dead_letter"]
+
+    listed = oneiric("event", "dead-letters", "--state", state, "--format", "json")
+    (entry,) = json.loads(listed.stdout)["dead_letters"]
+    assert entry["id"] == letter
+    assert entry["headers"] == {"x-trace": "abc"}
+    assert "downstream unavailable" in entry["error"]
+
+    failed_again = oneiric("event", "replay", str(letter), *common, env=env)
+    assert failed_again.returncode == 1
+    assert "failed again" in failed_again.stdout
+    marker.unlink()
+    replayed = oneiric("event", "replay", str(letter), *common, env=env)
+    assert replayed.returncode == 0, replayed.stderr
+    assert "delivered, resolved" in replayed.stdout
+    assert json.loads(
+        oneiric("event", "dead-letters", "--state", state, "--format", "json").stdout
+    ) == {"dead_letters": []}
+    twice = oneiric("event", "replay", str(letter), *common, env=env)
+    assert twice.returncode == 1
+    assert "already replayed" in twice.stderr
+
+    for args, message in {
+        ("event", "emit", "order.payd", *common): 'did you mean "order.paid"',
+        ("event", "emit", "order.paid", "--payload", "{x", *common): "--payload is not valid JSON",
+        ("event", "emit", "order.paid", "--header", "novalue", *common): "is not KEY=VALUE",
+        ("event", "replay", "999", *common): "no dead letter 999",
+    }.items():
+        result = oneiric(*args, env=env)
+        assert result.returncode == 1, (args, result.stderr)
+        assert message in result.stderr
+        assert "Traceback" not in result.stderr
+    starts = [e for e in wftasks.calls(log, "start")]
+    assert len(starts) == 2 + 2 + 1  # emit (2 attempts), failed replay (2), good replay (1)
+
+
+@pytest.mark.anyio
+async def test_an_event_starts_a_workflow_once(tmp_path: Path, wf_log: str) -> None:
+    stack = "\n".join(
+        [
+            '  task a "x" {\n    impl "wftasks:step"\n'
+            '    config { name = "a", log = env("WF_LOG", "") }\n  }',
+            '  workflow w "x" { node a }',
+            '  event go "x" {\n    on "go"\n    impl "oneiric.events:start_workflow"\n'
+            '    config { workflow = "w" }\n  }',
+        ]
+    )
+
+    async def work(bus: EventBus) -> Any:
+        first = await bus.emit("go", {"order": 1}, event_id="e1")
+        again = await bus.emit("go", {"order": 1}, event_id="e1")  # redelivered
+        return first, again
+
+    first, again = await with_bus(tmp_path, stack, work)
+    run_id = first.outcomes[0].result["run"]
+    assert run_id == again.outcomes[0].result["run"] == "w-e1"
+    record = FlowStore(tmp_path / "state").run(run_id)
+    assert record is not None
+    assert record.status == "succeeded"
+    assert record.trigger == "event:go:e1"
+    (call,) = wftasks.calls(wf_log, "start")
+    assert call["input"] == {"order": 1}

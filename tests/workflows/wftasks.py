@@ -1,0 +1,103 @@
+"""Tasks, handlers and actions for the workflow and event tests.
+
+Each call appends one JSON line to the file named by its `log` config (an
+`env("WF_LOG")` in the test stacks), so tests, including those that kill a
+process, can see exactly which calls happened, when, and with what input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from typing import Any
+
+import anyio
+
+_lock = threading.Lock()
+_running: dict[str, int] = {}
+
+
+def _record(log: str, **entry: Any) -> None:
+    with _lock, open(log, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({**entry, "t": time.time(), "pid": os.getpid()}) + "\n")
+        handle.flush()
+
+
+def calls(log: str, kind: str | None = None) -> list[dict[str, Any]]:
+    try:
+        with open(log, encoding="utf-8") as handle:
+            entries = [json.loads(line) for line in handle if line.strip()]
+    except FileNotFoundError:
+        return []
+    return [e for e in entries if kind is None or e["kind"] == kind]
+
+
+def _attempt(log: str, name: str) -> int:
+    return sum(1 for e in calls(log, "start") if e["name"] == name)
+
+
+async def step(
+    input: Any,
+    upstream: dict[str, Any],
+    *,
+    name: str,
+    log: str,
+    sleep_ms: int = 0,
+    fail_times: int = 0,
+) -> dict[str, Any]:
+    """Record, sleep, fail the first `fail_times` attempts, then return a result."""
+    _record(log, kind="start", name=name, upstream=upstream, input=input)
+    attempt = _attempt(log, name)
+    if sleep_ms:
+        await anyio.sleep(sleep_ms / 1000)
+    if attempt <= fail_times:
+        raise RuntimeError(f"{name} failing on purpose (attempt {attempt})")
+    _record(log, kind="end", name=name)
+    return {"node": name, "attempt": attempt, "seen": sorted(upstream)}
+
+
+def blocking_step(
+    input: Any, upstream: dict[str, Any], *, name: str, log: str, sleep_ms: int = 0
+) -> dict[str, Any]:
+    """A sync task (runs in a worker thread)."""
+    _record(log, kind="start", name=name, upstream=upstream, input=input)
+    time.sleep(sleep_ms / 1000)
+    _record(log, kind="end", name=name)
+    return {"node": name, "sync": True}
+
+
+def not_json(input: Any, upstream: dict[str, Any]) -> Any:
+    return {1, 2}
+
+
+async def handler(
+    event: Any, *, name: str, log: str, sleep_ms: int = 0, fail_times: int = 0, hang: bool = False
+) -> dict[str, Any]:
+    """An event handler that records how many of its kind run at once."""
+    with _lock:
+        _running[name] = _running.get(name, 0) + 1
+        now = _running[name]
+    try:
+        _record(log, kind="start", name=name, event=event.id, attempt=event.attempt, running=now)
+        attempt = _attempt(log, name)
+        if hang:
+            await anyio.sleep(3600)
+        if sleep_ms:
+            await anyio.sleep(sleep_ms / 1000)
+        if attempt <= fail_times:
+            raise RuntimeError(f"{name} failing on purpose (attempt {attempt})")
+        _record(log, kind="end", name=name, event=event.id, payload=event.payload)
+        return {"handled_by": name}
+    finally:
+        with _lock:
+            _running[name] -= 1
+
+
+def flaky_handler(event: Any, *, name: str, log: str, marker: str) -> str:
+    """Sync handler: fails while the file `marker` exists."""
+    _record(log, kind="start", name=name, event=event.id)
+    if os.path.exists(marker):
+        raise RuntimeError(f"{name}: downstream unavailable")
+    return "ok"
