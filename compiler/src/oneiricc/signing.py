@@ -18,7 +18,6 @@ from nacl.signing import SigningKey
 from oneiric import dsse
 from oneiric.canonical import MAX_SAFE_INTEGER
 from oneiric.checks import Check, Rejected, SecurityError, TrustError
-from oneiric.fetch import DEFAULT_MAX_PLAN_BYTES
 from oneiric.keys import (
     KeyFileError,
     PublicKey,
@@ -28,6 +27,7 @@ from oneiric.keys import (
     public_key_bytes,
     write_private_key,
 )
+from oneiric.limits import DEFAULT_MAX_PLAN_BYTES
 from oneiric.manifest import (
     MANIFEST_PAYLOAD_TYPE,
     format_utc,

@@ -26,13 +26,10 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urljoin, urlsplit
 
 from .checks import Check, Rejected, TransferError
+from .limits import DEFAULT_TIMEOUT
 
 if TYPE_CHECKING:
     import httpx
-
-DEFAULT_TIMEOUT = 30.0
-DEFAULT_MAX_MANIFEST_BYTES = 32 * 1024 * 1024
-DEFAULT_MAX_PLAN_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import dsse, strictjson
 from .canonical import MAX_SAFE_INTEGER, dumps
 from .checks import Check, Rejected, TransferError
-from .fetch import DEFAULT_MAX_MANIFEST_BYTES, DEFAULT_MAX_PLAN_BYTES, Fetcher, resolve
+from .fetch import Fetcher, resolve
+from .limits import DEFAULT_MAX_MANIFEST_BYTES, DEFAULT_MAX_PLAN_BYTES
 from .plan import Plan, load_plan
 from .state import TARGET_PATTERN, State
 from .trust import Trust

@@ -8,17 +8,13 @@ names the failed check), 2 usage, configuration or I/O.
 
 from __future__ import annotations
 
-import json
-import signal
 import sys
-import threading
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from oneiric.fetch import DEFAULT_MAX_MANIFEST_BYTES, DEFAULT_MAX_PLAN_BYTES, DEFAULT_TIMEOUT
+from oneiric.limits import DEFAULT_MAX_MANIFEST_BYTES, DEFAULT_MAX_PLAN_BYTES, DEFAULT_TIMEOUT
 
 if TYPE_CHECKING:
     from oneiric.checks import SecurityError
@@ -64,6 +60,8 @@ _MAX_PLAN = click.option(
 
 def _finish(output: str, document: dict[str, Any], human: str, code: int = 0) -> NoReturn:
     if output == "json":
+        import json
+
         click.echo(json.dumps(document, sort_keys=True, ensure_ascii=False))
     else:
         click.echo(human, err=code != 0)
@@ -316,6 +314,10 @@ def _watch(
     max_plan_bytes: int,
 ) -> None:
     """The polling loop: every failure is logged and counted, none ends the loop."""
+    import signal
+    import threading
+    from collections import Counter
+
     import structlog
 
     from oneiric.checks import SecurityError
