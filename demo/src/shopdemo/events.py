@@ -1,4 +1,4 @@
-"""Event handlers of the demo shop."""
+"""Event handlers of the demo shop: `handler(event)` with an `oneiric.events.Event`."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ from typing import Any
 AUDIT_LOG: list[dict[str, Any]] = []
 
 
-def audit(event: dict[str, Any]) -> None:
-    AUDIT_LOG.append(event)
+def audit(event: Any) -> dict[str, Any]:
+    entry = {"event": event.id, "topic": event.topic, "order": event.payload.get("id")}
+    AUDIT_LOG.append(entry)
+    return entry
 
 
-def count_orders(event: dict[str, Any]) -> None:
+def count_orders(event: Any) -> None:
     return None
 
 
-def start_fulfillment(event: dict[str, Any]) -> None:
-    return None
+async def start_fulfillment(event: Any) -> dict[str, str]:
+    """A paid order starts the fulfillment workflow with the order as its input."""
+    return {"run": await event.start_workflow("fulfillment", event.payload)}
