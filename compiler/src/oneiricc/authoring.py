@@ -316,3 +316,32 @@ def diff(
             plandiff.render_human(result, verbose=verbose, color=use_color(sys.stdout)), nl=False
         )
     sys.exit(1 if exit_code and result.different else 0)
+
+
+# ------------------------------------------------------------ explain CODE --
+
+
+def explain_code(state: CliState, code: str) -> None:
+    """`oneiricc explain E0203`: the documented meaning, example and fix of a code."""
+    from .diagnostics import CODES, did_you_mean
+    from .errordocs import error_doc
+
+    doc = error_doc(code)
+    if doc is None:
+        hint = did_you_mean(code.upper(), CODES)
+        _fail_usage(
+            f"unknown error code {code}; "
+            + (hint or f"codes are {min(CODES)}…{max(CODES)}, listed in docs/errors.md")
+        )
+    if state.output == "json":
+        document = {
+            "format": "oneiric-error-code",
+            "version": 1,
+            "code": doc.code,
+            "title": doc.title,
+            "documentation": doc.text or None,
+        }
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"{doc.code}: {doc.title}\n")
+    click.echo(doc.text or "(not documented yet: see docs/errors.md)")

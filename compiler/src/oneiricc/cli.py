@@ -21,8 +21,10 @@ from typing import Any, NoReturn, TypeVar
 import click
 from oneiric.plan import Plan
 
+from .ci import CI_FORMATS, check_format_option, render_ci
 from .compiler import Build, compile_project
 from .diagnostics import Diagnostic, render_human, render_json, summary_line
+from .errordocs import CODE as ERROR_CODE
 from .project import Project, ProjectError, load_project
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -301,7 +303,7 @@ def _stale_golden(
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path, exists=True))
 @build_options
-@format_option
+@check_format_option
 def check(
     paths: tuple[Path, ...],
     strict: bool | None,
@@ -312,6 +314,9 @@ def check(
     """Check sources and resolve every target without writing anything."""
     ctx = _ctx(output)
     result = _compile(ctx, paths, None, strict, no_cache, module_path)
+    if ctx.output in CI_FORMATS:
+        click.echo(render_ci(ctx.output, result.diagnostics, ctx.project.root), nl=False)
+        sys.exit(1 if result.failed else 0)
     _report(ctx, result, {"targets": sorted(result.plans)})
     if ctx.output != "json" and not result.failed:
         click.echo(
@@ -324,21 +329,30 @@ def check(
 
 @main.command()
 @click.argument("component")
-@click.option("--target", "-t", required=True, help="The target whose decision to explain.")
+@click.option("--target", "-t", help="The target whose decision to explain (for DOMAIN:KEY).")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path, exists=True))
 @build_options
 @format_option
 def explain(
     component: str,
-    target: str,
+    target: str | None,
     paths: tuple[Path, ...],
     strict: bool | None,
     no_cache: bool,
     module_path: tuple[Path, ...],
     output: str | None,
 ) -> None:
-    """Explain why DOMAIN:KEY resolved as it did in a target."""
+    """Explain why DOMAIN:KEY resolved as it did in a target, or what an error CODE means.
+
+    `oneiricc explain adapter:cache -t prod` shows the decision and its losers;
+    `oneiricc explain E0203` prints the documentation of a diagnostic code.
+    """
     ctx = _ctx(output)
+    if ERROR_CODE.fullmatch(component.upper()):
+        explain_code(ctx, component)
+        return
+    if target is None:
+        fail_usage("--target is required to explain DOMAIN:KEY")
     if ":" not in component:
         fail_usage(f'expected DOMAIN:KEY (for example adapter:cache), got "{component}"')
     result = _compile(ctx, paths, [target], strict, no_cache, module_path)
@@ -406,7 +420,7 @@ main.add_command(keygen)
 main.add_command(sign)
 main.add_command(trust_group)
 
-from .authoring import diff, fmt  # noqa: E402
+from .authoring import diff, explain_code, fmt  # noqa: E402
 
 main.add_command(fmt)
 main.add_command(diff)
