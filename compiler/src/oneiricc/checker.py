@@ -504,6 +504,9 @@ class _FileChecker:
     def quantity(self, q: n.Quantity) -> tuple[str, int] | None:
         """("duration", ms) or ("size", bytes), or None after reporting E0401."""
         match = _QUANTITY.fullmatch(q.text)
+        if match and len(match[1]) > 30:  # beyond any range, and too long for int()
+            self.error("E0403", f'"{q.text[:20]}…" is too large', q.pos)
+            return None
         number, unit = (int(match[1]), match[2]) if match else (0, q.text)
         if unit in DURATION_UNITS:
             kind, value = "duration", number * DURATION_UNITS[unit]

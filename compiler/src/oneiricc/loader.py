@@ -145,7 +145,14 @@ def _parse_all(jobs: list[tuple[str, str]]) -> list[tuple[str, n.Module | list[D
     # Largest first, so the pool's last task is a short one.
     ordered = sorted(jobs, key=lambda job: -len(job[1]))
     with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
-        return list(pool.map(_parse_one, ordered))
+        futures = [(job, pool.submit(_parse_one, job)) for job in ordered]
+        results = []
+        for job, future in futures:
+            try:
+                results.append(future.result())
+            except RecursionError:  # a tree too deep to pickle back from a worker: parse here
+                results.append(_parse_one(job))
+        return results
 
 
 def _resolve_imports(project: Project, module: n.Module, sources: Sources) -> tuple[str, ...]:
@@ -164,7 +171,11 @@ def _resolve_imports(project: Project, module: n.Module, sources: Sources) -> tu
                 )
             )
             continue
-        if not (project.root / target).is_file():
+        try:
+            found = (project.root / target).is_file()
+        except OSError:  # e.g. a name too long for the file system
+            found = False
+        if not found:
             sources.diagnostics.append(
                 Diagnostic(
                     "E0204",
@@ -188,11 +199,14 @@ def _similar_import(project: Project, importer: str, wanted: str) -> str | None:
     directory = posixpath.normpath(
         posixpath.join(posixpath.dirname(importer), posixpath.dirname(wanted))
     )
-    stems = {
-        p.stem: p.name
-        for p in (project.root / directory).glob(f"*{SOURCE_SUFFIX}")
-        if p.is_file() and posixpath.normpath(posixpath.join(directory, p.name)) != importer
-    }
+    try:
+        stems = {
+            p.stem: p.name
+            for p in (project.root / directory).glob(f"*{SOURCE_SUFFIX}")
+            if p.is_file() and posixpath.normpath(posixpath.join(directory, p.name)) != importer
+        }
+    except OSError:  # e.g. a directory name too long for the file system
+        return None
     close = difflib.get_close_matches(
         posixpath.basename(wanted).removesuffix(SOURCE_SUFFIX), sorted(stems), n=1, cutoff=0.6
     )

@@ -43,6 +43,18 @@ class _SoftError(Exception):
         self.help = help
 
 
+# Longer digit strings are out of every range anyway, and int() refuses them past 4300.
+_MAX_INT_DIGITS = 30
+
+
+def _int(tok: Token) -> int:
+    if len(tok) > _MAX_INT_DIGITS:
+        raise _SoftError(
+            "E0403", f"integer {tok[:20]}… ({len(tok)} digits) is out of range", _pos(tok)
+        )
+    return int(tok)
+
+
 _ESCAPES_HELP = 'escapes are \\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX; write a backslash as \\\\'
 
 
@@ -92,7 +104,7 @@ class _Builder:
 
     def signed_int(self, c: list[Token]) -> n.Int:
         digits = c[-1]
-        value = int(digits)
+        value = _int(digits)
         if len(c) == 2:
             return n.Int(n.Pos(c[0].line or 1, c[0].column or 1, len(digits) + 1), -value)
         return n.Int(_pos(digits), value)
@@ -189,10 +201,10 @@ class _Builder:
 
     def retry(self, c: list[Token]) -> n.Retry:
         backoff = n.Quantity(_pos(c[3]), str(c[3])) if len(c) == 4 else None
-        return n.Retry(_pos(c[0]), int(c[1]), backoff)
+        return n.Retry(_pos(c[0]), _int(c[1]), backoff)
 
     def concurrency(self, c: list[Token]) -> n.Concurrency:
-        return n.Concurrency(_pos(c[0]), int(c[1]))
+        return n.Concurrency(_pos(c[0]), _int(c[1]))
 
     def node_task(self, c: list[Token]) -> n.NodeTask:
         return n.NodeTask(_pos(c[0]), str(c[1]))
@@ -253,7 +265,7 @@ class _Builder:
         return n.Import(_pos(c[0]), _string(c[0]))
 
     def header(self, c: list[Token]) -> tuple[int, n.Pos]:
-        return int(c[0]), _pos(c[0])
+        return _int(c[0]), _pos(c[0])
 
     def start(self, c: list[Any]) -> tuple[int, n.Pos, list[Any]]:
         (version, pos), items = c[0], c[1:]
