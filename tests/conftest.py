@@ -1,59 +1,13 @@
-"""Shared fixtures: the repository root, and a runner for the real command lines."""
+"""Shared fixtures; helpers live in support.py (importable from every test folder)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import pytest
-
-if TYPE_CHECKING:
-    from oneiricc.compiler import Build
-
-ROOT = Path(__file__).resolve().parent.parent
+from support import ROOT
 
 
 @pytest.fixture
 def repo_root() -> Path:
     return ROOT
-
-
-def run_cli(
-    program: str, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run `python -m <program> args` as a real process (exit codes, streams, no shared state)."""
-    full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", program, *args],
-        cwd=cwd or ROOT,
-        env=full_env,
-        text=True,
-        capture_output=True,
-        timeout=120,
-    )
-
-
-def write_project(root: Path, files: dict[str, str | bytes], settings: str = "") -> Path:
-    """A project in `root`: `oneiric.toml` (sources = stacks/) plus `files`, paths relative."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "oneiric.toml").write_text('sources = ["stacks"]\n' + settings, encoding="utf-8")
-    for name, content in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content, encoding="utf-8")
-    return root
-
-
-def compile_at(root: Path, targets: list[str] | None = None, **options: Any) -> Build:
-    """Compile the project in `root` in-process, without the parse cache unless asked."""
-    from oneiricc.compiler import compile_project  # lazily: runtime-only tests skip the compiler
-    from oneiricc.project import load_project
-
-    options.setdefault("use_cache", False)
-    return compile_project(load_project(root), None, targets, **options)

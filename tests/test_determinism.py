@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, compile_at, run_cli, write_project
+from support import ROOT, compile_at, run_cli, write_project
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from oneiricc.diagnostics import Diagnostic

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import run_cli
+from support import run_cli
 from oneiricc.checker import ALLOWED_FIELDS
 from oneiricc.cli import main
 from oneiricc.diagnostics import CODES

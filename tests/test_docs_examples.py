@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, compile_at, write_project
+from support import ROOT, compile_at, write_project
 from oneiricc.compiler import Build
 from oneiricc.diagnostics import Severity, render_human, summary_line
 

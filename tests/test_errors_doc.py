@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from support import ROOT
 from oneiricc.diagnostics import CODES
 from test_docs_examples import assert_as_documented, build_example, read_document
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, run_cli
+from support import ROOT, run_cli
 from jsonschema import Draft202012Validator
 from oneiric.schema import render
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from textwrap import dedent
 
 import pytest
-from conftest import compile_at, write_project
+from support import compile_at, write_project
 from oneiric.plan import Component, Plan
 from oneiricc.compiler import Build
 from oneiricc.diagnostics import Severity

@@ -20,7 +20,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, compile_at
+from support import ROOT, compile_at
 
 HEAVY = ("lark", "jinja2", "networkx")
 ENV = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", "NO_COLOR": "1"}

@@ -12,7 +12,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from conftest import ROOT, run_cli, write_project
+from support import ROOT, run_cli, write_project
 from oneiricc.diagnostics import CODES
 from oneiricc.errordocs import error_doc
 

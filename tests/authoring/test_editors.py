@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import ROOT
+from support import ROOT
 from oneiric.plan import DOMAINS
 
 GRAMMAR = json.loads((ROOT / "editors" / "oneiric.tmLanguage.json").read_text())

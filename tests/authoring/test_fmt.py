@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, compile_at, run_cli, write_project
+from support import ROOT, compile_at, run_cli, write_project
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from oneiric_sources import projects, sources

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli, write_project
+from support import ROOT, run_cli, write_project
 
 BASE = """\
 oneiric 1

@@ -102,7 +102,7 @@ def build_options(func: F) -> F:
 def main(ctx: click.Context, root: Path | None, output: str | None) -> None:
     """oneiricc: compile .oneiric stacks into deterministic, explained, hash-pinned plans."""
     # A short-lived process full of long-lived acyclic objects: the cyclic
-    # collector only costs time here (see compiler._no_gc_pauses).
+    # collector only costs time here (see oneiric.gcpause).
     gc.disable()
     ctx.obj = CliState(root, output or "human")
 

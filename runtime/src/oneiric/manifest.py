@@ -231,7 +231,9 @@ def check_plan(manifest: Manifest, data: bytes) -> Plan:
             Check.PLAN_DIGEST, f"plan bytes hash to {actual}, the manifest pins {pin.digest}"
         )
     try:
-        plan = load_plan(data)
+        # The signature covers these exact bytes, and `oneiricc sign` ran the
+        # whole-document checks on them before signing (see load_plan).
+        plan = load_plan(data, authenticated=True)
     except ValueError as exc:
         raise Rejected(Check.PLAN, str(exc).splitlines()[0]) from None
     if plan.target != manifest.target:
