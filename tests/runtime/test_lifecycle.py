@@ -121,6 +121,58 @@ async def test_activation_that_hangs_past_its_timeout_aborts() -> None:
     assert runtime.handle(CACHE).who() == "cache-old"
 
 
+async def test_a_hang_midway_through_a_batch_of_sync_activations_aborts_and_cleans_up() -> None:
+    # Many sync factories share one worker thread; the third one hangs past its timeout.
+    components = [component(f"adapter:a{i}", f"p{i}") for i in range(5)]
+    components[2] = component(
+        "adapter:a2", "p2", config={"activate_sleep_ms": 600}, activate_timeout_ms=100
+    )
+    runtime = Runtime()
+    started_at = time.monotonic()
+    with pytest.raises(SwapAborted, match=r"adapter:a2: activation exceeded 0.1s"):
+        await runtime.apply(plan(*components))
+    assert time.monotonic() - started_at < 0.5  # not the 600 ms the factory takes
+    assert runtime.plan is None
+    assert runtime.handles == {}
+    # Made before the hang: torn down in reverse.  The late instance is cleaned up by the
+    # abandoned worker once its factory returns; nothing after it was activated.
+    await anyio.sleep(0.8)
+    assert [e[:2] for e in rtcomponents.EVENTS] == [
+        ("activate", "a0-p0"),
+        ("activate", "a1-p1"),
+        ("activate", "a2-p2"),
+        ("close", "a1-p1"),
+        ("close", "a0-p0"),
+        ("close", "a2-p2"),
+    ]
+    assert not rtcomponents.LIVE
+
+
+async def test_health_checks_share_a_worker_and_a_hung_one_times_out_alone() -> None:
+    from oneiric.runtime import check_health
+
+    runtime = await started(
+        component("adapter:a"),
+        component("adapter:b", health_timeout_ms=100),
+        component("adapter:c"),
+        component(CACHE),
+    )
+    # Healthy at activation; now b's check hangs past its timeout and c's fails.
+    runtime.instances["adapter:b"].value.health_sleep_ms = 600
+    runtime.instances["adapter:c"].value.unhealthy = True
+    started_at = time.monotonic()
+    problems = await check_health(list(runtime.instances.values()))
+    assert time.monotonic() - started_at < 0.5
+    assert problems == {
+        "adapter:a": None,
+        "adapter:b": "health check exceeded 0.1s",
+        "adapter:c": "health check returned False",
+        CACHE: None,
+    }
+    await anyio.sleep(0.6)
+    assert await runtime.stop() == []
+
+
 async def test_in_flight_calls_on_the_old_instance_finish_before_its_cleanup() -> None:
     runtime = await started(component(CACHE, "old"))
     handle = runtime.handle(CACHE)

@@ -39,6 +39,7 @@ import structlog
 
 from . import attest, values
 from .canonical import dumps
+from .deadlines import Abandoned, DeadlineRunner, Overrun
 from .handle import Handle, Slot
 from .plan import Component, Plan
 
@@ -47,6 +48,9 @@ DEFAULT_HEALTH_TIMEOUT_S = 5.0
 DEFAULT_DRAIN_TIMEOUT_S = 10.0
 # Domains whose implementation is a factory producing an instance; the others are callables.
 FACTORY_DOMAINS = ("adapter", "service")
+
+# `_sync_health`'s answer for a check that must run on the event loop.
+ON_LOOP = "<on loop>"
 
 # Component fields that do not change the instance: a plan differing only there swaps nothing.
 _COSMETIC = {"explanation", "span", "layer", "layers", "priority"}
@@ -69,6 +73,23 @@ class Instance:
     component: Component
     value: Any
     slot: Slot
+
+
+@dataclass
+class _Pending:
+    """A component the worker thread could not finish with sync calls; the event loop does."""
+
+    component: Component
+    value: Any  # an Instance to health-check, or (awaiting) an awaitable of the value
+    awaiting: bool
+
+
+class _Failed(Exception):
+    """A new instance failed in the worker thread; `instance` (if made) needs cleaning up."""
+
+    def __init__(self, message: str, instance: Instance | None = None) -> None:
+        super().__init__(message)
+        self.instance = instance
 
 
 @dataclass
@@ -170,17 +191,18 @@ class Runtime:
                 report.changed.append(cid)
         old_order = old_plan.activation_order if old_plan else []
         report.removed = [cid for cid in old_order if cid not in new]
-        todo = [*report.added, *report.changed]
-        todo.sort(key=order.index)
+        position = {cid: i for i, cid in enumerate(order)}
+        todo = sorted([*report.added, *report.changed], key=position.__getitem__)
 
         # 0. load: pins and imports, before anything is activated.
+        loader = attest.Loader()
         factories: dict[str, Any] = {}
         for cid in todo:
             component = new[cid]
             if component.implementation is None:
                 continue
             try:
-                factories[cid] = attest.load(component)
+                factories[cid] = loader.load(component)
             except (attest.PinMismatch, attest.ImplementationError) as exc:
                 log.error("plan rejected", component=cid, error=str(exc))
                 raise PlanRejected(str(exc)) from exc
@@ -190,14 +212,11 @@ class Runtime:
             self.handles.setdefault(cid, Handle(cid))
         made: dict[str, Instance] = {}
         try:
-            for cid in todo:
-                component = new[cid]
-                instance = await self._activate(component, factories.get(cid), log)
-                made[cid] = instance
-                if cid in report.added:
-                    self.handles[cid].bind(instance.slot)
+            await self._make([new[cid] for cid in todo], factories, set(report.added), made, log)
         except Exception as exc:
             await self._teardown(made, report.added, log)
+            for cid in report.added:  # not made before the failure: never bound
+                self.handles.pop(cid, None)
             raise SwapAborted(str(exc)) from exc
 
         # 2. bind: no await inside this loop.
@@ -233,7 +252,8 @@ class Runtime:
             handle = self.handles.pop(cid)
             handle.bind(None)
             stale.append((cid, self.instances.pop(cid)))
-        stale.sort(key=lambda item: old_order.index(item[0]), reverse=True)
+        old_position = {cid: i for i, cid in enumerate(old_order)}
+        stale.sort(key=lambda item: old_position[item[0]], reverse=True)
         for cid, instance in stale:
             if not await self._retire(instance, log):
                 report.cleanup_failures.append(cid)
@@ -274,44 +294,173 @@ class Runtime:
             waited[cid] = {"inflight": before, "remaining": remaining}
         return waited
 
-    # -- one component -------------------------------------------------------
-    async def _activate(self, component: Component, factory: Any, log: Any) -> Instance:
-        clog = log.bind(
-            component=component.id,
-            domain=component.domain,
-            key=component.key,
-            provider=component.provider,
-        )
-        timeout = _seconds(component.lifecycle.activate_timeout_ms, DEFAULT_ACTIVATE_TIMEOUT_S)
-        if factory is None:
-            value: Any = None
-        else:
-            config = values.resolve(component.id, component.config)
+    # -- making instances ----------------------------------------------------
+    async def _make(
+        self,
+        components: list[Component],
+        factories: dict[str, Any],
+        added: set[str],
+        made: dict[str, Instance],
+        log: Any,
+    ) -> None:
+        """Activate and health-check `components` in order into `made`, binding added ones.
+
+        Runs of components with sync factories are made in one worker thread
+        under per-call deadlines (`deadlines.DeadlineRunner`), with no thread
+        switch per component.  An async factory, an awaitable result or an
+        async health check is finished on the event loop.
+        """
+        index = 0
+        while index < len(components):
+            component = components[index]
+            if _async_factory(component, factories):
+                self._keep(
+                    await self._activate(component, factories[component.id], log), made, added
+                )
+                index += 1
+                continue
+            batch: list[Component] = []
+            for candidate in components[index:]:
+                if _async_factory(candidate, factories):
+                    break
+                batch.append(candidate)
+            runner = DeadlineRunner()
+
+            def work(
+                batch: list[Component] = batch, runner: DeadlineRunner = runner
+            ) -> _Pending | None:
+                # Runs in the worker thread.  Abandonment happens only during a call,
+                # so once a call has returned, `runner.abandoned` is final until the next.
+                for item in batch:
+                    try:
+                        outcome = self._make_sync(item, factories.get(item.id), runner, log)
+                    except _Failed as failed:
+                        if failed.instance is not None and runner.abandoned:
+                            _abandon(failed.instance, log)
+                        raise
+                    if isinstance(outcome, _Pending):
+                        return outcome
+                    if runner.abandoned:
+                        _abandon(outcome, log)
+                        raise Abandoned(item.id)
+                    self._keep(outcome, made, added)
+                return None
+
+            before = len(made)
+            try:
+                pending = await runner.run(work)
+            except _Failed as failed:
+                if failed.instance is not None:
+                    await _close(failed.instance)
+                raise SwapAborted(str(failed)) from None
+            except Overrun as exc:
+                raise SwapAborted(str(exc)) from None
+            index += len(made) - before
+            if pending is not None:
+                self._keep(await self._finish(pending, log), made, added)
+                index += 1
+
+    def _keep(self, instance: Instance, made: dict[str, Instance], added: set[str]) -> None:
+        """A healthy new instance: record it; an added component is bound at once."""
+        cid = instance.component.id
+        made[cid] = instance
+        if cid in added:
+            self.handles[cid].bind(instance.slot)
+
+    def _factory_kwargs(self, component: Component, factory: Any) -> dict[str, Any]:
+        """The factory's keyword arguments: resolved config, and `deps` when it takes them."""
+        config: dict[str, Any] = values.resolve(component.id, component.config)
+        if component.domain in FACTORY_DOMAINS and _takes_deps(factory):
+            needed = [f"{r.domain}:{r.key}" for r in component.requires]
+            config["deps"] = Deps({cid: self.handles[cid] for cid in needed})
+        return config
+
+    def _make_sync(
+        self, component: Component, factory: Any, runner: DeadlineRunner, log: Any
+    ) -> Instance | _Pending:
+        """In the worker thread: activate and health-check one component with sync calls.
+
+        Returns the healthy instance, or `_Pending` when the rest needs the event
+        loop (an awaitable from the factory, an async health check); raises
+        `_Failed` (with the instance to clean up, if one was made) otherwise.
+        """
+        cid = component.id
+        value: Any = None
+        if factory is not None:
+            try:
+                config = self._factory_kwargs(component, factory)
+            except values.ConfigError as exc:
+                raise _Failed(str(exc)) from None
             if component.domain in FACTORY_DOMAINS:
-                if _takes_deps(factory):
-                    needed = [f"{r.domain}:{r.key}" for r in component.requires]
-                    config["deps"] = Deps({cid: self.handles[cid] for cid in needed})
+                timeout = _seconds(
+                    component.lifecycle.activate_timeout_ms, DEFAULT_ACTIVATE_TIMEOUT_S
+                )
                 try:
-                    value = await _call(functools.partial(factory, **config), timeout)
-                except TimeoutError:
-                    raise SwapAborted(f"{component.id}: activation exceeded {timeout:g}s") from None
+                    value = runner.call(
+                        functools.partial(factory, **config), timeout, f"{cid}: activation"
+                    )
+                except Overrun as exc:
+                    raise _Failed(str(exc), _instance(component, exc.result)) from None
+                except Abandoned:
+                    raise
                 except Exception as exc:
-                    clog.error("activation failed", error=repr(exc))
-                    raise SwapAborted(f"{component.id}: activation failed: {exc!r}") from exc
+                    _component_log(log, component).error("activation failed", error=repr(exc))
+                    raise _Failed(f"{cid}: activation failed: {exc!r}") from exc
+                if inspect.isawaitable(value):
+                    return _Pending(component, value, awaiting=True)
             else:
                 value = functools.partial(factory, **config) if config else factory
-        instance = Instance(component, value, Slot(value, component.provider, next(_generations)))
+        instance = _instance(component, value)
+        problem = _sync_health(instance, runner)
+        if problem is ON_LOOP:
+            return _Pending(component, instance, awaiting=False)
+        if problem is not None:
+            raise self._unhealthy(instance, problem, log)
+        _activated(instance, log)
+        return instance
+
+    def _unhealthy(self, instance: Instance, problem: str, log: Any) -> _Failed:
+        _component_log(log, instance.component).error("unhealthy", reason=problem)
+        return _Failed(f"{instance.component.id}: {problem}", instance)
+
+    async def _finish(self, pending: _Pending, log: Any) -> Instance:
+        """On the event loop: await what the worker could not, then health-check."""
+        component = pending.component
+        if pending.awaiting:
+            timeout = _seconds(component.lifecycle.activate_timeout_ms, DEFAULT_ACTIVATE_TIMEOUT_S)
+            try:
+                with anyio.fail_after(timeout):
+                    value = await pending.value
+            except TimeoutError:
+                raise SwapAborted(f"{component.id}: activation exceeded {timeout:g}s") from None
+            except Exception as exc:
+                _component_log(log, component).error("activation failed", error=repr(exc))
+                raise SwapAborted(f"{component.id}: activation failed: {exc!r}") from exc
+            return await self._admit(_instance(component, value), log)
+        instance: Instance = pending.value
+        return await self._admit(instance, log)
+
+    async def _activate(self, component: Component, factory: Any, log: Any) -> Instance:
+        """On the event loop: activate a component whose factory is async, then health-check."""
+        try:
+            config = self._factory_kwargs(component, factory)
+        except values.ConfigError as exc:
+            raise SwapAborted(str(exc)) from None
+        return await self._finish(_Pending(component, factory(**config), awaiting=True), log)
+
+    async def _admit(self, instance: Instance, log: Any) -> Instance:
+        """Health-check a new instance on the event loop; unhealthy ones are cleaned up."""
         problem = await health_of(instance)
         if problem is not None:
-            clog.error("unhealthy", reason=problem)
+            _component_log(log, instance.component).error("unhealthy", reason=problem)
             await _close(instance)
-            raise SwapAborted(f"{component.id}: {problem}")
-        clog.info("activated", generation=instance.slot.generation, config=component.config)
+            raise SwapAborted(f"{instance.component.id}: {problem}")
+        _activated(instance, log)
         return instance
 
     async def _probation(self, made: dict[str, Instance]) -> str | None:
-        for cid, instance in made.items():
-            problem = await health_of(instance)
+        problems = await check_health(list(made.values()))
+        for cid, problem in problems.items():
             if problem is not None:
                 return f"{cid}: probation {problem}"
         return None
@@ -390,10 +539,72 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     )
 
 
+async def check_health(instances: list[Instance]) -> dict[str, str | None]:
+    """Each instance's health problem (None when healthy), by component id, in order.
+
+    Sync checks run one after another in one worker thread, each under its
+    own timeout (see `deadlines`); a check that hangs is reported as timed
+    out and the next ones run in a fresh worker.  Async checks run on the loop.
+    """
+    results: dict[str, str | None] = {}
+    todo = list(instances)
+    while todo:
+        runner = DeadlineRunner()
+        at = [0]  # the position in `todo` of the check in progress
+
+        def work(
+            todo: list[Instance] = todo, runner: DeadlineRunner = runner, at: list[int] = at
+        ) -> None:
+            for index, instance in enumerate(todo):
+                at[0] = index
+                problem = _sync_health(instance, runner)
+                if runner.abandoned:
+                    return
+                if problem is not ON_LOOP:
+                    results[instance.component.id] = problem
+
+        try:
+            await runner.run(work)
+        except Overrun as exc:
+            results[todo[at[0]].component.id] = str(exc)
+            todo = todo[at[0] + 1 :]
+        else:
+            break
+    for instance in instances:
+        if instance.component.id not in results:
+            results[instance.component.id] = await health_of(instance)
+    return {i.component.id: results[i.component.id] for i in instances}
+
+
+def _sync_health(instance: Instance, runner: DeadlineRunner) -> str | None:
+    """In a worker thread: one sync health check under its timeout (None when healthy).
+
+    `ON_LOOP` when the check is async (or returned an awaitable): it must run on the loop.
+    """
+    check = _health_check(instance.value)
+    if check is None:
+        return None
+    if _is_async(check):
+        return ON_LOOP
+    timeout = _seconds(instance.component.health.timeout_ms, DEFAULT_HEALTH_TIMEOUT_S)
+    try:
+        result = runner.call(check, timeout, "health check")
+    except Overrun as exc:
+        return str(exc)
+    except Abandoned:
+        return None
+    except Exception as exc:
+        return f"health check raised {exc!r}"
+    if inspect.isawaitable(result):
+        _discard(result)
+        return ON_LOOP
+    return "health check returned False" if result is False else None
+
+
 async def health_of(instance: Instance) -> str | None:
     """None when healthy; otherwise why not (False returned, exception, or timeout)."""
-    check = getattr(instance.value, "health", None)
-    if check is None or not callable(check):
+    check = _health_check(instance.value)
+    if check is None:
         return None
     component = instance.component
     timeout = _seconds(component.health.timeout_ms, DEFAULT_HEALTH_TIMEOUT_S)
@@ -414,3 +625,59 @@ async def _close(instance: Instance) -> None:
         return
     timeout = _seconds(instance.component.lifecycle.drain_timeout_ms, DEFAULT_DRAIN_TIMEOUT_S)
     await _call(close, timeout)
+
+
+def _health_check(value: Any) -> Callable[[], Any] | None:
+    check = getattr(value, "health", None)
+    return check if callable(check) else None
+
+
+def _async_factory(component: Component, factories: dict[str, Any]) -> bool:
+    factory = factories.get(component.id)
+    return component.domain in FACTORY_DOMAINS and factory is not None and _is_async(factory)
+
+
+def _instance(component: Component, value: Any) -> Instance:
+    return Instance(component, value, Slot(value, component.provider, next(_generations)))
+
+
+def _component_log(log: Any, component: Component) -> Any:
+    return log.bind(
+        component=component.id,
+        domain=component.domain,
+        key=component.key,
+        provider=component.provider,
+    )
+
+
+def _activated(instance: Instance, log: Any) -> None:
+    component = instance.component
+    _component_log(log, component).info(
+        "activated", generation=instance.slot.generation, config=component.config
+    )
+
+
+def _discard(awaitable: Any) -> None:
+    """Close an awaitable that will not be awaited (no "never awaited" warning)."""
+    close = getattr(awaitable, "close", None)
+    if callable(close):
+        close()
+
+
+def _abandon(instance: Instance, log: Any) -> None:
+    """In an abandoned worker thread: clean up what a late call made, if that can be done here."""
+    clog = _component_log(log, instance.component)
+    close = getattr(instance.value, "close", None)
+    if getattr(instance.value, "aclose", None) is not None or not callable(close):
+        clog.warning("late instance not cleaned up (async or no close)")
+        return
+    try:
+        result = close()
+    except Exception as exc:
+        clog.error("cleanup of late instance failed", error=repr(exc))
+        return
+    if inspect.isawaitable(result):
+        _discard(result)
+        clog.warning("late instance not cleaned up (async close)")
+    else:
+        clog.info("late instance cleaned up")
