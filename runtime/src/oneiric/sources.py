@@ -33,6 +33,7 @@ class PlanInvalid(Exception):
 class Candidate:
     plan: Plan
     serial: int | None
+    data: bytes | None = None  # the plan's bytes as received (valid JSON), when at hand
 
 
 class Source:
@@ -71,7 +72,7 @@ class UnsignedPlanFile(Source):
             raise SourceUnavailable(f"{path}: {exc.strerror}") from None
         if len(data) > MAX_UNSIGNED_PLAN_BYTES:
             raise PlanInvalid(f"{path}: larger than {MAX_UNSIGNED_PLAN_BYTES} bytes")
-        return Candidate(parse_plan(data, str(path)), None)
+        return Candidate(parse_plan(data, str(path)), None, data)
 
 
 class ManifestSource(Source):
@@ -104,7 +105,7 @@ class ManifestSource(Source):
 
     def _fetch(self) -> Candidate | None:
         from .checks import Rejected, TransferError
-        from .fetch import DEFAULT_MAX_MANIFEST_BYTES
+        from .limits import DEFAULT_MAX_MANIFEST_BYTES
         from .manifest import utc_now, verify_all
 
         try:
@@ -136,4 +137,4 @@ class ManifestSource(Source):
             raise SourceUnavailable(f"{self.location}: state: {exc}") from None
         self._etag = fetched.etag
         self.target = accepted.manifest.target
-        return Candidate(accepted.plan, accepted.manifest.serial)
+        return Candidate(accepted.plan, accepted.manifest.serial, accepted.plan_bytes)

@@ -38,7 +38,7 @@ import structlog
 from . import snapshots
 from .control import ControlStore
 from .plan import Plan, load_plan
-from .runtime import PlanRejected, RolledBack, Runtime, SwapAborted, health_of
+from .runtime import Instance, PlanRejected, RolledBack, Runtime, SwapAborted, check_health
 from .sources import Candidate, PlanInvalid, Source, SourceUnavailable
 
 SERVERLESS = "serverless"
@@ -47,6 +47,7 @@ DEFAULT_HEALTH_INTERVAL_S = 10.0
 CONTROL_INTERVAL_S = 0.25
 STATUS_INTERVAL_S = 1.0
 WATCH_TIMEOUT_MS = 250
+MAX_SETTLE_S = 2.0  # a source that keeps changing is applied after this long anyway
 
 
 class StartError(Exception):
@@ -59,8 +60,9 @@ class Settings:
     source: Source
     profile: str | None = None  # ONEIRIC_PROFILE; None: the plan's own profile
     poll_interval_s: float = 5.0
-    watch_step_ms: int = 20
-    watch_debounce_ms: int = 400
+    watch_step_ms: int = 10  # the watcher reports once the file has been quiet this long
+    watch_debounce_ms: int = 400  # ... or after this long at most
+    watch_settle_ms: int = 10  # then the applier reads again if it changed within this
     probation_s: float = 0.0
     handle_signals: bool = True
     app: Callable[[Supervisor], Any] | None = None
@@ -194,17 +196,42 @@ class Supervisor:
         while True:
             assert self._wake is not None
             await self._wake.wait()
+            candidate = await self._settled_fetch()
+            if candidate is not None:
+                await self._consider(candidate)
+
+    async def _settled_fetch(self) -> Candidate | None:
+        """Read the source once a burst of changes has settled; None if nothing to apply.
+
+        The watcher already waits for a quiet `watch_step_ms`; a writer that
+        pauses longer mid-burst wakes the applier again while it reads, or
+        within `watch_settle_ms` after: then the source is read again (up to
+        `MAX_SETTLE_S`), so a burst ends in one swap to its last version.
+        """
+        settle = self.settings.watch_settle_ms / 1000 if self.settings.source.path else 0.0
+        give_up = time.monotonic() + MAX_SETTLE_S
+        while True:
             self._wake = anyio.Event()
             try:
                 candidate = await self.settings.source.fetch()
             except SourceUnavailable as exc:
                 self._problem("unreachable", str(exc))
-                continue
+                return None
             except PlanInvalid as exc:
-                self._problem("rejected", str(exc))
+                if not await self._more_changes(settle, give_up):
+                    self._problem("rejected", str(exc))
+                    return None
                 continue
-            if candidate is not None:
-                await self._consider(candidate)
+            if not await self._more_changes(settle, give_up):
+                return candidate
+
+    async def _more_changes(self, settle: float, give_up: float) -> bool:
+        """True when the source changed again within `settle` s (and there is time left)."""
+        assert self._wake is not None
+        if settle and not self._wake.is_set():
+            with anyio.move_on_after(settle):
+                await self._wake.wait()
+        return self._wake.is_set() and time.monotonic() < give_up
 
     def wake(self) -> None:
         """Ask the applier to re-read the source (call from the event loop's thread)."""
@@ -228,14 +255,14 @@ class Supervisor:
 
     def _applied(self, candidate: Candidate, report: dict[str, Any] | None) -> None:
         plan = candidate.plan
-        snapshots.write_json(
+        snapshots.write_last_good(
             self.settings.state / snapshots.LAST_GOOD,
             {
                 "serial": candidate.serial,
                 "source": self.settings.source.description,
                 "applied_at": time.time(),
-                "plan": plan.model_dump(mode="json"),
             },
+            candidate.data if candidate.data is not None else plan.to_bytes(),
         )
         self.counters.history.append(plan.digest or "")
         if report is not None:
@@ -356,22 +383,26 @@ class Supervisor:
 
     async def _check_health(self, *, force: bool) -> None:
         now = time.time()
+        due: list[Instance] = []
         for cid, instance in list(self.runtime.instances.items()):
             interval = instance.component.health.interval_ms
             every = interval / 1000 if interval else DEFAULT_HEALTH_INTERVAL_S
             last = self._health.get(cid)
             if (
-                not force
-                and last is not None
-                and now - last["checked_at"] < every
-                and last["generation"] == instance.slot.generation
+                force
+                or last is None
+                or now - last["checked_at"] >= every
+                or last["generation"] != instance.slot.generation
             ):
-                continue
-            problem = await health_of(instance)
-            self._health[cid] = {
+                due.append(instance)
+        problems = await check_health(due)
+        checked_at = time.time()
+        for instance in due:
+            problem = problems[instance.component.id]
+            self._health[instance.component.id] = {
                 "healthy": problem is None,
                 "reason": problem,
-                "checked_at": time.time(),
+                "checked_at": checked_at,
                 "generation": instance.slot.generation,
                 "provider": instance.component.provider,
             }
