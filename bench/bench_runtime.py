@@ -90,25 +90,39 @@ def write(path: Path, plan: Plan) -> None:
     os.replace(tmp, path)
 
 
-def timed(argv: list[str], runs: int) -> tuple[float, int]:
-    """Best wall time of `runs` and the peak RSS (KiB), measured from a fresh parent."""
+def timed(argv: list[str], runs: int, env: dict[str, str]) -> tuple[float, float, int]:
+    """Best wall time and best CPU time (user + system) of `runs`, and the peak RSS (KiB).
+
+    Measured from a fresh parent, so that the peak RSS is the command's alone.
+    """
     code = f"""
 import resource, subprocess, sys, time
-best = float("inf")
+best = cpu = float("inf")
 for _ in range({runs}):
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(sys.argv[1:], capture_output=True)
     best = min(best, time.perf_counter() - started)
-print(best, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    cpu = min(cpu, used)
+print(best, cpu, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """
     out = subprocess.run(
-        [sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True, env=env
     ).stdout.split()
-    return float(out[0]), int(out[1])
+    return float(out[0]), float(out[1]), int(out[2])
 
 
-def cold_start(n: int, runs: int) -> float:
-    best = float("inf")
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a running process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cold_start(n: int, runs: int, env: dict[str, str]) -> tuple[float, float]:
+    """Best wall time and best CPU time from process spawn to status.json "running"."""
+    best = cpu = float("inf")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "plan.json"
         write(path, make_plan(n))
@@ -128,7 +142,7 @@ def cold_start(n: int, runs: int) -> float:
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-                env={**os.environ, "LOG_LEVEL": "warning"},
+                env={**env, "LOG_LEVEL": "warning"},
             )
             status = state / "status.json"
             while True:
@@ -141,9 +155,10 @@ def cold_start(n: int, runs: int) -> float:
                     raise RuntimeError("runtime did not become ready in 30 s")
                 time.sleep(0.002)
             best = min(best, time.perf_counter() - started)
+            cpu = min(cpu, cpu_seconds(proc.pid))
             proc.terminate()
             proc.wait(30)
-    return best
+    return best, cpu
 
 
 async def swap_latency(swaps: int) -> list[float]:
@@ -212,25 +227,45 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure()
     runs, swaps, storm = (2, 20, 100) if args.quick else (5, 200, 1000)
     python = [sys.executable]
-    base_t, base_rss = timed([*python, "-c", "pass"], runs)
-    print(f"baseline python -c pass: {base_t * 1000:.1f} ms, {base_rss / 1024:.1f} MiB")
-    for label, cli in (
-        ("oneiric --help", ["--help"]),
-        ("oneiric status", ["status", "--state", "/nonexistent"]),
-    ):
-        t, rss = timed([*python, "-m", "oneiric", *cli], runs)
-        print(
-            f"{label}: {t * 1000:.1f} ms ({t / base_t:.1f}x baseline), "
-            f"{rss / 1024:.1f} MiB ({rss / base_rss:.1f}x)"
+    # Child processes get a bytecode cache (as an installed package has): this machine's
+    # environment sets PYTHONDONTWRITEBYTECODE and the venv holds no .pyc files.
+    with tempfile.TemporaryDirectory(prefix="oneiric-pyc-") as pyc:
+        compiled = {**os.environ, "PYTHONPYCACHEPREFIX": pyc}
+        compiled.pop("PYTHONDONTWRITEBYTECODE", None)
+        subprocess.run(
+            [*python, "-c", "import oneiric.cli, oneiric.commands.runtime, oneiric.supervisor"],
+            env=compiled,
+            check=True,
         )
-    t, _ = timed([*python, "-c", "import oneiric.supervisor"], runs)
-    print(
-        f"import oneiric.supervisor: {t * 1000:.1f} ms ({t / base_t:.1f}x baseline), "
-        f"{(t - base_t) * 1000:.1f} ms over it"
-    )
-    for n in (10, 1000):
-        t = cold_start(n, max(2, runs // 2))
-        print(f"cold start to ready, {n} components: {t * 1000:.1f} ms ({t / base_t:.1f}x)")
+        source_only = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        base_t, base_cpu, base_rss = timed([*python, "-c", "pass"], runs, compiled)
+        print(
+            f"baseline python -c pass: {base_t * 1000:.1f} ms (cpu {base_cpu * 1000:.0f} ms), "
+            f"{base_rss / 1024:.1f} MiB"
+        )
+        for label, cli, env in (
+            ("oneiric --help", ["--help"], compiled),
+            ("oneiric status", ["status", "--state", "/nonexistent"], compiled),
+            ("oneiric --help, no bytecode", ["--help"], source_only),
+            ("oneiric status, no bytecode", ["status", "--state", "/nonexistent"], source_only),
+        ):
+            t, cpu, rss = timed([*python, "-m", "oneiric", *cli], runs, env)
+            print(
+                f"{label}: {t * 1000:.1f} ms ({t / base_t:.1f}x baseline), "
+                f"cpu {cpu * 1000:.0f} ms ({cpu / base_cpu:.1f}x), "
+                f"{rss / 1024:.1f} MiB ({rss / base_rss:.1f}x)"
+            )
+        t, cpu, _ = timed([*python, "-c", "import oneiric.supervisor"], runs, compiled)
+        print(
+            f"import oneiric.supervisor: {t * 1000:.1f} ms ({t / base_t:.1f}x baseline), "
+            f"cpu {cpu * 1000:.0f} ms, {(t - base_t) * 1000:.1f} ms over it"
+        )
+        for n in (10, 1000):
+            t, cpu = cold_start(n, max(2, runs // 2), compiled)
+            print(
+                f"cold start to ready, {n} components: {t * 1000:.1f} ms ({t / base_t:.1f}x), "
+                f"cpu {cpu * 1000:.0f} ms ({cpu / base_cpu:.1f}x)"
+            )
     latencies = anyio.run(swap_latency, swaps)
     latencies.sort()
     median = statistics.median(latencies)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest_paths import ROOT
 
@@ -40,28 +42,38 @@ def test_status_command_imports_nothing_heavy() -> None:
 
 
 MEASURE = """
-import resource, subprocess, sys, time
-best = float("inf")
+import resource, subprocess, sys
+cpu = float("inf")
 for _ in range(3):
-    started = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run([sys.executable, *sys.argv[1:]], capture_output=True)
-    best = min(best, time.perf_counter() - started)
-print(best, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = min(cpu, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+print(cpu, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """
 
 
-def measure(*argv: str) -> tuple[float, int]:
+def measure(env: dict[str, str], *argv: str) -> tuple[float, int]:
+    """Best CPU time (user + system) of 3 runs and the peak RSS (KiB), from a fresh parent."""
     out = subprocess.run(
-        [sys.executable, "-c", MEASURE, *argv], capture_output=True, text=True, check=True, cwd=ROOT
+        [sys.executable, "-c", MEASURE, *argv],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env=env,
     ).stdout.split()
     return float(out[0]), int(out[1])
 
 
-def test_help_and_status_start_fast_and_small() -> None:
-    # The goal is 0.2 s; on a loaded machine, allow what 5 bare interpreter starts take there.
-    bare, _ = measure("-c", "pass")
+def test_help_and_status_start_fast_and_small(tmp_path: Path) -> None:
+    # CPU time, not wall time: on this shared, loaded machine wall time mostly measures the
+    # other processes.  With a bytecode cache, as an installed package has (the development
+    # environment sets PYTHONDONTWRITEBYTECODE and the venv holds no .pyc files).
+    env = {**os.environ, "PYTHONPYCACHEPREFIX": str(tmp_path)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     for args in (["--help"], ["status", "--state", "/nonexistent"]):
-        # Measured from a fresh parent so that the peak RSS is this command's alone.
-        seconds, peak_kib = measure("-m", "oneiric", *args)
-        assert seconds < max(0.2, 5 * bare), f"oneiric {' '.join(args)} took {seconds:.3f}s"
+        subprocess.run([sys.executable, "-m", "oneiric", *args], env=env, capture_output=True)
+        seconds, peak_kib = measure(env, "-m", "oneiric", *args)
+        assert seconds < 0.2, f"oneiric {' '.join(args)} used {seconds:.3f}s of CPU"
         assert peak_kib < 50 * 1024, f"oneiric {' '.join(args)} peaked at {peak_kib} KiB"
