@@ -37,9 +37,16 @@ def test_file_swaps_bursts_rejections_and_unreachable_source(tmp_path: Path, run
     assert run.wait_running(v2.digest)["swaps"] == 1
 
     # A burst of 20 writes (intermediate versions) ends in exactly one swap, to the last.
+    # The runtime is stopped (SIGSTOP) while the burst is written so that the test does not
+    # depend on how fast this process writes on a loaded machine: the kernel queues the
+    # file events, and the runtime sees the whole burst at once when it continues.
     burst = [plan(store(f"b{i}", events)) for i in range(20)]
-    for version in burst:
-        write_plan(plan_path, version)
+    run.proc.send_signal(signal.SIGSTOP)
+    try:
+        for version in burst:
+            write_plan(plan_path, version)
+    finally:
+        run.proc.send_signal(signal.SIGCONT)
     status = run.wait_running(burst[-1].digest)
     time.sleep(0.5)
     assert run.status()["swaps"] == 2  # type: ignore[index]

@@ -1,0 +1,364 @@
+"""Whole-process `oneiricc build` against lark's bare parse, and the parse cache.
+
+For each size N (default 1,000, 10,000 and 50,000 components) it generates the
+project of `gen_project.py` under bench/out/nN and measures, in one run and
+interleaved so both see the same machine load:
+
+* build: `oneiricc build --no-cache --target all --out FILE` as a fresh
+  process: wall time, CPU time and peak RSS (`os.wait4` rusage; on Linux
+  ru_maxrss is the largest single process of the tree, pool workers included);
+* parse: `lark_parse.py` as a fresh process over the same 20 files with the
+  same grammar: the in-process sum of `Lark.parse` (the floor) and the
+  process's wall time (interpreter + `import lark` + grammar load + parse);
+* cache: with the parse cache on (the project's .oneiric-cache), a cold build
+  (cache deleted first) and a rebuild after one of the 20 files changed.
+
+Each figure is the median of --repeat runs.  Goals (issue 2, item 9): build at
+most 1.3x the bare parse, 50k/10k growth at most 5.5, peak RSS under 1 GiB at
+50k, a warm rebuild at most 20% of a cold build.
+
+    python bench/bench_build.py [--sizes 1000,10000,50000] [--repeat 3] [--no-cache-figure]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from importlib.util import find_spec
+from pathlib import Path
+
+import gen_project
+
+BENCH = Path(__file__).resolve().parent
+OUT = BENCH / "out"
+DEFAULT_SIZES = (1_000, 10_000, 50_000)
+EDITED_FILE = 10  # the layer whose file the cache figure edits
+GOAL_RATIO = 1.3
+GOAL_GROWTH = 5.5
+GOAL_RSS_MIB = 1024
+GOAL_WARM = 0.20
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    wall_s: float
+    cpu_s: float
+    maxrss_mib: float
+    stdout: str
+
+
+def grammar_path() -> Path:
+    """The grammar file the installed compiler loads (shipped inside `oneiricc`)."""
+    spec = find_spec("oneiricc")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("oneiricc is not installed in this interpreter; use .venv/bin/python")
+    return Path(next(iter(spec.submodule_search_locations))) / "oneiric.lark"
+
+
+def oneiricc_command() -> list[str]:
+    return [sys.executable, "-m", "oneiricc"]
+
+
+def child_env(bytecode_cache: bool) -> dict[str, str]:
+    """The measured processes' environment.
+
+    With `bytecode_cache`, compiled bytecode is written to and read from
+    bench/out/pycache (PYTHONPYCACHEPREFIX) even where the environment sets
+    PYTHONDONTWRITEBYTECODE, as on a user's machine where .pyc files exist:
+    otherwise every process compiles pydantic, lark, click... from source.
+    """
+    env = dict(os.environ)
+    if bytecode_cache:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(OUT / "pycache")
+    return env
+
+
+def run_process(command: list[str], cwd: Path, env: dict[str, str], timeout_s: float = 900) -> Run:
+    """Run `command` to completion; wall, CPU and peak RSS of it (and its children)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL
+        )
+        timer = threading.Timer(timeout_s, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if proc.returncode == -signal.SIGKILL:
+        raise SystemExit(f"killed after {timeout_s:.0f} s: {' '.join(command)}")
+    if proc.returncode != 0:
+        raise SystemExit(
+            f"exit {proc.returncode}: {' '.join(command)} (in {cwd})\n{stderr[-3000:]}"
+        )
+    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, stdout)
+
+
+def build(root: Path, plan: Path, env: dict[str, str], *, cache: bool) -> Run:
+    command = [*oneiricc_command(), "build", "--target", gen_project.TARGET, "--out", str(plan)]
+    if not cache:
+        command.insert(len(oneiricc_command()) + 1, "--no-cache")
+    return run_process(command, root, env)
+
+
+def bare_parse(root: Path, env: dict[str, str]) -> tuple[Run, dict[str, float]]:
+    files = [str(p) for p in gen_project.source_files(root)]
+    run = run_process(
+        [sys.executable, str(BENCH / "lark_parse.py"), str(grammar_path()), *files], root, env
+    )
+    return run, json.loads(run.stdout)
+
+
+def source_version() -> str:
+    """The commit measured (`-dirty` when the work tree has changes), or "unknown"."""
+    try:
+        done = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=BENCH,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip()
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+@dataclass(slots=True)
+class SizeResult:
+    size: int
+    shape: dict[str, object]
+    build_wall_s: float
+    build_cpu_s: float
+    build_maxrss_mib: float
+    parse_s: float  # in-process sum of Lark.parse over the 20 files
+    parse_process_wall_s: float
+    parse_startup_s: float  # import lark + grammar load, inside that process
+    parse_process_cpu_s: float
+    parse_maxrss_mib: float
+    loadavg: float  # the machine's 1-minute load average after the runs: noise indicator
+    plan_bytes: int
+    cache: CacheResult | None = None
+
+    @property
+    def ratio_vs_parse(self) -> float:
+        return self.build_wall_s / self.parse_s
+
+    @property
+    def ratio_vs_parse_process(self) -> float:
+        return self.build_wall_s / self.parse_process_wall_s
+
+    @property
+    def cpu_ratio_vs_parse_process(self) -> float:
+        """CPU seconds, build over lark's process: less sensitive to machine load than wall."""
+        return self.build_cpu_s / self.parse_process_cpu_s
+
+    def as_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["ratio_vs_parse"] = self.ratio_vs_parse
+        data["ratio_vs_parse_process"] = self.ratio_vs_parse_process
+        data["cpu_ratio_vs_parse_process"] = self.cpu_ratio_vs_parse_process
+        if self.cache is not None:
+            data["cache"]["warm_ratio"] = self.cache.warm_ratio
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class CacheResult:
+    cold_s: float  # empty cache: parse everything, write every entry
+    warm_unchanged_s: float  # nothing changed: every file from the cache
+    warm_one_edit_s: float  # one file of twenty changed
+
+    @property
+    def warm_ratio(self) -> float:
+        return self.warm_one_edit_s / self.cold_s
+
+
+def measure_size(size: int, repeat: int, cache_figure: bool, env: dict[str, str]) -> SizeResult:
+    root = OUT / f"n{size}"
+    shape = gen_project.generate(root, size)
+    plan = root / "plan.json"
+    builds: list[Run] = []
+    parses: list[tuple[Run, dict[str, float]]] = []
+    build(root, plan, env, cache=False)  # warm-up: bytecode and OS file caches, not counted
+    bare_parse(root, env)
+    for _ in range(repeat):
+        builds.append(build(root, plan, env, cache=False))
+        parses.append(bare_parse(root, env))
+    return SizeResult(
+        size=size,
+        shape=shape.as_dict(),
+        build_wall_s=median([b.wall_s for b in builds]),
+        build_cpu_s=median([b.cpu_s for b in builds]),
+        build_maxrss_mib=max(b.maxrss_mib for b in builds),
+        parse_s=median([info["parse_s"] for _, info in parses]),
+        parse_process_wall_s=median([run.wall_s for run, _ in parses]),
+        parse_startup_s=median([info["import_s"] + info["load_s"] for _, info in parses]),
+        parse_process_cpu_s=median([run.cpu_s for run, _ in parses]),
+        parse_maxrss_mib=max(run.maxrss_mib for run, _ in parses),
+        loadavg=os.getloadavg()[0],
+        plan_bytes=plan.stat().st_size,
+        cache=measure_cache(root, plan, repeat, env) if cache_figure else None,
+    )
+
+
+def measure_cache(root: Path, plan: Path, repeat: int, env: dict[str, str]) -> CacheResult:
+    """Cold build (empty cache) vs rebuild after editing one file of twenty."""
+    edited = gen_project.source_files(root)[EDITED_FILE]
+    original = edited.read_bytes()
+    colds: list[float] = []
+    warms: list[float] = []
+    unchanged: list[float] = []
+    try:
+        for attempt in range(repeat):
+            shutil.rmtree(root / ".oneiric-cache", ignore_errors=True)
+            edited.write_bytes(original)
+            colds.append(build(root, plan, env, cache=True).wall_s)
+            unchanged.append(build(root, plan, env, cache=True).wall_s)
+            edited.write_bytes(
+                original + f"# edited for the cache benchmark ({attempt})\n".encode()
+            )
+            warms.append(build(root, plan, env, cache=True).wall_s)
+    finally:
+        edited.write_bytes(original)
+    return CacheResult(median(colds), median(unchanged), median(warms))
+
+
+def _verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def report(results: list[SizeResult]) -> str:
+    lines = [
+        "| N | source | build wall | build CPU | peak RSS | lark parse (sum) "
+        "| lark process wall / CPU | build / parse | build / lark process | CPU / CPU | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.size:,} | {int(str(r.shape['bytes'])) / 1e6:.2f} MB, "
+            f"{int(str(r.shape['lines'])):,} lines "
+            f"| {r.build_wall_s:.2f} s | {r.build_cpu_s:.2f} s | {r.build_maxrss_mib:.0f} MiB "
+            f"| {r.parse_s:.2f} s | {r.parse_process_wall_s:.2f} s / {r.parse_process_cpu_s:.2f} s "
+            f"| {r.ratio_vs_parse:.2f}x | {r.ratio_vs_parse_process:.2f}x "
+            f"| {r.cpu_ratio_vs_parse_process:.2f}x | {r.loadavg:.1f} |"
+        )
+    cached = [r for r in results if r.cache is not None]
+    if cached:
+        lines += [
+            "",
+            "| N | cold build, empty cache | rebuild, nothing changed "
+            "| rebuild, 1 of 20 files edited | edited / cold |",
+            "|---|---|---|---|---|",
+        ]
+        for r in cached:
+            c = r.cache
+            assert c is not None
+            lines.append(
+                f"| {r.size:,} | {c.cold_s:.2f} s | {c.warm_unchanged_s:.2f} s "
+                f"| {c.warm_one_edit_s:.2f} s | {c.warm_ratio:.0%} |"
+            )
+    lines.append("")
+    by_size = {r.size: r for r in results}
+    for r in results:
+        lines.append(
+            f"- N={r.size:,}: build / bare parse {r.ratio_vs_parse:.2f}x "
+            f"(goal ≤ {GOAL_RATIO}x: {_verdict(r.ratio_vs_parse <= GOAL_RATIO)})"
+        )
+    if 10_000 in by_size and 50_000 in by_size:
+        growth = by_size[50_000].build_wall_s / by_size[10_000].build_wall_s
+        lines.append(
+            f"- growth 50k / 10k: {growth:.2f} "
+            f"(goal ≤ {GOAL_GROWTH}: {_verdict(growth <= GOAL_GROWTH)})"
+        )
+    if 50_000 in by_size:
+        rss = by_size[50_000].build_maxrss_mib
+        lines.append(
+            f"- peak RSS at 50k: {rss:.0f} MiB "
+            f"(goal < {GOAL_RSS_MIB} MiB: {_verdict(rss < GOAL_RSS_MIB)})"
+        )
+    for r in results:
+        if r.cache is not None:
+            warm = r.cache.warm_ratio
+            lines.append(
+                f"- N={r.size:,}: warm rebuild / cold build {warm:.0%} "
+                f"(goal ≤ {GOAL_WARM:.0%}: {_verdict(warm <= GOAL_WARM)})"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--sizes",
+        default=",".join(str(s) for s in DEFAULT_SIZES),
+        help="comma-separated component counts (default: %(default)s)",
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the median counts")
+    parser.add_argument(
+        "--as-environment",
+        action="store_true",
+        help="run the processes with the environment as it is (PYTHONDONTWRITEBYTECODE "
+        "included), instead of with a bytecode cache in bench/out/pycache",
+    )
+    parser.add_argument(
+        "--no-cache-figure", action="store_true", help="skip the cold/warm parse-cache builds"
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=OUT / "bench_build.json",
+        help="where to write the raw figures (default: %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    env = child_env(bytecode_cache=not args.as_environment)
+    print(
+        f"bench_build: sizes {sizes}, {args.repeat} runs each, python {sys.version.split()[0]}, "
+        f"{os.cpu_count()} CPUs, source {source_version()}",
+        flush=True,
+    )
+    results = []
+    for size in sizes:
+        result = measure_size(size, args.repeat, not args.no_cache_figure, env)
+        print(
+            f"  N={size:,}: build {result.build_wall_s:.2f} s, parse {result.parse_s:.2f} s",
+            flush=True,
+        )
+        results.append(result)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "source": source_version(),
+        "repeat": args.repeat,
+        "bytecode_cache": not args.as_environment,
+        "results": [r.as_dict() for r in results],
+    }
+    args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    print(report(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

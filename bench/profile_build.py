@@ -1,0 +1,191 @@
+"""Where a build's time goes: per-stage timings in one process, and a cProfile.
+
+Runs the stages of `oneiricc.compiler.compile_project` by hand on the project
+of `gen_project.py` (default N=10,000), without the parse cache, and prints
+how long each takes:
+
+    start     a fresh `python -c "import oneiricc.cli"` minus a bare `python -c pass`
+    grammar   building lark's parser from the grammar (once per process)
+    parse     loader.load (reading, decoding, lark + syntax-tree building, or
+              reading the parse cache in the "cache" runs: filled = cold, writing it)
+    check     checker.check
+    resolve   resolver.resolve for the target
+    pins      Pinner calls made while planning (locating and hashing modules)
+    plan      planner.build_plan less pins and less sealing: pydantic models, orders
+    seal      computing the plan digest (model_dump + canonical JSON + sha256)
+    bytes     Plan.to_bytes (model_dump + canonical JSON of the sealed plan)
+
+With --profile, the same run under cProfile (the parse forced in-process, so
+the profile sees it) writes bench/out/profile-nN.pstats and prints the top
+functions; `python -m pstats FILE` browses it.
+
+    python bench/profile_build.py [--size 10000] [--profile] [--top 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import pstats
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import gen_project
+from bench_build import child_env
+
+R = TypeVar("R")
+OUT = Path(__file__).resolve().parent / "out"
+ENV = child_env(bytecode_cache=True)  # processes measured as bench_build measures them
+
+
+def process_start(repeat: int = 5) -> tuple[float, float]:
+    """(bare interpreter start, start plus importing the CLI), medians in seconds."""
+
+    def wall(code: str) -> float:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, env=ENV)
+        return time.perf_counter() - start
+
+    bare = statistics.median(wall("pass") for _ in range(repeat))
+    cli = statistics.median(wall("import oneiricc.cli") for _ in range(repeat))
+    return bare, cli
+
+
+def import_costs(limit: int = 12) -> list[tuple[str, float]]:
+    """The costliest imports of `oneiricc.cli` (cumulative seconds, `-X importtime`)."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import oneiricc.cli"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
+    costs: dict[str, float] = {}
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        _, cumulative, name = (part.strip() for part in line.split("|"))
+        if (cumulative.isdigit() and "." not in name) or name.startswith("oneiric"):
+            costs[name] = int(cumulative) / 1e6 if cumulative.isdigit() else 0.0
+    return sorted(costs.items(), key=lambda item: -item[1])[:limit]
+
+
+def stages(
+    root: Path, sequential: bool, collect: bool = True, cached: bool = False
+) -> dict[str, float]:
+    from oneiricc import loader, planner
+    from oneiricc.cache import ParseCache
+    from oneiricc.checker import check
+    from oneiricc.parser import parse
+    from oneiricc.pins import Pinner
+    from oneiricc.project import load_project
+    from oneiricc.resolver import resolve
+
+    class TimedPinner(Pinner):
+        """Counts the time spent pinning, so planning can be split from it."""
+
+        spent = 0.0
+
+        def pin_module(self, module: str) -> Any:
+            return self._timed(super().pin_module, module)
+
+        def resolve_entry_point(self, group: str, name: str) -> Any:
+            return self._timed(super().resolve_entry_point, group, name)
+
+        def _timed(self, func: Callable[..., R], *args: str) -> R:
+            start = time.perf_counter()
+            try:
+                return func(*args)
+            finally:
+                TimedPinner.spent += time.perf_counter() - start
+
+    if sequential:
+        loader.PARALLEL_THRESHOLD_BYTES = 1 << 62  # parse in this process
+    times: dict[str, float] = {}
+    gc.collect()
+    if not collect:
+        gc.disable()
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        times[name] = now - clock
+        clock = now
+
+    parse("warm-up.oneiric", "oneiric 1\n")  # builds the parser tables once per process
+    lap("grammar")
+    project = load_project(root)
+    cache = ParseCache(project.cache_dir) if cached else None
+    sources = loader.load(project, loader.discover(project, [root / "stacks"]), cache)
+    lap("parse")
+    program = check(sources)
+    lap("check")
+    resolution = resolve(program, sources, gen_project.TARGET, strict=False)
+    lap("resolve")
+    plan, diagnostics = planner.build_plan(resolution, sources, TimedPinner([]))
+    lap("plan")
+    if plan is None:
+        raise SystemExit(f"the project does not build: {diagnostics[:5]}")
+    plan.computed_digest()
+    lap("seal")
+    plan.to_bytes()
+    lap("bytes")
+    gc.enable()
+    times["pins"] = TimedPinner.spent
+    times["plan"] -= TimedPinner.spent + times["seal"]
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=10_000)
+    parser.add_argument("--profile", action="store_true", help="also run under cProfile")
+    parser.add_argument("--top", type=int, default=30, help="functions to print from the profile")
+    args = parser.parse_args(argv)
+    root = OUT / f"n{args.size}"
+    gen_project.generate(root, args.size)
+
+    bare, cli = process_start()
+    print(f"process start: python {bare:.2f} s; + import oneiricc.cli {cli - bare:.2f} s")
+    print(
+        "  costliest imports (cumulative, -X importtime): "
+        + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in import_costs())
+    )
+    # (label, parse in this process, garbage collector on, through the parse cache)
+    runs = [
+        ("parse as the CLI does", False, True, False),
+        ("parse in-process", True, True, False),
+        ("parse in-process, gc disabled", True, False, False),
+        ("parse cache filled", True, True, True),
+        ("parse cache warm", True, True, True),
+        ("parse cache warm, gc disabled", True, False, True),
+    ]
+    shutil.rmtree(root / ".oneiric-cache", ignore_errors=True)
+    for label, sequential, collect, cached in runs:
+        times = stages(root, sequential, collect, cached)
+        total = sum(times.values())
+        print(f"stages, N={args.size:,} ({label}): total {total:.2f} s")
+        for name in ("grammar", "parse", "check", "resolve", "pins", "plan", "seal", "bytes"):
+            print(f"  {name:8} {times[name]:7.3f} s  {times[name] / total:6.1%}")
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.runcall(stages, root, True)
+        path = OUT / f"profile-n{args.size}.pstats"
+        profiler.dump_stats(path)
+        stats = pstats.Stats(str(path))
+        stats.sort_stats("tottime").print_stats(args.top)
+        stats.sort_stats("cumulative").print_stats(args.top)
+        print(f"profile written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
