@@ -88,6 +88,19 @@ def main(argv: list[str] | None = None) -> int:
     signature = envelope.signatures[0].sig
     verifier = public[0].verifier()
     manifest = verify_manifest(data, trust, now=now).manifest
+    # The same plan referenced by URL (digest + size pinned): the manifest is
+    # small and the plan bytes arrive separately, as from a CDN.
+    by_url = dsse.sign(
+        MANIFEST_PAYLOAD_TYPE,
+        manifest_payload("prod", 1, now + timedelta(days=1), plan, "https://cdn.example/p.json"),
+        [(keys[0], public[0].keyid), (keys[1], public[1].keyid)],
+    ).to_bytes()
+    by_url_manifest = verify_manifest(by_url, trust, now=now).manifest
+
+    def verify_by_url() -> None:
+        check_plan(verify_manifest(by_url, trust, now=now).manifest, plan)
+
+    assert by_url_manifest.plan.size == len(plan)
 
     with Fetcher() as fetcher:
         whole = timed(
@@ -97,23 +110,27 @@ def main(argv: list[str] | None = None) -> int:
     ed25519 = timed(lambda: verifier.verify(message, signature), args.repeat)
     manifest_half = timed(lambda: verify_manifest(data, trust, now=now), args.repeat)
     plan_half = timed(lambda: check_plan(manifest, plan), args.repeat)
+    whole_by_url = timed(verify_by_url, args.repeat)
 
     print(
         f"verify: plan {len(plan):,} bytes, {len(json.loads(plan)['components'])} components; "
         f"manifest {len(data):,} bytes (plan inline), 2-of-3 signatures; "
-        f"median of {args.repeat}"
+        f"best CPU time of {args.repeat}"
     )
     rows = [
         ("json.loads(plan)", loads),
         ("bare Ed25519 verify (PAE)", ed25519),
         ("verify_manifest (envelope, 2 sigs, payload)", manifest_half),
         ("check_plan (size, sha256, parse, validate)", plan_half),
-        ("whole verification (verify_all)", whole),
+        ("whole verification (verify_all), plan inline", whole),
+        ("whole verification, plan by URL (manifest + plan)", whole_by_url),
     ]
     for name, seconds in rows:
-        print(f"  {name:<46} {seconds * 1000:8.2f} ms   {seconds / loads:5.2f}x json.loads")
-    ratio = whole / loads
-    print(f"  goal: whole ≤ 3x json.loads → {ratio:.2f}x ({'met' if ratio <= 3 else 'NOT met'})")
+        print(f"  {name:<50} {seconds * 1000:8.2f} ms   {seconds / loads:5.2f}x json.loads")
+    for layout, seconds in (("inline", whole), ("by URL", whole_by_url)):
+        ratio = seconds / loads
+        verdict = "met" if ratio <= 3 else "NOT met"
+        print(f"  goal: whole ≤ 3x json.loads, plan {layout} → {ratio:.2f}x ({verdict})")
     return 0
 
 
