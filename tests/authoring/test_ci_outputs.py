@@ -12,9 +12,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from support import ROOT, run_cli, write_project
 from oneiricc.diagnostics import CODES
 from oneiricc.errordocs import error_doc
+from support import ROOT, run_cli, write_project
 
 CASES = ROOT / "tests" / "cases"
 

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from support import ROOT
 from oneiric.plan import DOMAINS
+from support import ROOT
 
 GRAMMAR = json.loads((ROOT / "editors" / "oneiric.tmLanguage.json").read_text())
 HIGHLIGHT = ("keyword.", "storage.", "support.", "constant.language.")

@@ -7,11 +7,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from support import ROOT, compile_at, run_cli, write_project
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from oneiric_sources import projects, sources
 from oneiricc.formatter import concrete_tree, format_source
+from support import ROOT, compile_at, run_cli, write_project
 
 STACKS = sorted((ROOT / "stacks").glob("*.oneiric"))
 SPAN = re.compile(r"(stacks/[^\s\"]*\.oneiric):[0-9]+:[0-9]+")

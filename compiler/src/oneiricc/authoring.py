@@ -345,3 +345,18 @@ def explain_code(state: CliState, code: str) -> None:
         return
     click.echo(f"{doc.code}: {doc.title}\n")
     click.echo(doc.text or "(not documented yet: see docs/errors.md)")
+
+
+# ---------------------------------------------------------------------- lsp --
+
+
+@click.command("lsp")
+@click.option(
+    "--target", "-t", help="The target hover explains (initializationOptions.target wins)."
+)
+@click.option("--stdio", is_flag=True, help="Talk over stdin/stdout (the default and only way).")
+def lsp_command(target: str | None, stdio: bool) -> None:
+    """Run the language server (LSP over stdio) for editors."""
+    from .lsp import serve
+
+    serve(target)

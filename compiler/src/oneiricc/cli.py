@@ -420,10 +420,11 @@ main.add_command(keygen)
 main.add_command(sign)
 main.add_command(trust_group)
 
-from .authoring import diff, explain_code, fmt  # noqa: E402
+from .authoring import diff, explain_code, fmt, lsp_command  # noqa: E402
 
 main.add_command(fmt)
 main.add_command(diff)
+main.add_command(lsp_command)
 
 from .graph_cmd import graph  # noqa: E402
 

@@ -13,7 +13,7 @@ import difflib
 import hashlib
 import os
 import posixpath
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -75,13 +75,19 @@ def discover(project: Project, paths: Iterable[Path]) -> list[str]:
     return sorted(found)
 
 
-def load(project: Project, entries: list[str], cache: ParseCache | None = None) -> Sources:
+def load(
+    project: Project,
+    entries: list[str],
+    cache: ParseCache | None = None,
+    overlay: Mapping[str, str] | None = None,
+) -> Sources:
+    """`overlay`: text to use instead of a file's (an editor's unsaved buffers), by path."""
     sources = Sources()
     attempted: set[str] = set()
     pending = sorted(set(entries))
     while pending:
         attempted.update(pending)
-        _read_and_parse(project, pending, sources, cache)
+        _read_and_parse(project, pending, sources, cache, overlay or {})
         imported = {target for path in pending for target in sources.imports.get(path, ())}
         pending = sorted(imported - attempted)
     _check_import_cycles(sources)
@@ -89,13 +95,18 @@ def load(project: Project, entries: list[str], cache: ParseCache | None = None) 
 
 
 def _read_and_parse(
-    project: Project, paths: list[str], sources: Sources, cache: ParseCache | None
+    project: Project,
+    paths: list[str],
+    sources: Sources,
+    cache: ParseCache | None,
+    overlay: Mapping[str, str],
 ) -> None:
     to_parse: list[tuple[str, str]] = []
     raw: dict[str, bytes] = {}
     for path in paths:
         try:
-            data = (project.root / path).read_bytes()
+            text = overlay.get(path)
+            data = (project.root / path).read_bytes() if text is None else text.encode("utf-8")
         except OSError as exc:
             sources.diagnostics.append(
                 Diagnostic("E0004", f"cannot read file: {exc.strerror or exc}", path)
