@@ -1,25 +1,30 @@
 """The live-swap part of the demo: a running runtime picks up a re-signed plan with no restart.
 
 In a scratch copy of the project: compile the prod target, sign it (a demo
-key, serial 1), start `oneiric run --manifest` on it, show what runs and why,
-change the cache selection in the copied stacks, rebuild, re-sign (serial 2)
-over the same manifest file, and show the running process swapping live
-(status and explanation before and after), then stop it cleanly (SIGTERM).
-Nothing needs a server.  `main()` returns an exit status; demo/run.py may call it.
+key, serial 1), start `oneiric run --manifest` on it with the shop's app loop
+(`shopdemo.app:count_visits`, which calls the cache component through its
+handle), show what runs, which instance answers and why; change the cache
+selection in the copied stacks, rebuild, re-sign (serial 2) over the same
+manifest file, and show the running process swapping live (the app's calls,
+status and explanation before and after), then stop it cleanly (SIGTERM).
+Nothing needs a server: the prod stack's "redis" and "memcached" caches are
+in-memory stand-ins.  `main()` returns an exit status; demo/run.py may call it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +51,7 @@ def _status(state: Path) -> dict[str, Any] | None:
     return data
 
 
-def _wait(state: Path, ok: Any, what: str, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+def _wait(state: Path, ok: Any, what: str, proc: subprocess.Popen[str]) -> dict[str, Any]:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -56,6 +61,34 @@ def _wait(state: Path, ok: Any, what: str, proc: subprocess.Popen[bytes]) -> dic
             return status
         time.sleep(0.05)
     raise RuntimeError(f"timed out waiting for {what}")
+
+
+def _lines(stream: IO[str]) -> queue.Queue[str | None]:
+    """The stream's lines as they come (None at its end), read by a daemon thread."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def _app_line(lines: queue.Queue[str | None], wanted: str) -> str:
+    """The app's next output line containing `wanted` (earlier lines are skipped)."""
+    deadline = time.monotonic() + 30
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            raise RuntimeError(f"the runtime's output ended before {wanted!r}")
+        if wanted in line:
+            return line
+    raise RuntimeError(f"timed out waiting for the app to print {wanted!r}")
 
 
 def main() -> int:
@@ -119,11 +152,17 @@ def main() -> int:
                 str(trust),
                 "--state",
                 str(state),
+                "--app",
+                "shopdemo.app:count_visits",
             ],
             cwd=work,
             env={**os.environ, **env},
-            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=(work / "runtime.log").open("wb"),
+            text=True,
         )
+        assert proc.stdout is not None
+        app = _lines(proc.stdout)
         try:
             before = _wait(
                 state,
@@ -135,6 +174,12 @@ def main() -> int:
             print(
                 f"   running serial {before['plan']['serial']}: adapter:cache → "
                 f"{before['components']['adapter:cache']['provider']}"
+            )
+            print("   " + _app_line(app, "answered by provider 'redis'"))
+            print(
+                '   (the prod stack\'s "redis" and "memcached" caches are in-memory stand-ins, '
+                "shopdemo.cache.MemoryCache,\n    so the demo needs no server; "
+                "oneiric.adapters.redis and .memcached are the real clients)"
             )
             print(_cli("oneiric", "explain", "adapter:cache", *show, cwd=work))
             prod = work / "stacks" / "prod.oneiric"
@@ -152,11 +197,18 @@ def main() -> int:
                 f"   swapped live in {time.monotonic() - started:.2f} s (build and sign "
                 f"included): changed {', '.join(swap['changed'])}; same pid {after['pid']}"
             )
+            print("   " + _app_line(app, "answered by provider 'memcached'"))
+            print("   (a new instance answers: its cache starts empty; the app never restarted)")
             print(_cli("oneiric", "explain", "adapter:cache", *show, cwd=work))
             print(_cli("oneiric", "health", *show, cwd=work))
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(30)
+        except Exception:
+            proc.kill()
+            proc.wait(30)
+            sys.stderr.write((work / "runtime.log").read_text())
+            raise
+        proc.send_signal(signal.SIGTERM)
+        print("   " + _app_line(app, "app: stopped after"))
+        code = proc.wait(30)
         print(f"== SIGTERM: drained, cleaned up in reverse activation order, exit {code}")
         return code
 

@@ -47,6 +47,7 @@ DEFAULT_HEALTH_INTERVAL_S = 10.0
 CONTROL_INTERVAL_S = 0.25
 STATUS_INTERVAL_S = 1.0
 WATCH_TIMEOUT_MS = 250
+APP_GRACE_S = 5.0  # at shutdown, how long the --app function gets to return
 MAX_SETTLE_S = 2.0  # a source that keeps changing is applied after this long anyway
 
 
@@ -95,6 +96,7 @@ class Supervisor:
         self._health: dict[str, dict[str, Any]] = {}
         self._log = structlog.get_logger("oneiric.supervisor")
         self._store: ControlStore | None = None
+        self._app_done: anyio.Event | None = None
         self.watching = False  # a file watch is registered (status.json "watching")
 
     @property
@@ -134,6 +136,10 @@ class Supervisor:
                     pid=os.getpid(),
                 )
                 await self._stop.wait()
+                if self._app_done is not None:
+                    # The app sees `stopping` and should return; its calls finish first.
+                    with anyio.move_on_after(APP_GRACE_S):
+                        await self._app_done.wait()
                 tg.cancel_scope.cancel()
             return await self._shutdown()
         finally:
@@ -344,10 +350,13 @@ class Supervisor:
                     self.request_stop()
 
     async def _run_app(self, app: Callable[[Supervisor], Any]) -> None:
+        self._app_done = anyio.Event()
         try:
             await anyio.to_thread.run_sync(app, self, abandon_on_cancel=True)
         except Exception as exc:
             self._log.error("app failed", error=repr(exc))
+        finally:
+            self._app_done.set()
 
     # -- controls ----------------------------------------------------------------
     async def _controls(self) -> None:
