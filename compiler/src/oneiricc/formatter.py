@@ -23,6 +23,7 @@ syntax tree or comments differ from the input's.
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 from dataclasses import dataclass, field
 from functools import cache
@@ -468,9 +469,13 @@ def shape(value: Any) -> Any:
     return value
 
 
-def _comment_words(comments: list[Comment]) -> list[str]:
+# What the lexer sees as a string or a comment: nothing else can hold `"` or `#`.
+_STRING_OR_COMMENT = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*')
+
+
+def _comment_words(texts: list[str]) -> list[str]:
     """Every word of every comment, in order (two comments may end up joined on one line)."""
-    return " ".join(comment.text for comment in comments).split()
+    return " ".join(texts).split()
 
 
 def format_source(path: str, text: str) -> str:
@@ -481,11 +486,12 @@ def format_source(path: str, text: str) -> str:
     """
     module = parse(path, text)
     cst = concrete_tree(text)
-    comments = _comment_words(cst.comments)
+    comments = _comment_words([c.text for c in cst.comments])
     result = _Printer(cst).file(cst.tree, cst.eof)
     again = parse(path, result)
     if shape(again) != shape(module):
         raise FormatterBug(f"{path}: formatting would change the meaning of the file")
-    if _comment_words(concrete_tree(result).comments) != comments:
+    found = [m.group(0) for m in _STRING_OR_COMMENT.finditer(result) if m.group(0)[0] == "#"]
+    if _comment_words(found) != comments:
         raise FormatterBug(f"{path}: formatting would lose or reorder comments")
     return result
