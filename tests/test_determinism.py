@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ROOT, compile_at, run_cli, write_project
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from oneiricc.diagnostics import Diagnostic
+from support import ROOT, compile_at, run_cli, write_project
 
 TARGETS = ("dev", "prod")
 SPAN = re.compile(r"([^\s\"]+\.oneiric):([0-9]+):([0-9]+)")

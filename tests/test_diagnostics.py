@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from support import run_cli
 from oneiricc.checker import ALLOWED_FIELDS
 from oneiricc.cli import main
 from oneiricc.diagnostics import CODES
 from oneiricc.parser import FIELD_NAMES
+from support import run_cli
 from syrupy.assertion import SnapshotAssertion
 
 CASES_DIR = Path(__file__).resolve().parent / "cases"

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ROOT, compile_at, write_project
 from oneiricc.compiler import Build
 from oneiricc.diagnostics import Severity, render_human, summary_line
+from support import ROOT, compile_at, write_project
 
 LANGUAGE_DOC = ROOT / "docs" / "language.md"
 DEFAULT_FILE = "stacks/main.oneiric"

@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-from support import ROOT
 from oneiricc.diagnostics import CODES
+from support import ROOT
 from test_docs_examples import assert_as_documented, build_example, read_document
 
 ERRORS_DOC = ROOT / "docs" / "errors.md"

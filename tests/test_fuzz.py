@@ -13,11 +13,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support import ROOT, compile_at, run_cli, write_project
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from oneiricc.compiler import Build
 from oneiricc.diagnostics import Severity, render_human, render_json
+from support import ROOT, compile_at, run_cli, write_project
 
 MAIN = "stacks/main.oneiric"
 DEEP = 10_000

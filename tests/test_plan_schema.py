@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ROOT, run_cli
 from jsonschema import Draft202012Validator
 from oneiric.schema import render
+from support import ROOT, run_cli
 
 SCHEMA_FILE = ROOT / "docs" / "plan.schema.json"
 GOLDEN = sorted((ROOT / "golden").glob("*.plan.json"))

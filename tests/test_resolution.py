@@ -13,10 +13,10 @@ from pathlib import Path
 from textwrap import dedent
 
 import pytest
-from support import compile_at, write_project
 from oneiric.plan import Component, Plan
 from oneiricc.compiler import Build
 from oneiricc.diagnostics import Severity
+from support import compile_at, write_project
 
 IMPL = 'impl "sys:exit"'
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from oneiric.canonical import MAX_SAFE_INTEGER
-from oneiric.plan import DOMAINS
+from oneiric.plan import DOMAINS, Domain
+from typing_extensions import TypeIs
 
 from . import nodes as n
 from .diagnostics import Diagnostic, Note, did_you_mean
@@ -102,7 +103,7 @@ class Impl:
 
 @dataclass(frozen=True, slots=True)
 class Req:
-    domain: str
+    domain: Domain
     key: str
     capabilities: tuple[str, ...]
     place: Place  # the `requires` statement: its span goes into the plan
@@ -129,7 +130,7 @@ class Graph:
 class Decl:
     """One component declaration, holding only the fields it sets."""
 
-    domain: str
+    domain: Domain
     key: str
     provider: str
     layer: str
@@ -145,7 +146,7 @@ class Decl:
 
 @dataclass(frozen=True, slots=True)
 class Select:
-    domain: str
+    domain: Domain
     key: str
     provider: str
     place: Place
@@ -320,7 +321,7 @@ class _FileChecker:
             profile,
         )
 
-    def domain_ok(self, domain: str, pos: n.Pos) -> bool:
+    def domain_ok(self, domain: str, pos: n.Pos) -> TypeIs[Domain]:
         if domain in DOMAINS:
             return True
         self.error(

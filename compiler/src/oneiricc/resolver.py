@@ -20,6 +20,8 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
+from oneiric.plan import Domain, Rule
+
 from . import graphs
 from .checker import Decl, Graph, Place, Program, Req, Select, TargetDecl, config_kind
 from .diagnostics import Diagnostic, Note, Severity, did_you_mean
@@ -34,7 +36,7 @@ def component_id(key: Key) -> str:
 
 @dataclass(slots=True)
 class Candidate:
-    domain: str
+    domain: Domain
     key: str
     provider: str
     layer: str
@@ -66,7 +68,7 @@ class Candidate:
 @dataclass(frozen=True, slots=True)
 class Loss:
     candidate: Candidate
-    rule: str
+    rule: Rule
     reason: str
 
 
@@ -74,7 +76,7 @@ class Loss:
 class Decision:
     key: Key
     winner: Candidate
-    rule: str
+    rule: Rule
     summary: str
     losers: list[Loss]
     selection: Select | None
@@ -272,7 +274,7 @@ def _resolution_order(candidates: dict[Key, list[Candidate]]) -> list[Key]:
 
 
 def _dependencies(cand: Candidate) -> list[Key]:
-    deps = [(req.domain, req.key) for req in cand.requires]
+    deps: list[Key] = [(req.domain, req.key) for req in cand.requires]
     graph = cand.graph
     if graph is not None:
         deps.extend(("task", node.task) for node in graph.nodes.values())
