@@ -23,6 +23,7 @@ an ordinary swap; with no last good plan, the source's plan.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import threading
@@ -67,6 +68,8 @@ class Settings:
     probation_s: float = 0.0
     handle_signals: bool = True
     app: Callable[[Supervisor], Any] | None = None
+    # `oneiric run` starts with the cyclic garbage collector off; ready turns it on.
+    collect_garbage_when_ready: bool = False
 
 
 @dataclass
@@ -128,6 +131,9 @@ class Supervisor:
                     tg.start_soon(self._run_app, self.settings.app)
                 self.ready.set()
                 self._write_status()
+                if self.settings.collect_garbage_when_ready:
+                    gc.freeze()  # what starting allocated is never scanned again
+                    gc.enable()
                 self._log.info(
                     "ready",
                     plan=self._digest(),
@@ -381,7 +387,8 @@ class Supervisor:
                 result["waited"] = await self.runtime.drain(known, timeout)
             store.complete(request.id, result)
             self._log.info(f"control {request.op}", components=known, unknown=unknown)
-        self._write_status()
+        if self.ready.is_set():  # at start, the one status write is when ready
+            self._write_status()
 
     # -- health and status -----------------------------------------------------------
     async def _health_loop(self) -> None:
