@@ -1,7 +1,15 @@
-"""The main job: compile every target in stacks/ and summarise each plan.
+"""The main job, end to end on embedded defaults (files and SQLite, no server).
 
-Run with `make demo`.  It drives the real command line (`oneiricc`) in a
-scratch directory, so what it shows is exactly what a user gets.
+Run with `make demo`:
+
+1. compile every target in stacks/ and summarise each plan (`oneiricc`);
+2. sign the prod plan, run it with `oneiric run`, call a component, change a
+   selection, rebuild and re-sign, and watch the running process swap live
+   (demo/live.py);
+3. run the fulfilment workflow and emit events through the plan's routes
+   (demo/flows.py).
+
+Every step drives the real command lines, so what it shows is what a user gets.
 """
 
 from __future__ import annotations
@@ -56,5 +64,24 @@ def main() -> int:
     return 0
 
 
+def run_all() -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import flows
+    import live
+
+    for title, step in (
+        ("compile", main),
+        ("live swap", live.main),
+        ("workflow and events", flows.main),
+    ):
+        print(f"\n######## {title}", flush=True)
+        status = step()
+        if status != 0:
+            print(f"demo step {title!r} failed with status {status}", file=sys.stderr)
+            return status
+    print("\ndemo finished: every step succeeded")
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_all())
