@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
+from oneiric.cli import LazyGroup
 from oneiric.plan import Plan
 
 from .ci import CI_FORMATS, check_format_option, render_ci
@@ -90,7 +91,23 @@ def build_options(func: F) -> F:
     return func
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Commands defined in their own modules, imported only when invoked (keeps start-up lean).
+LAZY_COMMANDS = {
+    "keygen": "oneiricc.signing:keygen",
+    "sign": "oneiricc.signing:sign",
+    "trust": "oneiricc.signing:trust_group",
+    "fmt": "oneiricc.authoring:fmt",
+    "diff": "oneiricc.authoring:diff",
+    "lsp": "oneiricc.authoring:lsp_command",
+    "graph": "oneiricc.graph_cmd:graph",
+}
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy_commands=LAZY_COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option(
     "--root",
     type=click.Path(path_type=Path, file_okay=False, exists=True),
@@ -349,6 +366,8 @@ def explain(
     """
     ctx = _ctx(output)
     if ERROR_CODE.fullmatch(component.upper()):
+        from .authoring import explain_code
+
         explain_code(ctx, component)
         return
     if target is None:
@@ -412,20 +431,3 @@ def render_explanation(component: Any, target: str) -> str:
             lines.append(f"    {loser.provider} (layer {loser.layer}) at {loser.span}")
             lines.append(f"      lost by {loser.rule}: {loser.reason}")
     return "\n".join(lines)
-
-
-from .signing import keygen, sign, trust_group  # noqa: E402  (registered after the group exists)
-
-main.add_command(keygen)
-main.add_command(sign)
-main.add_command(trust_group)
-
-from .authoring import diff, explain_code, fmt, lsp_command  # noqa: E402
-
-main.add_command(fmt)
-main.add_command(diff)
-main.add_command(lsp_command)
-
-from .graph_cmd import graph  # noqa: E402
-
-main.add_command(graph)

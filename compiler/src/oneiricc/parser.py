@@ -29,8 +29,12 @@ def grammar_text() -> str:
     return (resources.files("oneiricc") / "oneiric.lark").read_text(encoding="utf-8")
 
 
+_new_tuple = tuple.__new__
+
+
 def _pos(tok: Token) -> n.Pos:
-    return n.Pos(tok.line or 1, tok.column or 1, max(1, len(tok)))
+    # Called for nearly every token: tuple.__new__ skips NamedTuple's Python-level __new__.
+    return _new_tuple(n.Pos, (tok.line or 1, tok.column or 1, max(1, len(tok))))
 
 
 class _SoftError(Exception):
@@ -59,6 +63,10 @@ _ESCAPES_HELP = 'escapes are \\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX; write a b
 
 
 def _string(tok: Token) -> str:
+    if "\\" not in tok:  # no escapes (most strings): the text between the quotes
+        body = str(tok)[1:-1]
+        if body.isprintable() or not any(ord(ch) < 0x20 for ch in body):
+            return body
     try:
         value = json.loads(tok)
     except json.JSONDecodeError as exc:
