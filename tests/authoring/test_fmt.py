@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from oneiric_sources import projects, sources
+from oneiricc.diagnostics import CompileError
 from oneiricc.formatter import concrete_tree, format_source
 from support import ROOT, compile_at, run_cli, write_project
 
@@ -26,6 +28,43 @@ def _plan_without_layout(root: Path) -> dict[str, bytes]:
         data = plan.model_copy(update={"sources": [], "digest": "sha256:" + "0" * 64}).to_bytes()
         out[name] = SPAN.sub(r"\1:L:C", data.decode()).encode()
     return out
+
+
+# Fixtures that exist to be unparsable (syntax, encoding, header errors): nothing to format.
+UNPARSABLE_FIXTURES = {
+    "tests/cases/E0001/stacks/fields.oneiric",
+    "tests/cases/E0001/stacks/truncated.oneiric",
+    "tests/cases/E0002/stacks/char.oneiric",
+    "tests/cases/E0002/stacks/string.oneiric",
+    "tests/cases/E0003/stacks/app.oneiric",
+    "tests/cases/E0004/stacks/latin1.oneiric",
+    "tests/cases/E0005/stacks/future.oneiric",
+    "tests/cases/E0005/stacks/headless.oneiric",
+}
+
+
+def _committed_sources() -> list[str]:
+    listed = subprocess.run(
+        ["git", "ls-files", "*.oneiric"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return sorted(listed.stdout.split())
+
+
+def test_every_committed_source_is_formatted() -> None:
+    """Every tracked .oneiric file is in canonical style, or is a deliberately broken fixture."""
+    unparsable, unformatted = set(), []
+    for name in _committed_sources():
+        data = (ROOT / name).read_bytes()
+        try:
+            text = data.decode("utf-8")
+            formatted = format_source(name, text)
+        except (UnicodeDecodeError, CompileError):
+            unparsable.add(name)
+            continue
+        if formatted != text:
+            unformatted.append(name)
+    assert unformatted == [], f"run `oneiricc fmt {' '.join(unformatted)}`"
+    assert unparsable == UNPARSABLE_FIXTURES
 
 
 @pytest.mark.parametrize("path", STACKS, ids=lambda p: p.name)
