@@ -38,6 +38,7 @@ class Store:
         fail_probation: bool = False,
         fail_close: bool = False,
         health_sleep_ms: int = 0,
+        close_sleep_ms: int = 0,
         events_file: str | None = None,
         deps: Any = None,
     ) -> None:
@@ -58,6 +59,7 @@ class Store:
         self.fail_probation = fail_probation
         self.fail_close = fail_close
         self.health_sleep_ms = health_sleep_ms
+        self.close_sleep_ms = close_sleep_ms
         self.deps = deps
         with _lock:
             LIVE.add(self)
@@ -118,6 +120,8 @@ class Store:
         return not (self.fail_probation and len(self.calls_seen_by_health) > 1)
 
     def close(self) -> None:
+        if self.close_sleep_ms:
+            time.sleep(self.close_sleep_ms / 1000)
         self.inflight_at_close = self.inflight
         self.closed = True
         with _lock:

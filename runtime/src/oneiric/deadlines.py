@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
@@ -107,3 +107,38 @@ class DeadlineRunner:
         if failure:
             raise failure[0]
         return outcome[0]
+
+
+async def run_each(
+    items: Sequence[T],
+    step: Callable[[DeadlineRunner, T], bool],
+    overrun: Callable[[T, str], None],
+) -> int:
+    """`step(runner, item)` for each item in order, in worker threads; stop at a declined one.
+
+    `step` makes its bounded calls through `runner.call` and returns False to
+    decline an item (one the caller must handle on the event loop).  When an
+    item's call overruns, `overrun(item, message)` runs on the event loop and
+    the following items continue in a fresh worker.  Returns the index of the
+    declined item, or `len(items)` when every item was stepped.
+    """
+    start = 0
+    while start < len(items):
+        runner = DeadlineRunner()
+        at = [start]  # the index of the item in progress
+
+        def work(runner: DeadlineRunner = runner, at: list[int] = at, start: int = start) -> None:
+            for index in range(start, len(items)):
+                at[0] = index
+                if not step(runner, items[index]) or runner.abandoned:
+                    return
+            at[0] = len(items)
+
+        try:
+            await runner.run(work)
+        except Overrun as exc:
+            overrun(items[at[0]], str(exc))
+            start = at[0] + 1
+            continue
+        return at[0]
+    return len(items)

@@ -30,7 +30,7 @@ import functools
 import inspect
 import itertools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +39,7 @@ import structlog
 
 from . import attest, values
 from .canonical import dumps
-from .deadlines import Abandoned, DeadlineRunner, Overrun
+from .deadlines import Abandoned, DeadlineRunner, Overrun, run_each
 from .handle import Handle, Slot
 from .plan import Component, Plan
 
@@ -254,26 +254,25 @@ class Runtime:
             stale.append((cid, self.instances.pop(cid)))
         old_position = {cid: i for i, cid in enumerate(old_order)}
         stale.sort(key=lambda item: old_position[item[0]], reverse=True)
-        for cid, instance in stale:
-            if not await self._retire(instance, log):
-                report.cleanup_failures.append(cid)
+        report.cleanup_failures = await self._retire_all([i for _, i in stale], log)
         report.total_seconds = time.perf_counter() - started
         log.info("plan applied", **report.as_json())
         return report
 
     async def stop(self) -> list[str]:
-        """Stop taking calls, drain, clean up in reverse activation order; return failures."""
-        failures: list[str] = []
+        """Stop taking calls, drain, clean up in reverse activation order; return failures.
+
+        Each component's handle is unbound just before it is retired, so a
+        dependent's cleanup can still reach its dependencies.
+        """
         async with self._lock:
             order = self.plan.activation_order if self.plan else []
             log = self._log.bind(plan=self.plan.digest if self.plan else None, serial=self.serial)
-            for cid in reversed(order):
-                handle = self.handles.pop(cid, None)
-                if handle is not None:
-                    handle.bind(None)
-                instance = self.instances.pop(cid, None)
-                if instance is not None and not await self._retire(instance, log):
-                    failures.append(cid)
+            running = [self.instances.pop(c) for c in reversed(order) if c in self.instances]
+            failures = await self._retire_all(running, log, unbind=True)
+            for handle in self.handles.values():  # none left in a consistent runtime
+                handle.bind(None)
+            self.handles.clear()
             self.plan = None
         return failures
 
@@ -473,32 +472,98 @@ class Runtime:
                     handle.bind(None)
             else:
                 made[cid].slot.retire()
-            await self._retire(made[cid], log)
+        await self._retire_all(list(reversed(made.values())), log)
 
-    async def _retire(self, instance: Instance, log: Any) -> bool:
-        """Drain the instance's in-flight calls (deadline), then clean it up; False on failure."""
-        component = instance.component
-        clog = log.bind(
-            component=component.id,
-            domain=component.domain,
-            key=component.key,
-            provider=component.provider,
-            generation=instance.slot.generation,
-        )
+    async def _retire_all(
+        self, instances: list[Instance], log: Any, *, unbind: bool = False
+    ) -> list[str]:
+        """Retire `instances` in order (drain, then clean up); return ids whose cleanup failed.
+
+        Sync cleanups run one after another in one worker thread, each under
+        its drain timeout (see `deadlines`); async ones on the event loop.
+        `unbind`: pop and unbind each one's handle just before retiring it.
+        """
+        failures: list[str] = []
+
+        def step(runner: DeadlineRunner, instance: Instance) -> bool:
+            if _async_cleanup(instance.value):
+                return False  # the event loop retires this one
+            if unbind:
+                self._unbind(instance.component.id)
+            if not self._retire_sync(instance, runner, log) and not runner.abandoned:
+                failures.append(instance.component.id)
+            return True
+
+        def overrun(instance: Instance, message: str) -> None:
+            self._cleanup_failed(instance, message, log)
+            failures.append(instance.component.id)
+
+        todo = list(instances)
+        while todo:
+            index = await run_each(todo, step, overrun)
+            if index < len(todo):
+                instance = todo[index]
+                if unbind:
+                    self._unbind(instance.component.id)
+                if not await self._retire(instance, log):
+                    failures.append(instance.component.id)
+            todo = todo[index + 1 :]
+        return failures
+
+    def _unbind(self, component_id: str) -> None:
+        handle = self.handles.pop(component_id, None)
+        if handle is not None:
+            handle.bind(None)
+
+    def _retire_sync(self, instance: Instance, runner: DeadlineRunner, log: Any) -> bool:
+        """In a worker thread: drain the instance (deadline), then its sync cleanup."""
         slot = instance.slot
         slot.retire()
-        deadline = _seconds(component.lifecycle.drain_timeout_ms, DEFAULT_DRAIN_TIMEOUT_S)
+        deadline = _seconds(instance.component.lifecycle.drain_timeout_ms, DEFAULT_DRAIN_TIMEOUT_S)
+        if slot.inflight:
+            left = slot.wait_idle(deadline)
+            if left:
+                _retire_log(log, instance).warning(
+                    "drain deadline passed", inflight=left, deadline_s=deadline
+                )
+        close = _closer(instance.value)
+        if close is not None:
+            try:
+                result = runner.call(close, deadline, "cleanup")
+            except Abandoned:
+                return False
+            except Exception as exc:  # an Overrun too: it returned after its deadline
+                if not runner.abandoned:  # else the event loop reported it already
+                    self._cleanup_failed(instance, str(exc), log)
+                return False
+            if inspect.isawaitable(result):
+                _discard(result)
+                self._cleanup_failed(instance, "close() returned an awaitable; not awaited", log)
+                return False
+        _retire_log(log, instance).info("cleaned up")
+        return True
+
+    def _cleanup_failed(self, instance: Instance, error: str, log: Any) -> None:
+        self.cleanup_failures += 1
+        _retire_log(log, instance).error("cleanup failed", error=error)
+
+    async def _retire(self, instance: Instance, log: Any) -> bool:
+        """On the event loop: drain the instance (deadline), then its async cleanup."""
+        slot = instance.slot
+        slot.retire()
+        deadline = _seconds(instance.component.lifecycle.drain_timeout_ms, DEFAULT_DRAIN_TIMEOUT_S)
         if slot.inflight:
             left = await anyio.to_thread.run_sync(slot.wait_idle, deadline)
             if left:
-                clog.warning("drain deadline passed", inflight=left, deadline_s=deadline)
+                _retire_log(log, instance).warning(
+                    "drain deadline passed", inflight=left, deadline_s=deadline
+                )
         try:
             await _close(instance)
         except Exception as exc:
-            self.cleanup_failures += 1
-            clog.error("cleanup failed", error=repr(exc))
+            self._cleanup_failed(instance, repr(exc), log)
             return False
-        clog.info("cleaned up")
+        _retire_log(log, instance).info("cleaned up")
         return True
 
 
@@ -547,29 +612,17 @@ async def check_health(instances: list[Instance]) -> dict[str, str | None]:
     out and the next ones run in a fresh worker.  Async checks run on the loop.
     """
     results: dict[str, str | None] = {}
-    todo = list(instances)
-    while todo:
-        runner = DeadlineRunner()
-        at = [0]  # the position in `todo` of the check in progress
 
-        def work(
-            todo: list[Instance] = todo, runner: DeadlineRunner = runner, at: list[int] = at
-        ) -> None:
-            for index, instance in enumerate(todo):
-                at[0] = index
-                problem = _sync_health(instance, runner)
-                if runner.abandoned:
-                    return
-                if problem is not ON_LOOP:
-                    results[instance.component.id] = problem
+    def step(runner: DeadlineRunner, instance: Instance) -> bool:
+        problem = _sync_health(instance, runner)
+        if problem is not ON_LOOP and not runner.abandoned:
+            results[instance.component.id] = problem
+        return True
 
-        try:
-            await runner.run(work)
-        except Overrun as exc:
-            results[todo[at[0]].component.id] = str(exc)
-            todo = todo[at[0] + 1 :]
-        else:
-            break
+    def overrun(instance: Instance, message: str) -> None:
+        results[instance.component.id] = message
+
+    await run_each(instances, step, overrun)
     for instance in instances:
         if instance.component.id not in results:
             results[instance.component.id] = await health_of(instance)
@@ -617,11 +670,20 @@ async def health_of(instance: Instance) -> str | None:
     return "health check returned False" if result is False else None
 
 
+def _closer(value: Any) -> Callable[[], Any] | None:
+    """The instance's cleanup: `aclose()`, else `close()`; None when it has neither."""
+    close = getattr(value, "aclose", None) or getattr(value, "close", None)
+    return close if callable(close) else None
+
+
+def _async_cleanup(value: Any) -> bool:
+    close = _closer(value)
+    return close is not None and _is_async(close)
+
+
 async def _close(instance: Instance) -> None:
-    close: Callable[[], Awaitable[Any] | Any] | None = getattr(
-        instance.value, "aclose", None
-    ) or getattr(instance.value, "close", None)
-    if close is None or not callable(close):
+    close = _closer(instance.value)
+    if close is None:
         return
     timeout = _seconds(instance.component.lifecycle.drain_timeout_ms, DEFAULT_DRAIN_TIMEOUT_S)
     await _call(close, timeout)
@@ -639,6 +701,10 @@ def _async_factory(component: Component, factories: dict[str, Any]) -> bool:
 
 def _instance(component: Component, value: Any) -> Instance:
     return Instance(component, value, Slot(value, component.provider, next(_generations)))
+
+
+def _retire_log(log: Any, instance: Instance) -> Any:
+    return _component_log(log, instance.component).bind(generation=instance.slot.generation)
 
 
 def _component_log(log: Any, component: Component) -> Any:
