@@ -73,6 +73,7 @@ class Instance:
     component: Component
     value: Any
     slot: Slot
+    healthy_at: float | None = None  # time.time() its health check passed before bind
 
 
 @dataclass
@@ -717,6 +718,7 @@ def _component_log(log: Any, component: Component) -> Any:
 
 
 def _activated(instance: Instance, log: Any) -> None:
+    instance.healthy_at = time.time()
     component = instance.component
     _component_log(log, component).info(
         "activated", generation=instance.slot.generation, config=component.config

@@ -181,7 +181,7 @@ class Supervisor:
         await self._obey_controls()
         if candidate is not None and candidate.plan.digest != first.plan.digest:
             self.wake()  # the source's newer plan is applied as an ordinary swap, once ready
-        await self._check_health(force=True)
+        await self._check_health()
 
     async def _shutdown(self) -> list[str]:
         self._log.info("stopping", plan=self._digest())
@@ -394,34 +394,34 @@ class Supervisor:
     async def _health_loop(self) -> None:
         while True:
             await anyio.sleep(STATUS_INTERVAL_S)
-            await self._check_health(force=False)
+            await self._check_health()
             self._write_status()
 
-    async def _check_health(self, *, force: bool) -> None:
+    async def _check_health(self) -> None:
+        """Run the checks that are due and write health.json.
+
+        A new instance's check before bind counts as its first one (no second
+        call right after activation, e.g. for every component at start).
+        """
         now = time.time()
         due: list[Instance] = []
         for cid, instance in list(self.runtime.instances.items()):
             interval = instance.component.health.interval_ms
             every = interval / 1000 if interval else DEFAULT_HEALTH_INTERVAL_S
             last = self._health.get(cid)
-            if (
-                force
-                or last is None
-                or now - last["checked_at"] >= every
-                or last["generation"] != instance.slot.generation
-            ):
+            if last is None or last["generation"] != instance.slot.generation:
+                checked = instance.healthy_at
+                if checked is not None and now - checked < every:
+                    self._health[cid] = self._health_entry(instance, None, checked)
+                else:
+                    due.append(instance)
+            elif now - last["checked_at"] >= every:
                 due.append(instance)
         problems = await check_health(due)
         checked_at = time.time()
         for instance in due:
-            problem = problems[instance.component.id]
-            self._health[instance.component.id] = {
-                "healthy": problem is None,
-                "reason": problem,
-                "checked_at": checked_at,
-                "generation": instance.slot.generation,
-                "provider": instance.component.provider,
-            }
+            entry = self._health_entry(instance, problems[instance.component.id], checked_at)
+            self._health[instance.component.id] = entry
         for cid in list(self._health):
             if cid not in self.runtime.instances:
                 del self._health[cid]
@@ -437,6 +437,16 @@ class Supervisor:
                 "components": self._health,
             },
         )
+
+    @staticmethod
+    def _health_entry(instance: Instance, problem: str | None, checked_at: float) -> dict[str, Any]:
+        return {
+            "healthy": problem is None,
+            "reason": problem,
+            "checked_at": checked_at,
+            "generation": instance.slot.generation,
+            "provider": instance.component.provider,
+        }
 
     def _write_status(self, *, stopped: bool = False) -> None:
         plan = self.runtime.plan
