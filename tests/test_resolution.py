@@ -81,11 +81,11 @@ def test_selection_beats_priority_and_later_layer_selection_replaces_earlier(
     cache = comp(result, "adapter:cache")
     assert (cache.provider, cache.explanation.rule) == ("c", "selection")
     assert cache.explanation.selection == "stacks/f0.oneiric:9:3"
-    assert {(lo.provider, lo.rule) for lo in cache.explanation.losers} == {
+    assert {(lo["provider"], lo["rule"]) for lo in cache.explanation.losers} == {
         ("a", "selection"),
         ("b", "selection"),
     }
-    assert all("stacks/f0.oneiric:9:3" in lo.reason for lo in cache.explanation.losers)
+    assert all("stacks/f0.oneiric:9:3" in lo["reason"] for lo in cache.explanation.losers)
     # Without the later layer, the earlier selection stands.
     assert comp(result, "adapter:cache", "early").provider == "b"
 
@@ -141,8 +141,8 @@ def test_capability_drops_candidates_and_names_the_consumer(tmp_path: Path) -> N
     cache = comp(result, "adapter:cache")
     assert (cache.provider, cache.explanation.rule) == ("full", "capability")
     [loser] = cache.explanation.losers
-    assert (loser.provider, loser.rule) == ("fast", "capability")
-    assert loser.reason == 'lacks capability write, required by service orders "x"'
+    assert (loser["provider"], loser["rule"]) == ("fast", "capability")
+    assert loser["reason"] == 'lacks capability write, required by service orders "x"'
     assert cache.explanation.required_capabilities == {"write": ['service orders "x"']}
 
 
@@ -161,7 +161,7 @@ def test_capability_then_priority_among_the_remaining(tmp_path: Path) -> None:
     )
     cache = comp(result, "adapter:cache")
     assert (cache.provider, cache.explanation.rule) == ("high", "priority")
-    assert {(lo.provider, lo.rule) for lo in cache.explanation.losers} == {
+    assert {(lo["provider"], lo["rule"]) for lo in cache.explanation.losers} == {
         ("ro", "capability"),
         ("low", "priority"),
     }
@@ -263,7 +263,11 @@ def test_priority_higher_wins_across_layers(tmp_path: Path) -> None:
     cache = comp(result, "adapter:cache")
     assert (cache.provider, cache.explanation.rule, cache.priority) == ("old", "priority", 7)
     [loser] = cache.explanation.losers
-    assert (loser.provider, loser.rule, loser.reason) == ("new", "priority", "priority -3 < 7")
+    assert (loser["provider"], loser["rule"], loser["reason"]) == (
+        "new",
+        "priority",
+        "priority -3 < 7",
+    )
 
 
 def test_layer_later_in_the_target_wins(tmp_path: Path) -> None:
@@ -279,8 +283,8 @@ def test_layer_later_in_the_target_wins(tmp_path: Path) -> None:
     cache = comp(result, "adapter:cache")
     assert (cache.provider, cache.layer, cache.explanation.rule) == ("b", "two", "layer")
     [loser] = cache.explanation.losers
-    assert (loser.provider, loser.layer, loser.rule) == ("a", "one", "layer")
-    assert loser.reason == "layer one comes before two in target t"
+    assert (loser["provider"], loser["layer"], loser["rule"]) == ("a", "one", "layer")
+    assert loser["reason"] == "layer one comes before two in target t"
     assert comp(result, "adapter:cache", "swapped").provider == "a"
     assert result.diagnostics == []
 
@@ -301,7 +305,7 @@ def test_declaration_order_decides_with_a_warning(tmp_path: Path) -> None:
     notify = comp(result, "task:notify")
     assert (notify.provider, notify.explanation.rule) == ("sms", "declaration")
     [loser] = notify.explanation.losers
-    assert (loser.provider, loser.rule) == ("email", "declaration")
+    assert (loser["provider"], loser["rule"]) == ("email", "declaration")
     [warning] = result.diagnostics
     assert (warning.code, warning.severity) == ("W0503", Severity.WARNING)
     assert warning.location == "stacks/f0.oneiric:4:3"
@@ -369,7 +373,7 @@ def test_refinement_replaces_fields_merges_config_and_records_layers(tmp_path: P
     assert (db.health.interval_ms, db.health.timeout_ms) == (10000, 1000)
     assert db.layers == ["base", "mid", "top"]
     assert (db.layer, db.span) == ("base", "stacks/f0.oneiric:3:3")
-    assert [(r.layer, r.span) for r in db.explanation.refined_by] == [
+    assert [(r["layer"], r["span"]) for r in db.explanation.refined_by] == [
         ("mid", "stacks/f0.oneiric:11:13"),
         ("top", "stacks/f0.oneiric:12:13"),
     ]
@@ -391,7 +395,11 @@ def test_refinement_does_not_move_the_candidate(tmp_path: Path) -> None:
     cache = comp(result, "adapter:cache")
     assert (cache.provider, cache.explanation.rule) == ("b", "declaration")
     [loser] = cache.explanation.losers
-    assert (loser.provider, loser.layer, loser.span) == ("a", "base", "stacks/f0.oneiric:3:3")
+    assert (loser["provider"], loser["layer"], loser["span"]) == (
+        "a",
+        "base",
+        "stacks/f0.oneiric:3:3",
+    )
 
 
 def test_refinement_cannot_change_a_config_type(tmp_path: Path) -> None:

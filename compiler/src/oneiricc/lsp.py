@@ -319,9 +319,9 @@ def hover_text(server: OneiricServer, build: Build, ref: Reference) -> str | Non
     lines = []
     if ref.provider is not None and ref.provider != component.provider:
         loser = next(
-            (lo for lo in component.explanation.losers if lo.provider == ref.provider), None
+            (lo for lo in component.explanation.losers if lo["provider"] == ref.provider), None
         )
-        reason = f": lost by {loser.rule}, {loser.reason}" if loser else ""
+        reason = f": lost by {loser['rule']}, {loser['reason']}" if loser else ""
         lines.append(f'**"{ref.provider}" does not run in target {plan.target}**{reason}\n')
     lines.append("```text\n" + render_explanation(component, plan.target) + "\n```")
     return "\n".join(lines)

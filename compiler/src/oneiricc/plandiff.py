@@ -207,8 +207,8 @@ def _selection_text(component: Component) -> str:
 def _candidates(component: Component) -> dict[str, str]:
     """provider -> span for the winner and every loser."""
     exp = component.explanation
-    return {exp.winner.provider: exp.winner.span} | {
-        loser.provider: loser.span for loser in exp.losers
+    return {exp.winner["provider"]: exp.winner["span"]} | {
+        loser["provider"]: loser["span"] for loser in exp.losers
     }
 
 
@@ -227,23 +227,26 @@ def _provider_cause(old: Component, new: Component) -> str:
         )
     if new.provider not in old_candidates:
         return (
-            f'because "{new.provider}" was added at {new_exp.winner.span} '
-            f"(layer {new_exp.winner.layer}) and wins by {new_exp.rule}: {new_exp.summary}"
+            f'because "{new.provider}" was added at {new_exp.winner["span"]} '
+            f"(layer {new_exp.winner['layer']}) and wins by {new_exp.rule}: {new_exp.summary}"
         )
     if old.provider not in new_candidates:
-        return f'because "{old.provider}" was removed (it was declared at {old_exp.winner.span})'
-    loss = next(loser for loser in new_exp.losers if loser.provider == old.provider)
-    return f'because "{old.provider}" now loses by {loss.rule} ({loss.reason}); {new_exp.summary}'
+        return f'because "{old.provider}" was removed (it was declared at {old_exp.winner["span"]})'
+    loss = next(loser for loser in new_exp.losers if loser["provider"] == old.provider)
+    return (
+        f'because "{old.provider}" now loses by {loss["rule"]} ({loss["reason"]}); '
+        f"{new_exp.summary}"
+    )
 
 
 def _refinement_cause(old: Component, new: Component) -> str:
-    old_layers = {(r.layer, r.provider) for r in old.explanation.refined_by}
-    added = [r for r in new.explanation.refined_by if (r.layer, r.provider) not in old_layers]
+    old_layers = {(r["layer"], r["provider"]) for r in old.explanation.refined_by}
+    added = [r for r in new.explanation.refined_by if (r["layer"], r["provider"]) not in old_layers]
     if added:
-        places = ", ".join(f"{r.span} (layer {r.layer})" for r in added)
+        places = ", ".join(f"{r['span']} (layer {r['layer']})" for r in added)
         return f"because it is refined at {places}"
     refinements = new.explanation.refined_by
-    where = refinements[-1].span if refinements else new.explanation.winner.span
+    where = refinements[-1]["span"] if refinements else new.explanation.winner["span"]
     return f"set at {where}"
 
 
@@ -257,15 +260,15 @@ def _explanation_details(old: Component, new: Component) -> list[str]:
         lines.append(f'new candidate "{provider}" at {new_candidates[provider]}')
     for provider in sorted(old_candidates.keys() - new_candidates.keys()):
         lines.append(f'candidate "{provider}" is gone (was at {old_candidates[provider]})')
-    old_losers = {lo.provider: lo for lo in old_exp.losers}
-    new_losers = {lo.provider: lo for lo in new_exp.losers}
+    old_losers = {lo["provider"]: lo for lo in old_exp.losers}
+    new_losers = {lo["provider"]: lo for lo in new_exp.losers}
     for provider in sorted(old_losers.keys() & new_losers.keys()):
         before, after = old_losers[provider], new_losers[provider]
-        if (before.rule, _without_spans(before.reason)) != (
-            after.rule,
-            _without_spans(after.reason),
+        if (before["rule"], _without_spans(before["reason"])) != (
+            after["rule"],
+            _without_spans(after["reason"]),
         ):
-            lines.append(f'"{provider}" now loses by {after.rule}: {after.reason}')
+            lines.append(f'"{provider}" now loses by {after["rule"]}: {after["reason"]}')
     if _without_spans(old_exp.required_capabilities) != _without_spans(
         new_exp.required_capabilities
     ):
@@ -279,8 +282,8 @@ def _explanation_details(old: Component, new: Component) -> list[str]:
             if new_exp.selection
             else f"selection removed (was at {old_exp.selection})"
         )
-    old_refined = [r.layer for r in old_exp.refined_by]
-    new_refined = [r.layer for r in new_exp.refined_by]
+    old_refined = [r["layer"] for r in old_exp.refined_by]
+    new_refined = [r["layer"] for r in new_exp.refined_by]
     if old_refined != new_refined:
         lines.append(
             f"refined by layers {', '.join(new_refined) or 'none'} "
@@ -392,7 +395,7 @@ def diff_component(old: Component, new: Component) -> Change | None:
         "; ".join(summary_parts),
         cause,
         details,
-        new.explanation.winner.span,
+        new.explanation.winner["span"],
     )
 
 
@@ -403,14 +406,14 @@ def _added(component: Component) -> Change:
         "added",
         ["added"],
         f'"{component.provider}" ({_impl_text(component)})',
-        f"declared at {exp.winner.span} (layer {exp.winner.layer}); {exp.summary}",
+        f"declared at {exp.winner['span']} (layer {exp.winner['layer']}); {exp.summary}",
         [f"config {k} = {show(v)}" for k, v in _flatten(component.config).items()],
-        exp.winner.span,
+        exp.winner["span"],
     )
 
 
 def _removed(component: Component) -> Change:
-    span = component.explanation.winner.span
+    span = component.explanation.winner["span"]
     return Change(
         _subject(component),
         "removed",
