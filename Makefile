@@ -4,6 +4,9 @@
 
 SHELL := /bin/bash
 export UV_PYTHON_DOWNLOADS := never
+# Installed packages get their bytecode compiled once, at install: every process the
+# demo and the tests start (dozens) then imports pydantic, click, lark from .pyc.
+export UV_COMPILE_BYTECODE := 1
 export UV_PYTHON := $(shell command -v python3)
 PATH := $(HOME)/.local/bin:$(PATH)
 export PATH

@@ -13,7 +13,6 @@ import gc
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -21,6 +20,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 from oneiric.cli import LazyGroup
 from oneiric.plan import Plan
+from oneiric.state import atomic_write
 
 from .ci import CI_FORMATS, check_format_option, render_ci
 from .compiler import Build, compile_project
@@ -168,21 +168,6 @@ def _report(ctx: CliState, build: Build, extra: dict[str, Any] | None = None) ->
         click.echo(summary_line(diagnostics), err=True)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; plans are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def _describe(plan: Plan) -> str:
     return (
         f"{len(plan.components)} components, {len(plan.workflows)} workflows, "
@@ -274,7 +259,8 @@ def build(
         path = out if out is not None else project.golden_file(name)
         try:
             if not path.exists() or path.read_bytes() != data:
-                _atomic_write(path, data)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(path, data)
                 written.append(name)
         except OSError as exc:
             fail_usage(f"cannot write {path}: {exc.strerror or exc}")
