@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ from oneiric.commands.runtime import FORMAT, STATE, _duration_s, _emit, _fail
 if TYPE_CHECKING:
     from oneiric.flowstore import FlowStore, RunRecord
     from oneiric.plan import Plan
+    from oneiric.workflows import Workflows
 
 UNSIGNED = click.option(
     "--unsigned-plan",
@@ -173,6 +174,30 @@ async def _drive(workflows: Any, work: Any) -> Any:
     return result
 
 
+def _execute(
+    fmt: str,
+    plan: Plan,
+    store: FlowStore,
+    tasks: list[str],
+    start: Callable[[Workflows], Awaitable[RunRecord]],
+) -> None:
+    """Activate `tasks`, drive the run `start` begins, report it and exit with its outcome."""
+    from oneiric.flowhost import activated
+    from oneiric.workflows import WorkflowError, Workflows
+
+    async def main() -> RunRecord:
+        async with activated(plan, tasks) as runtime:
+            flows = Workflows(plan, runtime, store)
+            record: RunRecord = await _drive(flows, lambda: start(flows))
+            return record
+
+    try:
+        record = _run_async(fmt, main)
+    except WorkflowError as exc:
+        _fail(fmt, str(exc), 1)
+    _finish_run(fmt, record)
+
+
 def _finish_run(fmt: str, record: RunRecord) -> None:
     _emit(fmt, record.as_json(), _run_text(record))
     if record.status == "cancelled":
@@ -191,22 +216,11 @@ def workflow_run(
 ) -> None:
     """Run workflow NAME to its end, checkpointing every node (exit 1 if it fails)."""
     data = _json_arg(fmt, input_text, "--input")
-    from oneiric.flowhost import activated
-    from oneiric.workflows import WorkflowError, Workflows, find
+    from oneiric.workflows import Workflows, find
 
     plan, store = _setup(fmt, unsigned, state, lambda plan: find(plan, name))
-
-    async def main() -> RunRecord:
-        async with activated(plan, Workflows.task_ids(plan, [name])) as runtime:
-            flows = Workflows(plan, runtime, store)
-            record: RunRecord = await _drive(flows, lambda: flows.run(name, data, trigger="cli"))
-            return record
-
-    try:
-        record = _run_async(fmt, main)
-    except WorkflowError as exc:
-        _fail(fmt, str(exc), 1)
-    _finish_run(fmt, record)
+    tasks = Workflows.task_ids(plan, [name])
+    _execute(fmt, plan, store, tasks, lambda flows: flows.run(name, data, trigger="cli"))
 
 
 @workflow.command("resume")
@@ -225,23 +239,9 @@ def workflow_resume(run_id: str, unsigned: str | None, state: str | None, fmt: s
         _fail(fmt, f"run {run_id} already finished (succeeded); nothing to resume", 1)
     plan = _plan(fmt, unsigned, directory)
     assert plan is not None
-    from oneiric.flowhost import activated
-    from oneiric.workflows import WorkflowError, Workflows
-
     _configure_logs(fmt)
     tasks = sorted({f"task:{node['task']}" for node in found.definition})
-
-    async def main() -> RunRecord:
-        async with activated(plan, tasks) as runtime:
-            flows = Workflows(plan, runtime, store)
-            record: RunRecord = await _drive(flows, lambda: flows.resume(run_id))
-            return record
-
-    try:
-        record = _run_async(fmt, main)
-    except WorkflowError as exc:
-        _fail(fmt, str(exc), 1)
-    _finish_run(fmt, record)
+    _execute(fmt, plan, store, tasks, lambda flows: flows.resume(run_id))
 
 
 @workflow.command("status")
