@@ -27,6 +27,8 @@ def test_live_demo_swaps_the_running_runtime_and_exits_cleanly() -> None:
     assert "app: adapter:cache answered by provider 'redis'" in result.stdout
     assert "app: adapter:cache answered by provider 'memcached'" in result.stdout
     assert "in-memory stand-ins" in result.stdout
+    # The health probe right after the swap already names the new instance.
+    assert re.search(r"adapter:cache +memcached +ok", result.stdout)
     assert re.search(r"app: stopped after [1-9][0-9]* cache calls, 0 failed", result.stdout)
     assert "exit 0" in result.stdout
 

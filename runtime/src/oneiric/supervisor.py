@@ -263,6 +263,9 @@ class Supervisor:
             self._problem("rolled_back", str(exc))
         else:
             self._applied(candidate, report.as_json())
+            # health.json names the new instances at once, not at the next tick (their
+            # pre-bind check counts, so this calls nothing again).
+            await self._check_health()
         self._write_status()
 
     def _applied(self, candidate: Candidate, report: dict[str, Any] | None) -> None:
