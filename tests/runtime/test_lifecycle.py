@@ -119,6 +119,13 @@ async def test_activation_that_hangs_past_its_timeout_aborts() -> None:
         await runtime.apply(plan(slow))
     assert time.monotonic() - started_at < 1.0
     assert runtime.handle(CACHE).who() == "cache-old"
+    # The abandoned worker makes, then closes, the late instance after 2 s: wait for it
+    # here, so it cannot land in a later test's events.
+    deadline = time.monotonic() + 5
+    while ("close", "cache-new") not in [e[:2] for e in rtcomponents.EVENTS]:
+        assert time.monotonic() < deadline, "the late instance was never cleaned up"
+        await anyio.sleep(0.05)
+    assert live_tags() == {"cache-old"}
 
 
 async def test_a_hang_midway_through_a_batch_of_sync_activations_aborts_and_cleans_up() -> None:
