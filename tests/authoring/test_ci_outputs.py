@@ -63,6 +63,18 @@ def test_sarif_of_a_clean_project_is_valid(tmp_path: Path) -> None:
     assert log["runs"][0]["results"] == []
 
 
+def test_sarif_gives_every_result_a_location(tmp_path: Path) -> None:
+    """A diagnostic about no source (an unknown --target) points at the project file."""
+    from oneiricc.ci import render_sarif
+    from oneiricc.diagnostics import Diagnostic
+
+    log = json.loads(render_sarif([Diagnostic("E0202", "unknown target prdo")], tmp_path))
+    _sarif_validator().validate(log)
+    [result] = log["runs"][0]["results"]
+    [location] = result["locations"]
+    assert location["physicalLocation"]["artifactLocation"]["uri"] == "oneiric.toml"
+
+
 def test_github_annotations() -> None:
     result = run_cli("oneiricc", "--root", str(CASES / "E0102"), "check", "--format", "github")
     assert result.returncode == 1

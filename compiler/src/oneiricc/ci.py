@@ -18,6 +18,7 @@ import click
 
 from .diagnostics import CODES, Diagnostic, Severity
 from .errordocs import error_doc
+from .project import CONFIG_FILE
 
 CI_FORMATS = ("sarif", "github")
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -84,6 +85,16 @@ def render_sarif(diagnostics: Iterable[Diagnostic], root: Path) -> str:
         }
         if diag.file is not None:
             result["locations"] = [_location(diag.file, diag)]
+        else:
+            # Not about a source (an unknown --target, say): code-scanning tools need a
+            # location, and the project file is what the command line was checked against.
+            result["locations"] = [
+                {
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": CONFIG_FILE, "uriBaseId": "%SRCROOT%"}
+                    }
+                }
+            ]
         if diag.notes:
             result["relatedLocations"] = [
                 {
