@@ -211,8 +211,9 @@ class Plan(_Model):
 
     def to_bytes(self) -> bytes:
         """Canonical bytes of the sealed plan, digest included: the plan file's content."""
-        plan = self if self.digest is not None else self.sealed()
-        return dumps(plan.model_dump(mode="json"), numbers_checked=True)
+        data = self.body()
+        data["digest"] = self.digest or sha256_digest(dumps(data, numbers_checked=True))
+        return dumps(data, numbers_checked=True)
 
     def component(self, component_id: str) -> Component | None:
         return next((c for c in self.components if c.id == component_id), None)
