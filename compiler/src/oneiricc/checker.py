@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from oneiric.canonical import MAX_SAFE_INTEGER
-from oneiric.plan import DOMAINS, Domain
+from oneiric.plandoc import DOMAINS, Domain
 from typing_extensions import TypeIs
 
 from . import nodes as n

@@ -20,7 +20,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
-from oneiric.plan import Domain, Rule
+from oneiric.plandoc import Domain, Rule
 
 from . import graphs
 from .checker import Decl, Graph, Place, Program, Req, Select, TargetDecl, config_kind

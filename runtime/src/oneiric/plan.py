@@ -15,19 +15,17 @@ to guess a type:
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, TypeAlias
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, with_config
 from typing_extensions import TypeAliasType, TypedDict
 
 from .canonical import MAX_SAFE_INTEGER, dumps, sha256_digest
-
-FORMAT_VERSION = "1.0"
-KNOWN_MAJOR_VERSIONS = (1,)
-
-DOMAINS = ("adapter", "service", "task", "event", "workflow", "action")
-Domain: TypeAlias = Literal["adapter", "service", "task", "event", "workflow", "action"]
-Rule: TypeAlias = Literal["only", "selection", "capability", "priority", "layer", "declaration"]
+from .plandoc import DOMAINS as DOMAINS  # re-exported: the plan's vocabulary
+from .plandoc import FORMAT_VERSION as FORMAT_VERSION
+from .plandoc import KNOWN_MAJOR_VERSIONS as KNOWN_MAJOR_VERSIONS
+from .plandoc import Domain as Domain
+from .plandoc import Rule as Rule
 
 SafeInt = Annotated[int, Field(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER, strict=True)]
 Millis = Annotated[int, Field(ge=0, le=MAX_SAFE_INTEGER, strict=True)]
