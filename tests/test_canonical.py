@@ -12,7 +12,7 @@ import pytest
 import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oneiric.canonical import MAX_SAFE_INTEGER, dumps, sha256_digest
+from oneiric.canonical import MAX_SAFE_INTEGER, dumps, dumps_sealed, sha256_digest
 from oneiric.plan import KNOWN_MAJOR_VERSIONS, UnsupportedPlanVersion, load_plan
 
 GOLDEN = sorted((Path(__file__).resolve().parent.parent / "golden").glob("*.plan.json"))
@@ -73,6 +73,23 @@ def test_key_order_is_utf16_order(value: dict[str, str]) -> None:
 )
 def test_floats_go_through_rfc8785(value: Any) -> None:
     assert dumps(value) == rfc8785.dumps(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_text, json_values, max_size=6), _text)
+def test_sealing_member_by_member_equals_encoding_the_whole(
+    body: dict[str, Any], field: str
+) -> None:
+    """`dumps_sealed` splices members; the result is the reference encoding of the sealed whole."""
+    body.pop(field, None)
+    data, digest = dumps_sealed(body, field)
+    assert digest == sha256_digest(rfc8785.dumps(body))
+    assert data == rfc8785.dumps({**body, field: digest})
+
+
+def test_sealing_refuses_a_body_that_has_the_field() -> None:
+    with pytest.raises(ValueError, match="digest"):
+        dumps_sealed({"digest": "x"})
 
 
 @pytest.mark.parametrize(

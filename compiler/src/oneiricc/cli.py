@@ -19,13 +19,13 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 from oneiric.cli import LazyGroup
-from oneiric.plan import Plan
 from oneiric.state import atomic_write
 
 from .ci import CI_FORMATS, check_format_option, render_ci
 from .compiler import Build, compile_project
 from .diagnostics import Diagnostic, render_human, render_json, summary_line
 from .errordocs import CODE as ERROR_CODE
+from .planner import CompiledPlan
 from .project import Project, ProjectError, load_project
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -168,10 +168,11 @@ def _report(ctx: CliState, build: Build, extra: dict[str, Any] | None = None) ->
         click.echo(summary_line(diagnostics), err=True)
 
 
-def _describe(plan: Plan) -> str:
+def _describe(plan: CompiledPlan) -> str:
+    document = plan.document
     return (
-        f"{len(plan.components)} components, {len(plan.workflows)} workflows, "
-        f"{len(plan.routes)} routes, {plan.digest}"
+        f"{len(document['components'])} components, {len(document['workflows'])} workflows, "
+        f"{len(document['routes'])} routes, {plan.digest}"
     )
 
 
@@ -221,11 +222,11 @@ def build(
         _report(ctx, result)
         sys.exit(1)
     project = ctx.project
-    plans = {name: plan.to_bytes() for name, plan in result.plans.items()}
+    plans = {name: plan.data for name, plan in result.outputs.items()}
     summary = [
         {
             "target": name,
-            "digest": result.plans[name].digest,
+            "digest": result.outputs[name].digest,
             "path": "-"
             if out == Path("-")
             else (
@@ -270,7 +271,7 @@ def build(
                 stale_file.unlink()
     _report(ctx, result, {"plans": summary})
     if ctx.output != "json":
-        for name, plan in result.plans.items():
+        for name, plan in result.outputs.items():
             destination = next(item["path"] for item in summary if item["target"] == name)
             click.echo(f"{name}: {_describe(plan)} → {destination}")
 
@@ -320,10 +321,10 @@ def check(
     if ctx.output in CI_FORMATS:
         click.echo(render_ci(ctx.output, result.diagnostics, ctx.project.root), nl=False)
         sys.exit(1 if result.failed else 0)
-    _report(ctx, result, {"targets": sorted(result.plans)})
+    _report(ctx, result, {"targets": sorted(result.outputs)})
     if ctx.output != "json" and not result.failed:
         click.echo(
-            f"ok: {len(result.sources.files)} files, {len(result.plans)} targets "
+            f"ok: {len(result.sources.files)} files, {len(result.outputs)} targets "
             f"({summary_line(result.diagnostics)})",
             err=True,
         )

@@ -3,38 +3,74 @@
     loader.load      paths          → Sources   (texts, syntax trees, imports)
     checker.check    Sources        → Program   (typed declarations per layer)
     resolver.resolve Program+target → Resolution (one decision per key)
-    planner.build_plan Resolution   → Plan      (pins, orders, routes, digest)
+    planner.build_plan Resolution   → CompiledPlan (pins, orders, routes, digest, bytes)
 
 `compile_project` runs them and gathers every diagnostic of every stage, in
-source order, so one build reports all its errors at once.
+source order, so one build reports all its errors at once.  None of this
+imports pydantic: `Build.plans` validates the plan bytes into
+`oneiric.plan.Plan` models only when a command asks for them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from oneiric.gcpause import gc_paused
-from oneiric.plan import Plan
 
 from .cache import ParseCache
 from .checker import Program, check
 from .diagnostics import Diagnostic, did_you_mean, has_errors, sorted_diagnostics
 from .loader import Sources, discover, load
 from .pins import Pinner
-from .planner import build_plan
+from .planner import CompiledPlan, build_plan
 from .project import Project
 from .resolver import Resolution, resolve
+
+if TYPE_CHECKING:
+    from oneiric.plan import Plan
+
+
+class PlanModels(Mapping[str, "Plan"]):
+    """Target → `oneiric.plan.Plan`, each validated from its bytes on first access.
+
+    Validation (`load_plan`, the runtime's own reader) is the contract check and
+    the only place a build imports pydantic, so commands that need only bytes
+    (`oneiricc build`) never pay for it.
+    """
+
+    def __init__(self, outputs: Mapping[str, CompiledPlan]) -> None:
+        self._outputs = outputs
+        self._models: dict[str, Plan] = {}
+
+    def __getitem__(self, target: str) -> Plan:
+        model = self._models.get(target)
+        if model is None:
+            from oneiric.plan import load_plan
+
+            model = self._models[target] = load_plan(self._outputs[target].data)
+        return model
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._outputs)
+
+    def __len__(self) -> int:
+        return len(self._outputs)
 
 
 @dataclass(slots=True)
 class Build:
     sources: Sources
     program: Program
-    plans: dict[str, Plan] = field(default_factory=dict)
+    outputs: dict[str, CompiledPlan] = field(default_factory=dict)
     resolutions: dict[str, Resolution] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    plans: PlanModels = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.plans = PlanModels(self.outputs)
 
     @property
     def failed(self) -> bool:
@@ -103,8 +139,8 @@ def _compile(
         plan, plan_diagnostics = build_plan(resolution, sources, pinner)
         diagnostics.extend(plan_diagnostics)
         if plan is not None:
-            build.plans[name] = plan
+            build.outputs[name] = plan
     build.diagnostics = sorted_diagnostics(diagnostics)
     if build.failed:
-        build.plans.clear()
+        build.outputs.clear()
     return build

@@ -271,7 +271,7 @@ class OneiricServer(LanguageServer):
         return project, build, reference_at(doc.source, server.line + 1, server.character + 1)
 
     def plan_for(self, build: Build, component_id: str) -> Plan | None:
-        if self.target in build.plans:
+        if self.target is not None and self.target in build.plans:
             return build.plans[self.target]
         for name in sorted(build.plans):
             if build.plans[name].component(component_id) is not None:

@@ -5,7 +5,9 @@ package by package, over `--module-path` and then `sys.path`) but no code is
 executed: not even the parent packages' `__init__`.  The pin records the
 module file's sha256 and, when the file belongs to an installed distribution,
 that distribution's name and version.  Entry points are resolved through
-installed metadata to `module:attr` and pinned the same way.
+installed metadata to `module:attr` and pinned the same way.  A pin is plain
+plan data (`oneiric.plandoc.Pin`), shared by every component that names the
+module: callers must not mutate it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from importlib.machinery import BuiltinImporter, ModuleSpec
 from pathlib import Path
 
 from oneiric.attest import file_sha256, find_spec_quietly
-from oneiric.plan import Pin
+from oneiric.plandoc import Pin
 
 from .diagnostics import did_you_mean
 
@@ -77,7 +79,7 @@ class Pinner:
         module, _, attr = ep.value.partition(":")
         pin = self.pin_module(module.strip())
         if ep.dist is not None:
-            pin = pin.model_copy(update={"distribution": ep.dist.name, "version": ep.dist.version})
+            pin = {**pin, "distribution": ep.dist.name, "version": ep.dist.version}
         return Resolved(module.strip(), attr.strip(), pin)
 
     @cached_property
@@ -99,7 +101,7 @@ class Pinner:
             )
         origin = spec.origin
         if origin is None or origin in ("built-in", "frozen"):
-            return Pin(module=module, file=None, sha256=None)
+            return Pin(module=module, file=None, sha256=None, distribution=None, version=None)
         if not os.path.isfile(origin):
             raise PinError(f'module "{module}" is a namespace package, not a module file')
         relative = os.path.relpath(origin, root).replace(os.sep, "/") if root else None

@@ -1,14 +1,24 @@
-"""A target's `Resolution` → the `oneiric.plan.Plan` the runtime will run.
+"""A target's `Resolution` → the plan the runtime will run, as canonical bytes.
 
 Adds what resolution does not decide: pins for every winner's implementation,
 the activation order (dependencies first), each workflow's topological
 generations and the event routes.  Everything is ordered by name, so the plan
 bytes depend only on the sources.
+
+The plan is built as plain JSON data (`oneiric.plandoc`, the `TypedDict`
+mirror of the `oneiric.plan` models) and encoded once: no pydantic on the
+build path.  The values are already valid here (the checker bounds every
+integer and admits no floats), and tests validate every emitted plan with
+`oneiric.plan.load_plan`, the contract.
 """
 
 from __future__ import annotations
 
-from oneiric import plan as p
+from dataclasses import dataclass
+from typing import Any
+
+from oneiric import plandoc as doc
+from oneiric.canonical import dumps_sealed
 
 from . import graphs
 from .checker import Impl, Place
@@ -18,9 +28,21 @@ from .pins import PinError, Pinner
 from .resolver import Candidate, Decision, Resolution, component_id
 
 
+@dataclass(frozen=True, slots=True)
+class CompiledPlan:
+    """One target's plan: the document (digest included) and its canonical bytes."""
+
+    document: doc.Plan
+    data: bytes
+
+    @property
+    def digest(self) -> str:
+        return self.document["digest"]
+
+
 def build_plan(
     resolution: Resolution, sources: Sources, pinner: Pinner
-) -> tuple[p.Plan | None, list[Diagnostic]]:
+) -> tuple[CompiledPlan | None, list[Diagnostic]]:
     diagnostics: list[Diagnostic] = []
     components = []
     for decision in resolution.decisions.values():
@@ -33,20 +55,26 @@ def build_plan(
     workflows = [
         _workflow(d.winner) for d in resolution.decisions.values() if d.winner.graph is not None
     ]
-    plan = p.Plan(
-        target=resolution.target.name,
-        profile=resolution.target.profile,
-        sources=[
-            p.Source(path=path, sha256=sources.files[path].sha256)
+    body: dict[str, Any] = {
+        "format": "oneiric-plan",
+        "version": doc.FORMAT_VERSION,
+        "target": resolution.target.name,
+        "profile": resolution.target.profile,
+        "sources": [
+            doc.Source(path=path, sha256=sources.files[path].sha256)
             for path in resolution.files
             if path in sources.files
         ],
-        components=components,
-        activation_order=_activation_order(components, workflows),
-        workflows=workflows,
-        routes=routes,
-    )
-    return plan.sealed(), diagnostics
+        "components": components,
+        "activation_order": _activation_order(components, workflows),
+        "workflows": workflows,
+        "routes": routes,
+    }
+    # numbers_checked: the checker bounds every integer to ±(2**53 - 1) and makes no floats.
+    data, digest = dumps_sealed(body, numbers_checked=True)
+    body["digest"] = digest
+    document: doc.Plan = body  # type: ignore[assignment]  # every key of doc.Plan is set above
+    return CompiledPlan(document, data), diagnostics
 
 
 def _error(
@@ -57,11 +85,12 @@ def _error(
 
 def _component(
     decision: Decision, pinner: Pinner, diagnostics: list[Diagnostic]
-) -> p.Component | None:
+) -> doc.Component | None:
     cand = decision.winner
     fields = cand.fields
     impl: Impl | None = fields.get("impl")
-    implementation = pin = None
+    implementation: doc.Implementation | None = None
+    pin: doc.Pin | None = None
     if impl is None and cand.domain != "workflow":
         if "impl" in cand.field_places:
             return None  # an invalid impl, already reported by the checker
@@ -76,11 +105,13 @@ def _component(
     if impl is not None:
         try:
             if impl.kind == "module":
-                implementation = p.Implementation(kind="module", module=impl.module, attr=impl.attr)
+                implementation = doc.Implementation(
+                    kind="module", module=impl.module, attr=impl.attr, group=None, name=None
+                )
                 pin = pinner.pin_module(impl.module)
             else:
                 found = pinner.resolve_entry_point(impl.module, impl.attr)
-                implementation = p.Implementation(
+                implementation = doc.Implementation(
                     kind="entrypoint",
                     module=found.module,
                     attr=found.attr,
@@ -106,7 +137,7 @@ def _component(
                 help='add `on "topic.name"`',
             )
             return None
-        subscription = p.Subscription(
+        subscription = doc.Subscription(
             topic=fields["on"],
             filter=fields.get("where"),
             fanout=fields.get("fanout", "broadcast"),
@@ -114,7 +145,7 @@ def _component(
             concurrency=fields.get("concurrency"),
         )
     interval, timeout = fields.get("health", (None, None))
-    return p.Component(
+    return doc.Component(
         id=component_id(decision.key),
         domain=cand.domain,
         key=cand.key,
@@ -127,15 +158,15 @@ def _component(
         priority=cand.priority,
         provides=sorted(cand.provides),
         requires=[
-            p.Requirement(
+            doc.Requirement(
                 domain=r.domain, key=r.key, capabilities=list(r.capabilities), span=r.place.span
             )
             # A requirement list is a set: its order in the source means nothing.
             for r in sorted(cand.requires, key=lambda r: (r.domain, r.key, r.capabilities))
         ],
         config=fields.get("config", {}),
-        health=p.Health(interval_ms=interval, timeout_ms=timeout),
-        lifecycle=p.Lifecycle(
+        health=doc.Health(interval_ms=interval, timeout_ms=timeout),
+        lifecycle=doc.Lifecycle(
             activate_timeout_ms=fields.get("activate"), drain_timeout_ms=fields.get("drain")
         ),
         retry=_retry(fields.get("retry")) if cand.domain == "task" else None,
@@ -145,21 +176,21 @@ def _component(
     )
 
 
-def _retry(value: tuple[int, int | None] | None) -> p.Retry | None:
-    return p.Retry(attempts=value[0], backoff_ms=value[1]) if value else None
+def _retry(value: tuple[int, int | None] | None) -> doc.Retry | None:
+    return doc.Retry(attempts=value[0], backoff_ms=value[1]) if value else None
 
 
-def _candidate(cand: Candidate) -> p.Candidate:
-    return p.Candidate(provider=cand.provider, layer=cand.layer, span=cand.place.span)
+def _candidate(cand: Candidate) -> doc.Candidate:
+    return doc.Candidate(provider=cand.provider, layer=cand.layer, span=cand.place.span)
 
 
-def _explanation(decision: Decision) -> p.Explanation:
-    return p.Explanation(
+def _explanation(decision: Decision) -> doc.Explanation:
+    return doc.Explanation(
         rule=decision.rule,
         summary=decision.summary,
         winner=_candidate(decision.winner),
         losers=[
-            p.Loser(
+            doc.Loser(
                 provider=loss.candidate.provider,
                 layer=loss.candidate.layer,
                 span=loss.candidate.place.span,
@@ -169,7 +200,7 @@ def _explanation(decision: Decision) -> p.Explanation:
             for loss in decision.losers
         ],
         refined_by=[
-            p.Candidate(provider=decision.winner.provider, layer=layer, span=place.span)
+            doc.Candidate(provider=decision.winner.provider, layer=layer, span=place.span)
             for layer, place in decision.winner.refined_by
         ],
         selection=decision.selection.place.span if decision.selection else None,
@@ -177,22 +208,22 @@ def _explanation(decision: Decision) -> p.Explanation:
     )
 
 
-def _activation_order(components: list[p.Component], workflows: list[p.Workflow]) -> list[str]:
+def _activation_order(components: list[doc.Component], workflows: list[doc.Workflow]) -> list[str]:
     """Dependencies first (a workflow depends on its tasks); ties in id order."""
     edges = {
-        (f"{req.domain}:{req.key}", component.id)
+        (f"{req['domain']}:{req['key']}", component["id"])
         for component in components
-        for req in component.requires
+        for req in component["requires"]
     }
     edges.update(
-        (f"task:{node.task}", f"workflow:{workflow.key}")
+        (f"task:{node['task']}", f"workflow:{workflow['key']}")
         for workflow in workflows
-        for node in workflow.nodes
+        for node in workflow["nodes"]
     )
-    return graphs.topological_order(sorted(c.id for c in components), sorted(edges))
+    return graphs.topological_order(sorted(c["id"] for c in components), sorted(edges))
 
 
-def _workflow(cand: Candidate) -> p.Workflow:
+def _workflow(cand: Candidate) -> doc.Workflow:
     graph = cand.graph
     assert graph is not None
     edges = sorted({(a, b) for a, b, _ in graph.edges})
@@ -200,7 +231,7 @@ def _workflow(cand: Candidate) -> p.Workflow:
     for a, b in edges:
         upstream[b].add(a)
     nodes = [
-        p.WorkflowNode(
+        doc.WorkflowNode(
             name=node.name,
             task=node.task,
             depends_on=sorted(upstream[node.name]),
@@ -211,10 +242,10 @@ def _workflow(cand: Candidate) -> p.Workflow:
         for node in sorted(graph.nodes.values(), key=lambda node: node.name)
     ]
     generations = graphs.generations(sorted(graph.nodes), edges)
-    return p.Workflow(key=cand.key, provider=cand.provider, nodes=nodes, generations=generations)
+    return doc.Workflow(key=cand.key, provider=cand.provider, nodes=nodes, generations=generations)
 
 
-def _routes(resolution: Resolution, diagnostics: list[Diagnostic]) -> list[p.Route]:
+def _routes(resolution: Resolution, diagnostics: list[Diagnostic]) -> list[doc.Route]:
     by_topic: dict[str, list[Candidate]] = {}
     for decision in resolution.decisions.values():
         cand = decision.winner
@@ -234,5 +265,7 @@ def _routes(resolution: Resolution, diagnostics: list[Diagnostic]) -> list[p.Rou
                 help="every subscription to a topic uses the same fan-out",
             )
             continue
-        routes.append(p.Route(topic=topic, fanout=modes.pop(), handlers=[c.key for c in handlers]))
+        routes.append(
+            doc.Route(topic=topic, fanout=modes.pop(), handlers=[c.key for c in handlers])
+        )
     return routes

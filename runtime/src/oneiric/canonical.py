@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import rfc8785
@@ -60,3 +61,29 @@ def dumps(value: Any, *, numbers_checked: bool = False) -> bytes:
 
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def dumps_sealed(
+    body: Mapping[str, Any], field: str = "digest", *, numbers_checked: bool = False
+) -> tuple[bytes, str]:
+    """Canonical bytes of `body` with `field` added: the `sha256:` digest of `body`'s own bytes.
+
+    The same bytes as `dumps({**body, field: sha256_digest(dumps(body))})`, with
+    every member encoded once: a canonical object is its `"key":value` members
+    sorted by key (UTF-16 code units) between braces, so the sealed document is
+    the body's members plus one more.  Returns (bytes, digest).
+    """
+    if field in body:
+        raise ValueError(f"the body to seal already has a {field!r} member")
+    members = {
+        key: dumps(key) + b":" + dumps(value, numbers_checked=numbers_checked)
+        for key, value in body.items()
+    }
+    digest = sha256_digest(_object(members))
+    members[field] = dumps(field) + b":" + dumps(digest)
+    return _object(members), digest
+
+
+def _object(members: dict[str, bytes]) -> bytes:
+    ordered = sorted(members, key=lambda key: key.encode("utf-16-be"))
+    return b"{" + b",".join(members[key] for key in ordered) + b"}"
