@@ -3,8 +3,10 @@
 * CLI start: `oneiric --help` and `oneiric status` whole-process time and peak RSS,
   against bare `python -c pass` (goal: < 0.2 s and < 50 MiB).
 * import: `import oneiric.supervisor` (everything `oneiric run` needs).
-* cold start to ready: `oneiric run --unsigned-plan` on plans of 10 and 1,000
-  no-op components, process spawn → status.json says running (goal: 0.5 s at 1,000).
+* cold start to ready on plans of 10 and 1,000 no-op components, process spawn →
+  status.json says running (goal: 0.5 s at 1,000), for each way a plan arrives:
+  a signed manifest with the plan inline, a signed manifest referencing the plan
+  file (digest and size pinned), and `--unsigned-plan`.
 * swap latency: new plan file renamed into place → new instance bound, median
   and p99 over 200 swaps, through the real file watcher (goal: median < 50 ms).
 * failed calls during 1,000 swaps under 100 concurrent callers (must be 0).
@@ -21,15 +23,20 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import anyio
-from oneiric import logs
+from nacl.signing import SigningKey
+from oneiric import dsse, logs
+from oneiric.keys import PublicKey
+from oneiric.manifest import MANIFEST_PAYLOAD_TYPE, manifest_payload
 from oneiric.plan import Component, Plan
 from oneiric.runtime import Runtime
 from oneiric.sources import UnsignedPlanFile
 from oneiric.supervisor import Settings, Supervisor
+from oneiric.trust import trust_bytes
 
 IMPL = "oneiric.adapters.memory"
 
@@ -37,7 +44,7 @@ IMPL = "oneiric.adapters.memory"
 def _pin() -> dict[str, Any]:
     from oneiricc.pins import Pinner
 
-    return Pinner([]).pin_module(IMPL).model_dump(mode="json")
+    return dict(Pinner([]).pin_module(IMPL))
 
 
 PIN = _pin()
@@ -120,45 +127,75 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cold_start(n: int, runs: int, env: dict[str, str]) -> tuple[float, float]:
-    """Best wall time and best CPU time from process spawn to status.json "running"."""
-    best = cpu = float("inf")
+LAYOUTS = ("signed, plan inline", "signed, plan by URL", "unsigned plan file")
+
+
+def sources(directory: Path, n: int) -> dict[str, list[str]]:
+    """`oneiric run` arguments for each layout of LAYOUTS, written into `directory`."""
+    plan_path = directory / "plan.json"
+    write(plan_path, make_plan(n))
+    plan = plan_path.read_bytes()
+    key = SigningKey.generate()
+    public = PublicKey.from_raw(bytes(key.verify_key))
+    (directory / "trust.json").write_bytes(trust_bytes(1, 1, [public]))
+    expires = datetime.now(UTC) + timedelta(days=1)
+    arguments: dict[str, list[str]] = {}
+    for layout, url in zip(LAYOUTS, (None, plan_path.name), strict=False):
+        payload = manifest_payload("bench", 1, expires, plan, url)
+        envelope = dsse.sign(MANIFEST_PAYLOAD_TYPE, payload, [(key, public.keyid)])
+        manifest = directory / f"manifest-{len(arguments)}.json"
+        manifest.write_bytes(envelope.to_bytes())
+        arguments[layout] = ["--manifest", str(manifest), "--trust", str(directory / "trust.json")]
+    arguments[LAYOUTS[2]] = ["--unsigned-plan", str(plan_path)]
+    return arguments
+
+
+def cold_start(n: int, runs: int, env: dict[str, str]) -> dict[str, tuple[float, float, float]]:
+    """Per layout: best wall, median wall and best CPU time from spawn to status "running".
+
+    The layouts take turns run after run, so that each sees the same machine load.
+    """
+    walls: dict[str, list[float]] = {layout: [] for layout in LAYOUTS}
+    cpus: dict[str, list[float]] = {layout: [] for layout in LAYOUTS}
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "plan.json"
-        write(path, make_plan(n))
+        arguments = sources(Path(tmp), n)
         for run in range(runs):
-            state = Path(tmp) / f"state{run}"
-            started = time.perf_counter()
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "oneiric",
-                    "run",
-                    "--unsigned-plan",
-                    str(path),
-                    "--state",
-                    str(state),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env={**env, "LOG_LEVEL": "warning"},
-            )
-            status = state / "status.json"
-            while True:
-                try:
-                    if json.loads(status.read_bytes())["state"] == "running":
-                        break
-                except (FileNotFoundError, ValueError):
-                    pass
-                if time.perf_counter() - started > 30:
-                    raise RuntimeError("runtime did not become ready in 30 s")
-                time.sleep(0.002)
-            best = min(best, time.perf_counter() - started)
-            cpu = min(cpu, cpu_seconds(proc.pid))
-            proc.terminate()
-            proc.wait(30)
-    return best, cpu
+            for layout in LAYOUTS:
+                state = Path(tmp) / f"state-{run}-{LAYOUTS.index(layout)}"
+                wall, cpu = _time_to_ready(arguments[layout], state, env)
+                walls[layout].append(wall)
+                cpus[layout].append(cpu)
+    return {
+        layout: (min(walls[layout]), statistics.median(walls[layout]), min(cpus[layout]))
+        for layout in LAYOUTS
+    }
+
+
+def _time_to_ready(arguments: list[str], state: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU time of one `oneiric run` from spawn to status.json "running"."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oneiric", "run", *arguments, "--state", str(state)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**env, "LOG_LEVEL": "warning"},
+    )
+    status = state / "status.json"
+    try:
+        while True:
+            try:
+                if json.loads(status.read_bytes())["state"] == "running":
+                    return time.perf_counter() - started, cpu_seconds(proc.pid)
+            except (FileNotFoundError, ValueError):
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError(f"oneiric run {' '.join(arguments)} exited {proc.returncode}")
+            if time.perf_counter() - started > 30:
+                raise RuntimeError("runtime did not become ready in 30 s")
+            time.sleep(0.002)
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 async def swap_latency(swaps: int) -> list[float]:
@@ -261,11 +298,12 @@ def main(argv: list[str] | None = None) -> int:
             f"cpu {cpu * 1000:.0f} ms, {(t - base_t) * 1000:.1f} ms over it"
         )
         for n in (10, 1000):
-            t, cpu = cold_start(n, max(2, runs // 2), compiled)
-            print(
-                f"cold start to ready, {n} components: {t * 1000:.1f} ms ({t / base_t:.1f}x), "
-                f"cpu {cpu * 1000:.0f} ms ({cpu / base_cpu:.1f}x)"
-            )
+            for layout, (best, median, cpu) in cold_start(n, runs, compiled).items():
+                print(
+                    f"cold start to ready, {n} components, {layout}: best {best * 1000:.0f} ms "
+                    f"({best / base_t:.1f}x baseline), median {median * 1000:.0f} ms, "
+                    f"cpu {cpu * 1000:.0f} ms ({cpu / base_cpu:.1f}x)"
+                )
     latencies = anyio.run(swap_latency, swaps)
     latencies.sort()
     median = statistics.median(latencies)

@@ -36,7 +36,7 @@ def component(
         "span": span,
         "layers": ["test"],
         "implementation": {"kind": "module", "module": module, "attr": attr},
-        "pin": pin.model_dump(mode="json"),
+        "pin": dict(pin),
         "priority": 0,
         "provides": [],
         "requires": [

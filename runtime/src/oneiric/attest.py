@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from importlib import metadata
 from importlib.machinery import ModuleSpec, PathFinder
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .plan import Component, Pin
+if TYPE_CHECKING:  # the compiler imports this module for its locating and hashing, without pydantic
+    from .plan import Component, Pin
 
 
 class PinMismatch(Exception):

@@ -249,7 +249,10 @@ def load_plan(data: bytes, *, authenticated: bool = False) -> Plan:
                 f"plan format version {version!r} is not supported; this runtime knows {known}"
             )
         plan = Plan.model_validate(raw)
-    expected = plan.computed_digest()
+        # Validation admitted exactly the model's fields, no floats and only safe
+        # integers: the document as read, less its digest, is what the digest covers.
+        body = {key: value for key, value in raw.items() if key != "digest"}
+        expected = sha256_digest(dumps(body, numbers_checked=True))
     if plan.digest != expected:
         raise ValueError(f"plan digest mismatch: plan says {plan.digest}, content is {expected}")
     return plan
