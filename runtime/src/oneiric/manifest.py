@@ -220,8 +220,13 @@ def verify_manifest(
     return Verified(data, envelope.payload, manifest, signers, unchanged)
 
 
-def check_plan(manifest: Manifest, data: bytes) -> Plan:
-    """Check plan bytes against the manifest's pin, then (only then) parse them."""
+def check_plan(manifest: Manifest, data: bytes, *, previous: Accepted | None = None) -> Plan:
+    """Check plan bytes against the manifest's pin, then (only then) parse them.
+
+    `previous`: an earlier acceptance; when these are its plan bytes exactly,
+    its plan is returned instead of parsing them again (a plan is a function of
+    its bytes).  The pin and target checks run all the same.
+    """
     pin = manifest.plan
     if len(data) != pin.size:
         raise Rejected(Check.PLAN_SIZE, f"plan is {len(data)} bytes, the manifest pins {pin.size}")
@@ -230,12 +235,15 @@ def check_plan(manifest: Manifest, data: bytes) -> Plan:
         raise Rejected(
             Check.PLAN_DIGEST, f"plan bytes hash to {actual}, the manifest pins {pin.digest}"
         )
-    try:
-        # The signature covers these exact bytes, and `oneiricc sign` ran the
-        # whole-document checks on them before signing (see load_plan).
-        plan = load_plan(data, authenticated=True)
-    except ValueError as exc:
-        raise Rejected(Check.PLAN, str(exc).splitlines()[0]) from None
+    if previous is not None and previous.plan_bytes == data:
+        plan = previous.plan
+    else:
+        try:
+            # The signature covers these exact bytes, and `oneiricc sign` ran the
+            # whole-document checks on them before signing (see load_plan).
+            plan = load_plan(data, authenticated=True)
+        except ValueError as exc:
+            raise Rejected(Check.PLAN, str(exc).splitlines()[0]) from None
     if plan.target != manifest.target:
         raise Rejected(
             Check.TARGET,
@@ -300,15 +308,20 @@ def verify_all(
     state: State | None = None,
     max_manifest_bytes: int = DEFAULT_MAX_MANIFEST_BYTES,
     max_plan_bytes: int = DEFAULT_MAX_PLAN_BYTES,
+    previous: Accepted | None = None,
 ) -> Accepted:
-    """Manifest and plan, fully checked; nothing is persisted here."""
+    """Manifest and plan, fully checked; nothing is persisted here.
+
+    `previous` lets an unchanged plan skip re-parsing (see `check_plan`).
+    """
     verified = verify_manifest(
         data, trust, now=now, target=target, state=state, max_bytes=max_manifest_bytes
     )
     plan_data = plan_bytes(
         verified.manifest, source, fetcher, max_plan_bytes=max_plan_bytes, state=state
     )
-    return Accepted(verified, plan_data, check_plan(verified.manifest, plan_data))
+    plan = check_plan(verified.manifest, plan_data, previous=previous)
+    return Accepted(verified, plan_data, plan)
 
 
 def utc_now() -> datetime:

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
 from .plan import Plan, load_plan
+
+if TYPE_CHECKING:  # manifests (and PyNaCl) are imported only when a manifest is the source
+    from .manifest import Accepted
 
 MAX_UNSIGNED_PLAN_BYTES = 64 * 1024 * 1024
 
@@ -62,6 +66,7 @@ class UnsignedPlanFile(Source):
     def __init__(self, path: Path) -> None:
         self.path = path
         self.description = f"unsigned plan file {path}"
+        self._last: Candidate | None = None
 
     async def fetch(self) -> Candidate:
         path = self.path
@@ -72,7 +77,10 @@ class UnsignedPlanFile(Source):
             raise SourceUnavailable(f"{path}: {exc.strerror}") from None
         if len(data) > MAX_UNSIGNED_PLAN_BYTES:
             raise PlanInvalid(f"{path}: larger than {MAX_UNSIGNED_PLAN_BYTES} bytes")
-        return Candidate(parse_plan(data, str(path)), None, data)
+        if self._last is not None and self._last.data == data:
+            return self._last  # the same bytes are the same plan: no second parse
+        self._last = Candidate(parse_plan(data, str(path)), None, data)
+        return self._last
 
 
 class ManifestSource(Source):
@@ -99,6 +107,7 @@ class ManifestSource(Source):
         self.description = f"manifest {location}"
         self.target: str | None = None
         self._etag: str | None = None
+        self._accepted: Accepted | None = None  # the last one: its plan is not parsed again
 
     async def fetch(self) -> Candidate | None:
         return await anyio.to_thread.run_sync(self._fetch)
@@ -123,6 +132,7 @@ class ManifestSource(Source):
                     now=utc_now(),
                     target=self.target,
                     state=self.state,
+                    previous=self._accepted,
                 )
                 if not accepted.verified.unchanged:
                     digest = accepted.manifest.plan.digest.removeprefix("sha256:")
@@ -136,5 +146,6 @@ class ManifestSource(Source):
         except OSError as exc:
             raise SourceUnavailable(f"{self.location}: state: {exc}") from None
         self._etag = fetched.etag
+        self._accepted = accepted
         self.target = accepted.manifest.target
         return Candidate(accepted.plan, accepted.manifest.serial, accepted.plan_bytes)
