@@ -6,9 +6,10 @@ how long each takes:
 
     start     a fresh `python -c "import oneiricc.cli"` minus a bare `python -c pass`
     grammar   building lark's parser from the grammar (once per process)
-    parse     loader.load (reading, decoding, lark + syntax-tree building, or
-              reading the parse cache in the "cache" runs: filled = cold, writing it)
-    check     checker.check
+    load      loader.load: reading, decoding, parsing (lark + syntax tree) and checking
+              each file alone (checker.check_file); in the "cache" runs, reading the
+              cache instead (filled = cold, writing it)
+    check     checker.check: joining the checked files into one program
     resolve   resolver.resolve for the target
     pins      Pinner calls made while planning (locating and hashing modules)
     plan      planner.build_plan less pins and less encoding: the plan as dicts, orders
@@ -80,7 +81,7 @@ def stages(
     root: Path, sequential: bool, collect: bool = True, cached: bool = False
 ) -> dict[str, float]:
     from oneiricc import loader, planner
-    from oneiricc.cache import ParseCache
+    from oneiricc.cache import CheckCache
     from oneiricc.checker import check
     from oneiricc.parser import parse
     from oneiricc.pins import Pinner
@@ -131,9 +132,9 @@ def stages(
     parse("warm-up.oneiric", "oneiric 1\n")  # builds the parser tables once per process
     lap("grammar")
     project = load_project(root)
-    cache = ParseCache(project.cache_dir) if cached else None
+    cache = CheckCache(project.cache_dir) if cached else None
     sources = loader.load(project, loader.discover(project, [root / "stacks"]), cache)
-    lap("parse")
+    lap("load")
     program = check(sources)
     lap("check")
     resolution = resolve(program, sources, gen_project.TARGET, strict=False)
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         times = stages(root, sequential, collect, cached)
         total = sum(times.values())
         print(f"stages, N={args.size:,} ({label}): total {total:.2f} s")
-        for name in ("grammar", "parse", "check", "resolve", "pins", "plan", "encode"):
+        for name in ("grammar", "load", "check", "resolve", "pins", "plan", "encode"):
             print(f"  {name:8} {times[name]:7.3f} s  {times[name] / total:6.1%}")
     if args.profile:
         profiler = cProfile.Profile()

@@ -204,18 +204,18 @@ def test_parse_cache_never_changes_the_output(demo: Path) -> None:
     cache = demo / ".oneiric-cache"
     build = ("build", "--out", "-", "-t", "prod")
     cold = cli_plan(*build, cwd=demo)
-    entries = sorted(cache.rglob("*.pickle"))
+    entries = sorted(cache.rglob("*.entry"))
     assert len(entries) == 3  # one per source file
     warm = cli_plan(*build, cwd=demo)
     uncached = cli_plan(*build, "--no-cache", cwd=demo)
     assert cold == warm == uncached == in_process_plans(demo)["prod"]
-    assert sorted(cache.rglob("*.pickle")) == entries  # the warm build wrote nothing new
+    assert sorted(cache.rglob("*.entry")) == entries  # the warm build wrote nothing new
 
 
 def test_corrupt_or_stale_cache_entries_are_misses(demo: Path) -> None:
     expected = in_process_plans(demo)
     assert compile_at(demo, use_cache=True).plans  # fill the cache
-    entries = sorted((demo / ".oneiric-cache").rglob("*.pickle"))
+    entries = sorted((demo / ".oneiric-cache").rglob("*.entry"))
     assert entries
     for index, entry in enumerate(entries):
         blob = entry.read_bytes()

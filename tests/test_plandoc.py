@@ -105,11 +105,6 @@ print(json.dumps(sorted(sys.modules)))
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="oneiric.attest imports oneiric.plan (pydantic) at module level; "
-    "its annotations-only import belongs under TYPE_CHECKING",
-)
 def test_build_never_imports_pydantic(tmp_path: Path) -> None:
     out = tmp_path / "prod.plan.json"
     probe = subprocess.run(

@@ -5,14 +5,20 @@ which fields each domain takes, what a `30s` or `64MiB` is, which names are
 declared twice.  Its output (`Program`) holds only valid, typed values, so the
 resolver never has to re-check them.  Every problem becomes a diagnostic; the
 checker never stops at the first one.
+
+It runs in two steps.  `check_file` looks at one file alone (nearly all the
+work), so its result (`CheckedFile`) can be computed in a parse worker and kept
+in the content-addressed cache beside the parse; `check` then joins the files'
+results into one `Program`, reporting stacks and targets declared twice.
 """
 
 from __future__ import annotations
 
 import itertools
+import operator
 import re
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from oneiric.canonical import MAX_SAFE_INTEGER
 from oneiric.plandoc import DOMAINS, Domain
@@ -20,7 +26,9 @@ from typing_extensions import TypeIs
 
 from . import nodes as n
 from .diagnostics import Diagnostic, Note, did_you_mean
-from .loader import Sources
+
+if TYPE_CHECKING:
+    from .loader import Sources
 
 DURATION_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 SIZE_UNITS = {
@@ -81,18 +89,48 @@ FIELD_OF: dict[type, str] = {
 
 # --------------------------------------------------------------- the model --
 
+_R = TypeVar("_R")
+_new_tuple = tuple.__new__  # a named tuple without its Python-level __new__
+
+
+def _pickled_as_call(cls: type[_R]) -> type[_R]:
+    """Pickle a slotted dataclass as `cls(*fields)`.
+
+    Unpickling one otherwise runs dataclasses' generic `__setstate__`, which
+    looks its fields up again for every object: about twice the cost, and the
+    cache loads tens of thousands of these in every rebuild.
+    """
+    values = operator.attrgetter(*(f.name for f in fields(cls)))  # type: ignore[arg-type]
+
+    def __reduce__(self: _R) -> tuple[type[_R], tuple[Any, ...]]:
+        return cls, values(self)
+
+    setattr(cls, "__reduce__", __reduce__)  # noqa: B010 - mypy refuses a method assignment
+    return cls
+
 
 class Place(NamedTuple):
-    """A position in a named file (a tuple: the checker makes one per field)."""
+    """A position in a named file.
+
+    Flat, one tuple rather than a file and a `Pos`: the checker makes one per
+    field, and the cache loads tens of thousands of them in every rebuild.
+    """
 
     file: str
-    pos: n.Pos
+    line: int
+    col: int
+    width: int
+
+    @property
+    def pos(self) -> n.Pos:
+        return n.Pos(self.line, self.col, self.width)
 
     @property
     def span(self) -> str:
-        return f"{self.file}:{self.pos.line}:{self.pos.col}"
+        return f"{self.file}:{self.line}:{self.col}"
 
 
+@_pickled_as_call
 @dataclass(frozen=True, slots=True)
 class Impl:
     kind: str  # "module" | "entrypoint"
@@ -101,6 +139,7 @@ class Impl:
     place: Place
 
 
+@_pickled_as_call
 @dataclass(frozen=True, slots=True)
 class Req:
     domain: Domain
@@ -110,6 +149,7 @@ class Req:
     key_place: Place  # the required key: where an unknown-component error points
 
 
+@_pickled_as_call
 @dataclass(frozen=True, slots=True)
 class WorkflowNode:
     name: str
@@ -120,12 +160,14 @@ class WorkflowNode:
     task_place: Place
 
 
+@_pickled_as_call
 @dataclass(frozen=True, slots=True)
 class Graph:
     nodes: dict[str, WorkflowNode]
     edges: tuple[tuple[str, str, Place], ...]
 
 
+@_pickled_as_call
 @dataclass(slots=True)
 class Decl:
     """One component declaration, holding only the fields it sets."""
@@ -144,6 +186,7 @@ class Decl:
         return (self.domain, self.key)
 
 
+@_pickled_as_call
 @dataclass(frozen=True, slots=True)
 class Select:
     domain: Domain
@@ -153,6 +196,7 @@ class Select:
     provider_place: Place
 
 
+@_pickled_as_call
 @dataclass(slots=True)
 class Layer:
     name: str
@@ -161,12 +205,27 @@ class Layer:
     selections: dict[tuple[str, str], Select]
 
 
+@_pickled_as_call
 @dataclass(frozen=True, slots=True)
 class TargetDecl:
     name: str
     place: Place
     layers: tuple[tuple[str, Place], ...]
     profile: str
+
+
+@_pickled_as_call
+@dataclass(slots=True)
+class CheckedFile:
+    """One file checked on its own: what later stages need of it, without its syntax tree.
+
+    Each stack and target keeps the diagnostics found inside it: when another
+    declaration of the same name comes first, `check` drops it with them.
+    """
+
+    imports: tuple[n.Import, ...]
+    stacks: list[tuple[Layer, list[Diagnostic]]]
+    targets: list[tuple[TargetDecl, list[Diagnostic]]]
 
 
 @dataclass(slots=True)
@@ -179,11 +238,48 @@ class Program:
 # ------------------------------------------------------------- the checker --
 
 
+def check_file(module: n.Module) -> CheckedFile:
+    return _FileChecker(module.path).check(module)
+
+
 def check(sources: Sources) -> Program:
+    """Join the checked files, in path order: the first stack or target of a name wins."""
     program = Program(layers={}, targets={}, diagnostics=[])
-    for path in sorted(sources.modules):
-        _FileChecker(path, program).check(sources.modules[path])
+    for path in sorted(sources.checked):
+        checked = sources.checked[path]
+        stack_help = "rename one of them; a stack is one layer of a target"
+        _join(program, program.layers, checked.stacks, "stack", path, stack_help)
+        _join(program, program.targets, checked.targets, "target", path, None)
     return program
+
+
+_Declared = TypeVar("_Declared", Layer, TargetDecl)
+
+
+def _join(
+    program: Program,
+    declared: dict[str, _Declared],
+    items: list[tuple[_Declared, list[Diagnostic]]],
+    kind: str,
+    path: str,
+    help: str | None,
+) -> None:
+    for item, diagnostics in items:
+        first = declared.get(item.name)
+        if first is None:
+            declared[item.name] = item
+            program.diagnostics.extend(diagnostics)
+            continue
+        program.diagnostics.append(
+            Diagnostic(
+                "E0103",
+                f"{kind} {item.name} is declared twice",
+                path,
+                item.place.pos,
+                help=help,
+                notes=(Note(first.place.file, first.place.pos, "first declared"),),
+            )
+        )
 
 
 def config_kind(value: Any) -> str:
@@ -212,12 +308,12 @@ def config_kind(value: Any) -> str:
 
 
 class _FileChecker:
-    def __init__(self, path: str, program: Program) -> None:
+    def __init__(self, path: str) -> None:
         self.path = path
-        self.program = program
+        self.diagnostics: list[Diagnostic] = []  # of the stack or target being checked
 
     def place(self, pos: n.Pos) -> Place:
-        return Place(self.path, pos)
+        return _new_tuple(Place, (self.path, *pos))
 
     def error(
         self,
@@ -227,30 +323,21 @@ class _FileChecker:
         help: str | None = None,
         notes: tuple[Note, ...] = (),
     ) -> None:
-        self.program.diagnostics.append(
-            Diagnostic(code, message, self.path, pos, help, notes=notes)
-        )
+        self.diagnostics.append(Diagnostic(code, message, self.path, pos, help, notes=notes))
 
     # -- declarations ----------------------------------------------------------
-    def check(self, module: n.Module) -> None:
+    def check(self, module: n.Module) -> CheckedFile:
+        checked = CheckedFile(module.imports, [], [])
         for stack in module.stacks:
-            self.stack(stack)
+            self.diagnostics = []
+            checked.stacks.append((self.stack(stack), self.diagnostics))
         for target in module.targets:
-            self.target(target)
+            self.diagnostics = []
+            checked.targets.append((self.target(target), self.diagnostics))
+        return checked
 
-    def stack(self, stack: n.Stack) -> None:
-        existing = self.program.layers.get(stack.name)
-        if existing is not None:
-            self.error(
-                "E0103",
-                f"stack {stack.name} is declared twice",
-                stack.pos,
-                help="rename one of them; a stack is one layer of a target",
-                notes=(Note(existing.place.file, existing.place.pos, "first declared"),),
-            )
-            return
+    def stack(self, stack: n.Stack) -> Layer:
         layer = Layer(stack.name, self.place(stack.pos), [], {})
-        self.program.layers[stack.name] = layer
         seen: dict[tuple[str, str, str], Decl] = {}
         for component in stack.components:
             decl = self.component(component, layer)
@@ -272,6 +359,7 @@ class _FileChecker:
             layer.decls.append(decl)
         for selection in stack.selections:
             self.selection(selection, layer)
+        return layer
 
     def selection(self, sel: n.Selection, layer: Layer) -> None:
         if not self.domain_ok(sel.domain, sel.domain_pos):
@@ -291,16 +379,7 @@ class _FileChecker:
             return
         layer.selections[(sel.domain, sel.key)] = checked
 
-    def target(self, target: n.Target) -> None:
-        existing = self.program.targets.get(target.name)
-        if existing is not None:
-            self.error(
-                "E0103",
-                f"target {target.name} is declared twice",
-                target.pos,
-                notes=(Note(existing.place.file, existing.place.pos, "first declared"),),
-            )
-            return
+    def target(self, target: n.Target) -> TargetDecl:
         if not target.layers:
             self.error(
                 "E0107",
@@ -314,7 +393,7 @@ class _FileChecker:
                 self.error("E0107", f"layer {name} is listed twice in target {target.name}", pos)
             seen.add(name)
         profile = target.profile[0] if target.profile else "default"
-        self.program.targets[target.name] = TargetDecl(
+        return TargetDecl(
             target.name,
             self.place(target.pos),
             tuple((name, self.place(pos)) for name, pos in target.layers),

@@ -1,7 +1,8 @@
 """The pipeline, start to end: files → parse → check → resolve → plan.
 
-    loader.load      paths          → Sources   (texts, syntax trees, imports)
-    checker.check    Sources        → Program   (typed declarations per layer)
+    loader.load      paths          → Sources   (texts, imports, each file parsed and checked
+                                                 alone: checker.check_file, or the cache)
+    checker.check    Sources        → Program   (the files joined: declarations per layer)
     resolver.resolve Program+target → Resolution (one decision per key)
     planner.build_plan Resolution   → CompiledPlan (pins, orders, routes, digest, bytes)
 
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from oneiric.gcpause import gc_paused
 
-from .cache import ParseCache
+from .cache import CheckCache
 from .checker import Program, check
 from .diagnostics import Diagnostic, did_you_mean, has_errors, sorted_diagnostics
 from .loader import Sources, discover, load
@@ -86,13 +87,17 @@ def compile_project(
     use_cache: bool = True,
     module_path: list[Path] | None = None,
     overlay: Mapping[str, str] | None = None,
+    keep_trees: bool = False,
 ) -> Build:
     """Compile `targets` (all targets when None) from `paths` (the project's sources when None).
 
     `overlay` maps project-relative paths to text read instead of the file (unsaved buffers).
+    `keep_trees` keeps every file's syntax tree in `Build.sources.modules` (no cache then).
     """
     with gc_paused():
-        return _compile(project, paths, targets, strict, use_cache, module_path, overlay)
+        return _compile(
+            project, paths, targets, strict, use_cache, module_path, overlay, keep_trees
+        )
 
 
 def _compile(
@@ -102,12 +107,13 @@ def _compile(
     strict: bool | None,
     use_cache: bool,
     module_path: list[Path] | None,
-    overlay: Mapping[str, str] | None = None,
+    overlay: Mapping[str, str] | None,
+    keep_trees: bool,
 ) -> Build:
     strict = project.strict if strict is None else strict
     entries = discover(project, paths or [project.root / s for s in project.sources])
-    cache = ParseCache(project.cache_dir) if use_cache else None
-    sources = load(project, entries, cache, overlay)
+    cache = CheckCache(project.cache_dir) if use_cache and not keep_trees else None
+    sources = load(project, entries, cache, overlay, keep_trees=keep_trees)
     program = check(sources)
     build = Build(sources, program)
     diagnostics = [*sources.diagnostics, *program.diagnostics]
@@ -129,7 +135,7 @@ def _compile(
             continue
         target = program.targets[name]
         visible = sources.visible_from(target.place.file)
-        if any(path not in sources.modules for path in visible):
+        if any(path not in sources.checked for path in visible):
             continue  # a file it depends on did not parse; its errors are already reported
         resolution = resolve(program, sources, name, strict=strict)
         build.resolutions[name] = resolution

@@ -1,10 +1,11 @@
 """Find, read and parse the source files of a build, following imports.
 
 Input: the project and the paths named on the command line (files or
-directories).  Output: a `Sources` with every file's text and digest, the
-parsed modules, the resolved import graph and the diagnostics met on the way.
-Files are parsed in parallel when there is enough text to pay for it, and
-through the parse cache when one is given.
+directories).  Output: a `Sources` with every file's text and digest, each
+file checked on its own (`checker.check_file`), the resolved import graph and
+the diagnostics met on the way.  Files are parsed and checked in parallel when
+there is enough text to pay for it, and through the cache when one is given:
+a cached file is neither parsed nor checked again.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from . import nodes as n
-from .cache import ParseCache
+from .cache import CheckCache, dump_entry, load_entry, read_entry, write_entry
+from .checker import CheckedFile, check_file
 from .diagnostics import CompileError, Diagnostic
 from .parser import decode_source, parse, parser
 from .project import Project, ProjectError
@@ -40,7 +42,8 @@ class SourceFile:
 @dataclass(slots=True)
 class Sources:
     files: dict[str, SourceFile] = field(default_factory=dict)
-    modules: dict[str, n.Module] = field(default_factory=dict)
+    checked: dict[str, CheckedFile] = field(default_factory=dict)  # every file that parsed
+    modules: dict[str, n.Module] = field(default_factory=dict)  # syntax trees, on request
     imports: dict[str, tuple[str, ...]] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
@@ -78,31 +81,43 @@ def discover(project: Project, paths: Iterable[Path]) -> list[str]:
 def load(
     project: Project,
     entries: list[str],
-    cache: ParseCache | None = None,
+    cache: CheckCache | None = None,
     overlay: Mapping[str, str] | None = None,
+    *,
+    keep_trees: bool = False,
 ) -> Sources:
-    """`overlay`: text to use instead of a file's (an editor's unsaved buffers), by path."""
+    """`overlay`: text to use instead of a file's (an editor's unsaved buffers), by path.
+
+    `keep_trees` also keeps each parsed file's syntax tree in `Sources.modules`
+    (the language server navigates them); a file served by the cache has none.
+    """
     sources = Sources()
     attempted: set[str] = set()
     pending = sorted(set(entries))
     while pending:
         attempted.update(pending)
-        _read_and_parse(project, pending, sources, cache, overlay or {})
+        _read_and_parse(project, pending, sources, cache, overlay or {}, keep_trees)
         imported = {target for path in pending for target in sources.imports.get(path, ())}
         pending = sorted(imported - attempted)
     _check_import_cycles(sources)
     return sources
 
 
+# (path, text, cache entry to write or None, keep the syntax tree)
+_Job = tuple[str, str, Path | None, bool]
+# (path, checked file or its cache entry's bytes or the syntax errors, syntax tree)
+_Outcome = tuple[str, CheckedFile | bytes | list[Diagnostic], n.Module | None]
+
+
 def _read_and_parse(
     project: Project,
     paths: list[str],
     sources: Sources,
-    cache: ParseCache | None,
+    cache: CheckCache | None,
     overlay: Mapping[str, str],
+    keep_trees: bool,
 ) -> None:
-    to_parse: list[tuple[str, str]] = []
-    raw: dict[str, bytes] = {}
+    jobs: list[_Job] = []
     for path in paths:
         try:
             text = overlay.get(path)
@@ -118,37 +133,60 @@ def _read_and_parse(
             sources.diagnostics.extend(err.diagnostics)
             continue
         sources.files[path] = SourceFile(path, text, hashlib.sha256(data).hexdigest())
-        raw[path] = data
-        cached = cache.get(path, data) if cache else None
-        if cached is not None:
-            sources.modules[path] = cached
-        else:
-            to_parse.append((path, text))
+        entry = None
+        if cache is not None and not keep_trees:
+            entry = cache.entry(path, data)
+            cached = read_entry(entry)
+            if cached is not None:
+                sources.checked[path] = cached
+                continue
+        jobs.append((path, text, entry, keep_trees))
 
-    for path, result in _parse_all(to_parse):
-        if isinstance(result, n.Module):
-            sources.modules[path] = result
-            if cache:
-                cache.put(path, raw[path], result)
+    for path, outcome, module in _parse_all(jobs):
+        if isinstance(outcome, bytes):
+            loaded = load_entry(outcome)
+            assert loaded is not None, path  # bytes this build's own worker just pickled
+            outcome = loaded
+        if isinstance(outcome, CheckedFile):
+            sources.checked[path] = outcome
+            if module is not None:
+                sources.modules[path] = module
         else:
-            sources.diagnostics.extend(result)
+            sources.diagnostics.extend(outcome)
 
     for path in paths:
-        module = sources.modules.get(path)
-        if module is not None:
-            sources.imports[path] = _resolve_imports(project, module, sources)
+        checked = sources.checked.get(path)
+        if checked is not None:
+            sources.imports[path] = _resolve_imports(project, path, checked.imports, sources)
 
 
-def _parse_one(job: tuple[str, str]) -> tuple[str, n.Module | list[Diagnostic]]:
-    path, text = job
+def _parse_one(job: _Job, *, blob_back: bool = False) -> _Outcome:
+    """Parse and check one file, and write its cache entry when one is wanted.
+
+    `blob_back` (in a pool worker): return a cached file as its entry's bytes,
+    pickled already for the cache, rather than have the pool pickle it again.
+    """
+    path, text, entry, keep_tree = job
     try:
-        return path, parse(path, text)
+        module = parse(path, text)
     except CompileError as err:
-        return path, err.diagnostics
+        return path, err.diagnostics, None
+    checked = check_file(module)
+    tree = module if keep_tree else None
+    if entry is None:
+        return path, checked, tree
+    try:
+        blob = dump_entry(checked)
+    except RecursionError:  # too deep to pickle: built but not cached
+        if blob_back:
+            raise  # nor can the pool send it back: the parent parses it again
+        return path, checked, tree
+    write_entry(entry, blob)
+    return path, blob if blob_back else checked, tree
 
 
-def _parse_all(jobs: list[tuple[str, str]]) -> list[tuple[str, n.Module | list[Diagnostic]]]:
-    total = sum(len(text) for _, text in jobs)
+def _parse_all(jobs: list[_Job]) -> list[_Outcome]:
+    total = sum(len(job[1]) for job in jobs)
     workers = min(len(jobs), os.cpu_count() or 1)
     if workers < 2 or total < PARALLEL_THRESHOLD_BYTES:
         return [_parse_one(job) for job in jobs]
@@ -156,27 +194,29 @@ def _parse_all(jobs: list[tuple[str, str]]) -> list[tuple[str, n.Module | list[D
     # Largest first, so the pool's last task is a short one.
     ordered = sorted(jobs, key=lambda job: -len(job[1]))
     with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
-        futures = [(job, pool.submit(_parse_one, job)) for job in ordered]
+        futures = [(job, pool.submit(_parse_one, job, blob_back=True)) for job in ordered]
         results = []
         for job, future in futures:
             try:
                 results.append(future.result())
-            except RecursionError:  # a tree too deep to pickle back from a worker: parse here
+            except RecursionError:  # a result too deep to pickle back from a worker: parse here
                 results.append(_parse_one(job))
         return results
 
 
-def _resolve_imports(project: Project, module: n.Module, sources: Sources) -> tuple[str, ...]:
+def _resolve_imports(
+    project: Project, path: str, imports: tuple[n.Import, ...], sources: Sources
+) -> tuple[str, ...]:
     resolved: list[str] = []
-    base = posixpath.dirname(module.path)
-    for imp in module.imports:
+    base = posixpath.dirname(path)
+    for imp in imports:
         target = posixpath.normpath(posixpath.join(base, imp.path))
         if target.startswith("../") or target == ".." or posixpath.isabs(imp.path):
             sources.diagnostics.append(
                 Diagnostic(
                     "E0204",
                     f'import "{imp.path}" points outside the project root',
-                    module.path,
+                    path,
                     imp.pos,
                     help="imports are relative to the importing file and stay inside the project",
                 )
@@ -191,9 +231,9 @@ def _resolve_imports(project: Project, module: n.Module, sources: Sources) -> tu
                 Diagnostic(
                     "E0204",
                     f'imported file "{imp.path}" does not exist',
-                    module.path,
+                    path,
                     imp.pos,
-                    help=_similar_import(project, module.path, imp.path),
+                    help=_similar_import(project, path, imp.path),
                 )
             )
             continue
@@ -230,7 +270,7 @@ def _check_import_cycles(sources: Sources) -> None:
     """Report each import cycle once, at the import that closes it."""
     state: dict[str, int] = {}  # 1 = on the DFS stack, 2 = done
     stack: list[str] = []
-    for root in sorted(sources.modules):
+    for root in sorted(sources.checked):
         if root in state:
             continue
         # Iterative DFS: (file, index of the next import to follow).
@@ -249,7 +289,7 @@ def _check_import_cycles(sources: Sources) -> None:
             target = targets[index]
             if state.get(target) == 1:
                 cycle = [*stack[stack.index(target) :], target]
-                imp = _import_statement(sources.modules[path], target)
+                imp = _import_statement(path, sources.checked[path].imports, target)
                 sources.diagnostics.append(
                     Diagnostic(
                         "E0205",
@@ -259,15 +299,15 @@ def _check_import_cycles(sources: Sources) -> None:
                         help="move what both files need into a third file that each imports",
                     )
                 )
-            elif target not in state and target in sources.modules:
+            elif target not in state and target in sources.checked:
                 state[target] = 1
                 stack.append(target)
                 frames.append((target, 0))
 
 
-def _import_statement(module: n.Module, target: str) -> n.Import | None:
-    base = posixpath.dirname(module.path)
-    for imp in module.imports:
+def _import_statement(path: str, imports: tuple[n.Import, ...], target: str) -> n.Import | None:
+    base = posixpath.dirname(path)
+    for imp in imports:
         if posixpath.normpath(posixpath.join(base, imp.path)) == target:
             return imp
     return None

@@ -188,7 +188,9 @@ class OneiricServer(LanguageServer):
         if not in_sources:  # a file outside the configured sources: check it on its own terms
             paths = [project.root / relative]
         try:
-            build = compile_project(project, paths, None, use_cache=False, overlay=overlay)
+            build = compile_project(
+                project, paths, None, use_cache=False, overlay=overlay, keep_trees=True
+            )
         except ProjectError as exc:
             self.window_log_message(lsp.LogMessageParams(lsp.MessageType.Warning, str(exc)))
             return
