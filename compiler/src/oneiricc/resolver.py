@@ -309,6 +309,15 @@ def _decide_all(
     return dict(sorted(decisions.items()))
 
 
+def _first_requiring(consumers: list[tuple[Key, Candidate, Req]], cap: str) -> Place:
+    """Where `cap` is first required, in source order: the same place in every target.
+
+    (Consumers come in the target's layer order; a diagnostic that pointed at the
+    first of those would differ between targets and be reported once per target.)
+    """
+    return min(req.place for _, _, req in consumers if cap in req.capabilities)
+
+
 def _describe(cand: Candidate) -> str:
     return f'{cand.domain} {cand.key} "{cand.provider}"'
 
@@ -344,7 +353,7 @@ def _decide(
             return None
         missing = [cap for cap in required if cap not in chosen.provides]
         for cap in missing:
-            consumer_place = next(req.place for _, c, req in consumers if cap in req.capabilities)
+            consumer_place = _first_requiring(consumers, cap)
             report.error(
                 "E0502",
                 f'selected provider "{chosen.provider}" of {name} lacks capability {cap}, '
@@ -387,7 +396,7 @@ def _decide(
                 remaining.append(cand)
         if not remaining:
             cap = next(iter(required))
-            consumer_place = next(req.place for _, c, req in consumers if cap in req.capabilities)
+            consumer_place = _first_requiring(consumers, cap)
             report.error(
                 "E0501",
                 f"no provider of {name} provides {', '.join(required)}, required by "
