@@ -15,6 +15,11 @@ of a silently different declaration.  The unpickler accepts nothing but the
 record classes of the compiler (`_ALLOWED`), so an entry cannot run code.
 Anyone who can write the cache can also write the sources it stands for: a
 deliberately forged entry is out of scope, as a forged source file would be.
+
+The build memo (`builds/<key>`, same format) is the whole-build early cutoff:
+a successful build's outputs, kept with every file's entry checksum and every
+pin it took, reused (see `compiler`) when the build would read the same
+checked files in the same environment.
 """
 
 from __future__ import annotations
@@ -25,18 +30,24 @@ import os
 import pickle
 import sys
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, TypeVar
 
 from oneiric import canonical, plandoc
+from oneiric.plandoc import Pin
 
 from . import checker, diagnostics, nodes, parser
 from .checker import CheckedFile
 from .parser import grammar_text
 
 ENTRY_SUFFIX = ".entry"
-_CHECKSUM = hashlib.sha256().digest_size
+MEMO_DIRECTORY = "builds"
+CHECKSUM_SIZE = hashlib.sha256().digest_size
+_T = TypeVar("_T")
 
 # The modules whose code decides what an entry holds; any edit to one (even
 # without a version bump, in a source checkout) starts a new cache.
@@ -47,7 +58,33 @@ _ALLOWED = {
     for name in dir(module)
     if isinstance(getattr(module, name), type)
     and getattr(module, name).__module__ == module.__name__
-}
+} | {(__name__, "PlanParts"), (__name__, "BuildMemo")}
+
+
+@dataclass(frozen=True, slots=True)
+class PlanParts:
+    """A plan but what depends on the files' raw bytes: its `sources` (and so its digest).
+
+    Whatever leaves every file's checked form unchanged (a comment) changes
+    only those; the rest is kept encoded, to be sealed again (`planner.seal`).
+    """
+
+    members: dict[str, bytes]  # canonical `"key":value` members, but sources and digest
+    files: tuple[str, ...]  # the files `sources` lists, in order
+    components: int
+    workflows: int
+    routes: int
+
+
+@dataclass(frozen=True, slots=True)
+class BuildMemo:
+    """What a successful build produced, and everything it depended on beyond its key."""
+
+    checksums: dict[str, bytes]  # every file read → its checked form's entry checksum
+    plans: dict[str, PlanParts]  # target → its plan, in output order
+    diagnostics: tuple[diagnostics.Diagnostic, ...]  # warnings only
+    modules: dict[str, Pin]  # every module pinned → its pin
+    entry_points: dict[tuple[str, str], tuple[str, str, Pin]]  # (group, name) → module, attr, pin
 
 
 def _compiler_version() -> str:
@@ -64,21 +101,21 @@ class _RecordsOnly(pickle.Unpickler):
         raise pickle.UnpicklingError(f"{module}.{name} is not a compiler record")
 
 
-def load_entry(blob: bytes) -> CheckedFile | None:
-    """The checked file an entry holds, or None when it is damaged or holds anything else."""
-    payload = blob[_CHECKSUM:]
-    if len(blob) <= _CHECKSUM or hashlib.sha256(payload).digest() != blob[:_CHECKSUM]:
+def load_entry(blob: bytes, kind: type[_T]) -> _T | None:
+    """The `kind` record an entry holds, or None when it is damaged or holds anything else."""
+    payload = blob[CHECKSUM_SIZE:]
+    if len(blob) <= CHECKSUM_SIZE or hashlib.sha256(payload).digest() != blob[:CHECKSUM_SIZE]:
         return None
     try:
         value = _RecordsOnly(io.BytesIO(payload)).load()
     except Exception:  # any unreadable or foreign payload is simply a miss
         return None
-    return value if isinstance(value, CheckedFile) else None
+    return value if isinstance(value, kind) else None
 
 
-def dump_entry(checked: CheckedFile) -> bytes:
+def dump_entry(record: CheckedFile | BuildMemo) -> bytes:
     """Raises RecursionError for a structure too deep to pickle (then: do not cache it)."""
-    payload = pickle.dumps(checked, protocol=pickle.HIGHEST_PROTOCOL)
+    payload = pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
     return hashlib.sha256(payload).digest() + payload
 
 
@@ -97,13 +134,33 @@ class CheckCache:
         key = hashlib.sha256(self._salt + path.encode() + b"\0" + data).hexdigest()
         return self.directory / key[:2] / f"{key}{ENTRY_SUFFIX}"
 
+    def memo(self, modules: Iterable[ModuleType], request: str) -> Path:
+        """Where the memo of the build asked `request` lives, under a salt that adds the
+        source of `modules` (the code that turns checked files into plans) to the
+        entries' own."""
+        key = hashlib.sha256(self._salt)
+        for module in modules:
+            key.update(Path(module.__file__ or "").read_bytes())
+        key.update(request.encode())
+        return self.directory / MEMO_DIRECTORY / key.hexdigest()
 
-def read_entry(entry: Path) -> CheckedFile | None:
+
+def read_entry(entry: Path) -> bytes | None:
+    """An entry's bytes (`load_entry` checks them), or None when there is none."""
     try:
-        blob = entry.read_bytes()
+        return entry.read_bytes()
     except OSError:
         return None
-    return load_entry(blob)
+
+
+def read_checksum(entry: Path) -> bytes | None:
+    """An entry's checksum alone: what it holds, identified without loading it."""
+    try:
+        with entry.open("rb") as handle:
+            checksum = handle.read(CHECKSUM_SIZE)
+    except OSError:
+        return None
+    return checksum if len(checksum) == CHECKSUM_SIZE else None
 
 
 def write_entry(entry: Path, blob: bytes) -> None:

@@ -139,7 +139,10 @@ def _compile(
     strict: bool | None,
     no_cache: bool,
     module_path: tuple[Path, ...],
+    *,
+    reuse_outputs: bool = False,
 ) -> Build:
+    """`reuse_outputs`: the command needs only outputs, diagnostics and source texts."""
     try:
         return compile_project(
             ctx.project,
@@ -148,6 +151,7 @@ def _compile(
             strict=strict,
             use_cache=not no_cache,
             module_path=list(module_path),
+            reuse_outputs=reuse_outputs,
         )
     except ProjectError as exc:
         fail_usage(str(exc))
@@ -169,10 +173,10 @@ def _report(ctx: CliState, build: Build, extra: dict[str, Any] | None = None) ->
 
 
 def _describe(plan: CompiledPlan) -> str:
-    document = plan.document
+    parts = plan.parts
     return (
-        f"{len(document['components'])} components, {len(document['workflows'])} workflows, "
-        f"{len(document['routes'])} routes, {plan.digest}"
+        f"{parts.components} components, {parts.workflows} workflows, "
+        f"{parts.routes} routes, {plan.digest}"
     )
 
 
@@ -217,7 +221,9 @@ def build(
         fail_usage("--out needs exactly one --target")
     if out is not None and check_only:
         fail_usage("--out and --check cannot be combined")
-    result = _compile(ctx, paths, list(targets) or None, strict, no_cache, module_path)
+    result = _compile(
+        ctx, paths, list(targets) or None, strict, no_cache, module_path, reuse_outputs=True
+    )
     if result.failed:
         _report(ctx, result)
         sys.exit(1)
@@ -317,7 +323,7 @@ def check(
 ) -> None:
     """Check sources and resolve every target without writing anything."""
     ctx = _ctx(output)
-    result = _compile(ctx, paths, None, strict, no_cache, module_path)
+    result = _compile(ctx, paths, None, strict, no_cache, module_path, reuse_outputs=True)
     if ctx.output in CI_FORMATS:
         click.echo(render_ci(ctx.output, result.diagnostics, ctx.project.root), nl=False)
         sys.exit(1 if result.failed else 0)

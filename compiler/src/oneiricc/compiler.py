@@ -7,26 +7,40 @@
     planner.build_plan Resolution   → CompiledPlan (pins, orders, routes, digest, bytes)
 
 `compile_project` runs them and gathers every diagnostic of every stage, in
-source order, so one build reports all its errors at once.  None of this
+source order, so one build reports all its errors at once.
+
+Early cutoff (the build memo, `cache.BuildMemo`): a successful build with the
+cache on is remembered under a key of what it was asked (targets, strictness,
+module path, the files found) with every file's entry checksum and every pin
+it took.  A later build asked the same, whose files all have the same checked
+form (a comment edit included) and whose pins are all the same, reuses its
+plans: only `sources` (the files' digests) and so the plan digest and bytes
+are made again.  Nothing is loaded, joined, resolved or planned then, so such
+a build has no `program` or `resolutions`: only callers that need the outputs
+and diagnostics alone ask for it (`reuse_outputs`).  None of this
 imports pydantic: `Build.plans` validates the plan bytes into
 `oneiric.plan.Plan` models only when a command asks for them.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from oneiric.gcpause import gc_paused
+from oneiric.plandoc import Pin
 
-from .cache import CheckCache
+from . import graphs, loader, pins, planner, resolver
+from .cache import BuildMemo, CheckCache, dump_entry, load_entry, read_entry, write_entry
 from .checker import Program, check
 from .diagnostics import Diagnostic, did_you_mean, has_errors, sorted_diagnostics
-from .loader import Sources, discover, load
-from .pins import Pinner
-from .planner import CompiledPlan, build_plan
+from .loader import Sources, discover, load, read_checksums
+from .pins import PinError, Pinner, Resolved
+from .planner import CompiledPlan, build_plan, seal
 from .project import Project
 from .resolver import Resolution, resolve
 
@@ -64,9 +78,9 @@ class PlanModels(Mapping[str, "Plan"]):
 @dataclass(slots=True)
 class Build:
     sources: Sources
-    program: Program
+    checked: Program | None  # None when the outputs were reused from the build memo
     outputs: dict[str, CompiledPlan] = field(default_factory=dict)
-    resolutions: dict[str, Resolution] = field(default_factory=dict)
+    resolutions: dict[str, Resolution] = field(default_factory=dict)  # empty when reused
     diagnostics: list[Diagnostic] = field(default_factory=list)
     plans: PlanModels = field(init=False)
 
@@ -74,8 +88,42 @@ class Build:
         self.plans = PlanModels(self.outputs)
 
     @property
+    def reused(self) -> bool:
+        """The outputs came from the build memo: nothing was resolved or planned."""
+        return self.checked is None
+
+    @property
+    def program(self) -> Program:
+        if self.checked is None:
+            raise RuntimeError("a build reused from the memo has no program: compile it whole")
+        return self.checked
+
+    @property
     def failed(self) -> bool:
         return has_errors(self.diagnostics)
+
+
+# The code that turns checked files into plans: part of the memo's key, with what
+# shapes the entries themselves (`cache`).
+_PLANNING_MODULES = (loader, resolver, graphs, pins, planner, sys.modules[__name__])
+
+
+class _RecordingPinner(Pinner):
+    """A `Pinner` that keeps every pin it gives, for the build memo to check again."""
+
+    def __init__(self, module_path: list[Path]) -> None:
+        super().__init__(module_path)
+        self.modules: dict[str, Pin] = {}
+        self.entry_points: dict[tuple[str, str], tuple[str, str, Pin]] = {}
+
+    def pin_module(self, module: str) -> Pin:
+        pin = self.modules[module] = super().pin_module(module)
+        return pin
+
+    def resolve_entry_point(self, group: str, name: str) -> Resolved:
+        found = super().resolve_entry_point(group, name)
+        self.entry_points[(group, name)] = (found.module, found.attr, found.pin)
+        return found
 
 
 def compile_project(
@@ -88,31 +136,89 @@ def compile_project(
     module_path: list[Path] | None = None,
     overlay: Mapping[str, str] | None = None,
     keep_trees: bool = False,
+    reuse_outputs: bool = False,
 ) -> Build:
     """Compile `targets` (all targets when None) from `paths` (the project's sources when None).
 
     `overlay` maps project-relative paths to text read instead of the file (unsaved buffers).
     `keep_trees` keeps every file's syntax tree in `Build.sources.modules` (no cache then).
+    `reuse_outputs`: the caller needs only outputs, diagnostics and source texts, so
+    the build memo may serve them (see the module docstring).
     """
     with gc_paused():
-        return _compile(
-            project, paths, targets, strict, use_cache, module_path, overlay, keep_trees
-        )
+        strict = project.strict if strict is None else strict
+        entries = discover(project, paths or [project.root / s for s in project.sources])
+        cache = CheckCache(project.cache_dir) if use_cache and not keep_trees else None
+        module_dirs = [project.root / p for p in project.module_path] + (module_path or [])
+        memo = None
+        if cache is not None and not overlay:
+            request = [str(project.root), targets, strict, [str(p) for p in module_dirs], entries]
+            memo = cache.memo(_PLANNING_MODULES, json.dumps(request))
+            if reuse_outputs:
+                reused = _reuse(project, cache, memo, module_dirs)
+                if reused is not None:
+                    return reused
+        pinner = _RecordingPinner(module_dirs)
+        build = _compile(project, entries, targets, strict, cache, pinner, overlay, keep_trees)
+        if memo is not None and not build.failed:
+            _remember(memo, build, pinner)
+        return build
+
+
+def _reuse(
+    project: Project, cache: CheckCache, memo: Path, module_dirs: list[Path]
+) -> Build | None:
+    """The build the memo stands for, when every file and pin it depends on is unchanged."""
+    blob = read_entry(memo)
+    remembered = None if blob is None else load_entry(blob, BuildMemo)
+    if remembered is None:
+        return None
+    sources = read_checksums(project, list(remembered.checksums), cache)
+    if sources is None or sources.checksums != remembered.checksums:
+        return None
+    pinner = Pinner(module_dirs)
+    try:
+        for module, pin in remembered.modules.items():
+            if pinner.pin_module(module) != pin:
+                return None
+        for (group, name), expected in remembered.entry_points.items():
+            found = pinner.resolve_entry_point(group, name)
+            if (found.module, found.attr, found.pin) != expected:
+                return None
+    except PinError:
+        return None
+    outputs = {name: seal(parts, sources) for name, parts in remembered.plans.items()}
+    return Build(sources, None, outputs, diagnostics=list(remembered.diagnostics))
+
+
+def _remember(memo: Path, build: Build, pinner: _RecordingPinner) -> None:
+    checksums = build.sources.checksums
+    if checksums.keys() != build.sources.files.keys():
+        return  # a file without an entry: the next build could not compare it
+    record = BuildMemo(
+        dict(checksums),
+        {name: plan.parts for name, plan in build.outputs.items()},
+        tuple(build.diagnostics),
+        pinner.modules,
+        pinner.entry_points,
+    )
+    try:
+        blob = dump_entry(record)
+    except RecursionError:  # a diagnostic too deep to pickle: not remembered
+        return
+    write_entry(memo, blob)
 
 
 def _compile(
     project: Project,
-    paths: list[Path] | None,
+    entries: list[str],
     targets: list[str] | None,
-    strict: bool | None,
-    use_cache: bool,
-    module_path: list[Path] | None,
+    strict: bool,
+    cache: CheckCache | None,
+    pinner: Pinner,
     overlay: Mapping[str, str] | None,
     keep_trees: bool,
 ) -> Build:
-    strict = project.strict if strict is None else strict
-    entries = discover(project, paths or [project.root / s for s in project.sources])
-    cache = CheckCache(project.cache_dir) if use_cache and not keep_trees else None
     sources = load(project, entries, cache, overlay, keep_trees=keep_trees)
     program = check(sources)
     build = Build(sources, program)
@@ -129,7 +235,6 @@ def _compile(
                     or f"targets: {', '.join(sorted(program.targets)) or 'none declared'}",
                 )
             )
-    pinner = Pinner([project.root / p for p in (*project.module_path,)] + (module_path or []))
     for name in names:
         if name not in program.targets:
             continue

@@ -21,7 +21,15 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from . import nodes as n
-from .cache import CheckCache, dump_entry, load_entry, read_entry, write_entry
+from .cache import (
+    CHECKSUM_SIZE,
+    CheckCache,
+    dump_entry,
+    load_entry,
+    read_checksum,
+    read_entry,
+    write_entry,
+)
 from .checker import CheckedFile, check_file
 from .diagnostics import CompileError, Diagnostic
 from .parser import decode_source, parse, parser
@@ -46,6 +54,8 @@ class Sources:
     modules: dict[str, n.Module] = field(default_factory=dict)  # syntax trees, on request
     imports: dict[str, tuple[str, ...]] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    # The cache entry checksum of each checked file that has an entry (a build memo's key).
+    checksums: dict[str, bytes] = field(default_factory=dict)
 
     def texts(self) -> dict[str, str]:
         return {path: f.text for path, f in self.files.items()}
@@ -105,8 +115,31 @@ def load(
 
 # (path, text, cache entry to write or None, keep the syntax tree)
 _Job = tuple[str, str, Path | None, bool]
-# (path, checked file or its cache entry's bytes or the syntax errors, syntax tree)
-_Outcome = tuple[str, CheckedFile | bytes | list[Diagnostic], n.Module | None]
+# (path, checked file or its cache entry's bytes or the syntax errors, syntax tree,
+#  the checksum of the entry written)
+_Outcome = tuple[str, CheckedFile | bytes | list[Diagnostic], n.Module | None, bytes | None]
+
+
+def _read(
+    project: Project, path: str, overlay: Mapping[str, str], sources: Sources
+) -> bytes | None:
+    """A file's bytes, its text and digest recorded in `sources`; None (reported) when
+    it cannot be read or decoded."""
+    try:
+        text = overlay.get(path)
+        data = (project.root / path).read_bytes() if text is None else text.encode("utf-8")
+    except OSError as exc:
+        sources.diagnostics.append(
+            Diagnostic("E0004", f"cannot read file: {exc.strerror or exc}", path)
+        )
+        return None
+    try:
+        text = decode_source(path, data)
+    except CompileError as err:
+        sources.diagnostics.extend(err.diagnostics)
+        return None
+    sources.files[path] = SourceFile(path, text, hashlib.sha256(data).hexdigest())
+    return data
 
 
 def _read_and_parse(
@@ -119,38 +152,31 @@ def _read_and_parse(
 ) -> None:
     jobs: list[_Job] = []
     for path in paths:
-        try:
-            text = overlay.get(path)
-            data = (project.root / path).read_bytes() if text is None else text.encode("utf-8")
-        except OSError as exc:
-            sources.diagnostics.append(
-                Diagnostic("E0004", f"cannot read file: {exc.strerror or exc}", path)
-            )
+        data = _read(project, path, overlay, sources)
+        if data is None:
             continue
-        try:
-            text = decode_source(path, data)
-        except CompileError as err:
-            sources.diagnostics.extend(err.diagnostics)
-            continue
-        sources.files[path] = SourceFile(path, text, hashlib.sha256(data).hexdigest())
         entry = None
         if cache is not None and not keep_trees:
             entry = cache.entry(path, data)
-            cached = read_entry(entry)
-            if cached is not None:
+            blob = read_entry(entry)
+            cached = None if blob is None else load_entry(blob, CheckedFile)
+            if blob is not None and cached is not None:
                 sources.checked[path] = cached
+                sources.checksums[path] = blob[:CHECKSUM_SIZE]
                 continue
-        jobs.append((path, text, entry, keep_trees))
+        jobs.append((path, sources.files[path].text, entry, keep_trees))
 
-    for path, outcome, module in _parse_all(jobs):
+    for path, outcome, module, checksum in _parse_all(jobs):
         if isinstance(outcome, bytes):
-            loaded = load_entry(outcome)
+            loaded = load_entry(outcome, CheckedFile)
             assert loaded is not None, path  # bytes this build's own worker just pickled
             outcome = loaded
         if isinstance(outcome, CheckedFile):
             sources.checked[path] = outcome
             if module is not None:
                 sources.modules[path] = module
+            if checksum is not None:
+                sources.checksums[path] = checksum
         else:
             sources.diagnostics.extend(outcome)
 
@@ -158,6 +184,33 @@ def _read_and_parse(
         checked = sources.checked.get(path)
         if checked is not None:
             sources.imports[path] = _resolve_imports(project, path, checked.imports, sources)
+
+
+def read_checksums(project: Project, paths: list[str], cache: CheckCache) -> Sources | None:
+    """Each file's text and its checked form's entry checksum, without loading any entry.
+
+    Only a file without an entry (an edited one) is parsed and checked, its entry
+    written on the way, so a build that goes on to `load` finds it.  None when a
+    file cannot be read, decoded, parsed or cached (the build that reports why is
+    `load`'s).
+    """
+    sources = Sources()
+    jobs: list[_Job] = []
+    for path in paths:
+        data = _read(project, path, {}, sources)
+        if data is None:
+            return None
+        entry = cache.entry(path, data)
+        checksum = read_checksum(entry)
+        if checksum is None:
+            jobs.append((path, sources.files[path].text, entry, False))
+        else:
+            sources.checksums[path] = checksum
+    for path, _, _, checksum in _parse_all(jobs):
+        if checksum is None:
+            return None
+        sources.checksums[path] = checksum
+    return sources
 
 
 def _parse_one(job: _Job, *, blob_back: bool = False) -> _Outcome:
@@ -170,19 +223,19 @@ def _parse_one(job: _Job, *, blob_back: bool = False) -> _Outcome:
     try:
         module = parse(path, text)
     except CompileError as err:
-        return path, err.diagnostics, None
+        return path, err.diagnostics, None, None
     checked = check_file(module)
     tree = module if keep_tree else None
     if entry is None:
-        return path, checked, tree
+        return path, checked, tree, None
     try:
         blob = dump_entry(checked)
     except RecursionError:  # too deep to pickle: built but not cached
         if blob_back:
             raise  # nor can the pool send it back: the parent parses it again
-        return path, checked, tree
+        return path, checked, tree, None
     write_entry(entry, blob)
-    return path, blob if blob_back else checked, tree
+    return path, blob if blob_back else checked, tree, blob[:CHECKSUM_SIZE]
 
 
 def _parse_all(jobs: list[_Job]) -> list[_Outcome]:

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from oneiric import plandoc as doc
-from oneiric.canonical import dumps_sealed
+from oneiric.canonical import encode_members, seal_members
 
 from . import graphs
+from .cache import PlanParts
 from .checker import Impl, Place
 from .diagnostics import Diagnostic
 from .loader import Sources
@@ -30,14 +31,11 @@ from .resolver import Candidate, Decision, Resolution, component_id
 
 @dataclass(frozen=True, slots=True)
 class CompiledPlan:
-    """One target's plan: the document (digest included) and its canonical bytes."""
+    """One target's plan: its canonical bytes and digest, and the parts it was sealed from."""
 
-    document: doc.Plan
     data: bytes
-
-    @property
-    def digest(self) -> str:
-        return self.document["digest"]
+    digest: str
+    parts: PlanParts
 
 
 def build_plan(
@@ -60,21 +58,27 @@ def build_plan(
         "version": doc.FORMAT_VERSION,
         "target": resolution.target.name,
         "profile": resolution.target.profile,
-        "sources": [
-            doc.Source(path=path, sha256=sources.files[path].sha256)
-            for path in resolution.files
-            if path in sources.files
-        ],
         "components": components,
         "activation_order": _activation_order(components, workflows),
         "workflows": workflows,
         "routes": routes,
     }
-    # numbers_checked: the checker bounds every integer to ±(2**53 - 1) and makes no floats.
-    data, digest = dumps_sealed(body, numbers_checked=True)
-    body["digest"] = digest
-    document: doc.Plan = body  # type: ignore[assignment]  # every key of doc.Plan is set above
-    return CompiledPlan(document, data), diagnostics
+    parts = PlanParts(
+        # numbers_checked: the checker bounds every integer to ±(2**53 - 1) and makes no floats.
+        encode_members(body, numbers_checked=True),
+        tuple(path for path in resolution.files if path in sources.files),
+        len(components),
+        len(workflows),
+        len(routes),
+    )
+    return seal(parts, sources), diagnostics
+
+
+def seal(parts: PlanParts, sources: Sources) -> CompiledPlan:
+    """The plan of `parts` listing `sources`' files, as they are now, and its digest."""
+    listed = [doc.Source(path=path, sha256=sources.files[path].sha256) for path in parts.files]
+    data, digest = seal_members({**parts.members, **encode_members({"sources": listed})})
+    return CompiledPlan(data, digest, parts)
 
 
 def _error(

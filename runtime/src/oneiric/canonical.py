@@ -69,21 +69,32 @@ def dumps_sealed(
     """Canonical bytes of `body` with `field` added: the `sha256:` digest of `body`'s own bytes.
 
     The same bytes as `dumps({**body, field: sha256_digest(dumps(body))})`, with
-    every member encoded once: a canonical object is its `"key":value` members
-    sorted by key (UTF-16 code units) between braces, so the sealed document is
-    the body's members plus one more.  Returns (bytes, digest).
+    every member encoded once.  Returns (bytes, digest).
     """
-    if field in body:
-        raise ValueError(f"the body to seal already has a {field!r} member")
-    members = {
+    return seal_members(encode_members(body, numbers_checked=numbers_checked), field)
+
+
+def encode_members(body: Mapping[str, Any], *, numbers_checked: bool = False) -> dict[str, bytes]:
+    """Each member of the object `body` as its canonical `"key":value` bytes.
+
+    A canonical object is its members sorted by key (UTF-16 code units) between
+    braces, so members encoded once can be sealed (`seal_members`) again and
+    again, with other members beside them, without encoding them anew.
+    """
+    return {
         key: dumps(key) + b":" + dumps(value, numbers_checked=numbers_checked)
         for key, value in body.items()
     }
+
+
+def seal_members(members: Mapping[str, bytes], field: str = "digest") -> tuple[bytes, str]:
+    """`dumps_sealed` of the object whose encoded members (`encode_members`) are `members`."""
+    if field in members:
+        raise ValueError(f"the body to seal already has a {field!r} member")
     digest = sha256_digest(_object(members))
-    members[field] = dumps(field) + b":" + dumps(digest)
-    return _object(members), digest
+    return _object({**members, field: dumps(field) + b":" + dumps(digest)}), digest
 
 
-def _object(members: dict[str, bytes]) -> bytes:
+def _object(members: Mapping[str, bytes]) -> bytes:
     ordered = sorted(members, key=lambda key: key.encode("utf-16-be"))
     return b"{" + b",".join(members[key] for key in ordered) + b"}"
