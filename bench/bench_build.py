@@ -13,7 +13,8 @@ interleaved so both see the same machine load:
 * cache: with the cache on (the project's .oneiric-cache), a cold build (cache
   deleted first), a rebuild with nothing changed, one after a comment was
   appended to one of the 20 files, and one after a priority was changed in it
-  (a semantic edit: the plan changes); wall and CPU time of each.
+  (a semantic edit: the plan changes); wall and CPU time of each (once, untimed,
+  each plan is compared with a --no-cache build of the same sources).
 
 Each figure is the median of --repeat runs.  Goals (issue 2, item 9): build at
 most 1.3x the bare parse, 50k/10k growth at most 5.5, peak RSS under 1 GiB at
@@ -254,6 +255,8 @@ def measure_cache(root: Path, plan: Path, repeat: int, env: dict[str, str]) -> C
     original = edited.read_bytes()
     runs: dict[str, list[Run]] = {case: [] for case in CACHE_CASES}
     plans: dict[str, bytes] = {}
+    uncached = plan.read_bytes()  # the --no-cache build of the unedited sources
+    reference = plan.with_name("reference.plan.json")
     try:
         for attempt in range(repeat):
             shutil.rmtree(root / ".oneiric-cache", ignore_errors=True)
@@ -266,6 +269,13 @@ def measure_cache(root: Path, plan: Path, repeat: int, env: dict[str, str]) -> C
                     edited.write_bytes(semantic_edit(original.decode()).encode())
                 runs[case].append(build(root, plan, env, cache=True))
                 plans[case] = plan.read_bytes()
+                if attempt == 0:  # the cache never changes the output (not timed)
+                    expected = uncached
+                    if case in ("comment", "semantic"):
+                        build(root, reference, env, cache=False)
+                        expected = reference.read_bytes()
+                    if plans[case] != expected:
+                        raise SystemExit(f"{case}: the cached build differs from --no-cache")
     finally:
         edited.write_bytes(original)
     if plans["semantic"] == plans["unchanged"] or plans["comment"] == plans["unchanged"]:
