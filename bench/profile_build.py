@@ -106,15 +106,20 @@ def stages(
             finally:
                 TimedPinner.spent += time.perf_counter() - start
 
-    def timed_encode(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return sealed(*args, **kwargs)
-        finally:
-            times["encode"] += time.perf_counter() - start
+    def timed_encoding(func: Callable[..., R]) -> Callable[..., R]:
+        def timed(*args: Any, **kwargs: Any) -> R:
+            start = time.perf_counter()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                times["encode"] += time.perf_counter() - start
 
-    sealed = planner.dumps_sealed
-    planner.dumps_sealed = timed_encode  # type: ignore[assignment]
+        return timed
+
+    # The planner encodes with these two (canonical JSON, the digest and the sealed bytes).
+    encoders = {name: getattr(planner, name) for name in ("encode_members", "seal_members")}
+    for name, func in encoders.items():
+        setattr(planner, name, timed_encoding(func))
     if sequential:
         loader.PARALLEL_THRESHOLD_BYTES = 1 << 62  # parse in this process
     times: dict[str, float] = {"encode": 0.0}
@@ -141,7 +146,8 @@ def stages(
     lap("resolve")
     plan, diagnostics = planner.build_plan(resolution, sources, TimedPinner([]))
     lap("plan")
-    planner.dumps_sealed = sealed  # type: ignore[assignment]
+    for name, func in encoders.items():
+        setattr(planner, name, func)
     if plan is None:
         raise SystemExit(f"the project does not build: {diagnostics[:5]}")
     gc.enable()
