@@ -208,3 +208,24 @@ def test_only_callers_that_need_nothing_more_are_served(root: Path) -> None:
     overlay = {"stacks/base.oneiric": BASE}
     assert not build(root, overlay=overlay).reused
     assert not compile_at(root, reuse_outputs=True).reused  # no cache, no memo
+
+
+def test_syntax_error_or_missing_import_after_a_memo_is_reported(root: Path) -> None:
+    build(root)
+    base = root / "stacks" / "base.oneiric"
+    base.write_text(BASE + "stack {\n")
+    broken = build(root)
+    assert not broken.reused
+    assert broken.failed
+    assert [d.code for d in broken.diagnostics] == [d.code for d in compile_at(root).diagnostics]
+
+    base.write_text(BASE)
+    project = load_project(root)
+    app = [root / "stacks" / "app.oneiric"]
+    assert not compile_project(project, app, reuse_outputs=True).failed
+    assert compile_project(project, app, reuse_outputs=True).reused
+    base.unlink()
+    missing = compile_project(project, app, reuse_outputs=True)
+    assert not missing.reused
+    assert missing.failed
+    assert "E0204" in [d.code for d in missing.diagnostics]  # the import, then what it hid
