@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import time
 from pathlib import Path
 from typing import Any
 
-from oneiricc.cache import ENTRY_SUFFIX
+from oneiricc.cache import ENTRY_SUFFIX, MAX_UNUSED_S, MEMO_DIRECTORY, PRUNE_STAMP
 from support import compile_at, write_project
 
 CLEAN = {
@@ -116,3 +117,39 @@ def test_deleted_cache_rebuilds_the_same(tmp_path: Path) -> None:
         entry.unlink()
     assert outcome(root, use_cache=True) == expected
     assert len(entries(root)) == 3
+
+
+def test_entries_and_memos_no_build_used_for_a_month_are_pruned_once_a_day(
+    tmp_path: Path,
+) -> None:
+    root = write_project(tmp_path / "p", CLEAN)
+    cache = root / ".oneiric-cache"
+    compile_at(root, use_cache=True)
+    a = root / "stacks" / "a.oneiric"
+    a.write_text(a.read_text().replace('"mem"', '"memory"'), encoding="utf-8")
+    compile_at(root, use_cache=True)
+    assert len(entries(root)) == 4  # a.oneiric's old entry is no longer used by any build
+    memos = sorted((cache / MEMO_DIRECTORY).iterdir())
+    assert memos
+    # A month and a day pass; the users' own files in the directory are never touched.
+    foreign = [cache / "notes.txt", cache / MEMO_DIRECTORY / "README", cache / "ab" / "x.entry"]
+    for path in foreign:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("mine", encoding="utf-8")
+    old = time.time() - MAX_UNUSED_S - 86400
+    for path in [*entries(root), *memos, *foreign, cache / PRUNE_STAMP]:
+        os.utime(path, (old, old))
+
+    assert outcome(root, use_cache=True) == outcome(root)
+    kept = [path for path in entries(root) if path not in foreign]
+    assert len(kept) == 3  # the three this build read; the stale one is gone
+    assert all(path.exists() for path in foreign)
+    assert all(path.stat().st_mtime > old for path in kept)
+
+    # Pruned less than a day ago: the next build does not walk the cache again.
+    unused = cache / "cd" / f"{'cd' * 32}{ENTRY_SUFFIX}"
+    unused.parent.mkdir(exist_ok=True)
+    unused.write_bytes(b"an entry no build reads")
+    os.utime(unused, (old, old))
+    compile_at(root, use_cache=True)
+    assert unused.exists()

@@ -24,10 +24,12 @@ checked files in the same environment.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import pickle
+import re
 import sys
 import time
 from collections.abc import Iterable
@@ -46,6 +48,16 @@ from .parser import grammar_text
 
 ENTRY_SUFFIX = ".entry"
 MEMO_DIRECTORY = "builds"
+# Entries and memos that no build has read or written for this long are deleted,
+# by a build, at most once every PRUNE_EVERY_S (reads mark an entry used).
+MAX_UNUSED_S = 30 * 24 * 3600
+PRUNE_EVERY_S = 24 * 3600
+PRUNE_STAMP = "pruned"
+# What pruning may delete, and nothing else: the cache directory is configurable.
+_PRUNABLE = re.compile(
+    r"[0-9a-f]{2}/[0-9a-f]{64}\.entry|builds/[0-9a-f]{64}"
+    r"|(?:[0-9a-f]{2}|builds)/\.[0-9a-f]{64}(?:\.entry)?\.\d+\.\d+\.tmp"
+)
 CHECKSUM_SIZE = hashlib.sha256().digest_size
 _T = TypeVar("_T")
 
@@ -144,13 +156,44 @@ class CheckCache:
         key.update(request.encode())
         return self.directory / MEMO_DIRECTORY / key.hexdigest()
 
+    def prune(self, now: float | None = None) -> int:
+        """Delete entries and memos unused for `MAX_UNUSED_S`, and temporary files a
+        killed writer left behind; at most once every `PRUNE_EVERY_S`.  Returns how
+        many files went.  Pruning is housekeeping: any failure just stops it."""
+        now = time.time() if now is None else now
+        stamp = self.directory / PRUNE_STAMP
+        try:
+            if now - stamp.stat().st_mtime < PRUNE_EVERY_S:
+                return 0
+        except FileNotFoundError:
+            if not self.directory.is_dir():
+                return 0
+        except OSError:
+            return 0
+        removed = 0
+        try:
+            stamp.touch()
+            for path in self.directory.glob("*/*"):
+                name = path.relative_to(self.directory).as_posix()
+                if _PRUNABLE.fullmatch(name) is None:
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    if now - path.stat().st_mtime > MAX_UNUSED_S:
+                        path.unlink()
+                        removed += 1
+        except OSError:
+            pass
+        return removed
+
 
 def read_entry(entry: Path) -> bytes | None:
     """An entry's bytes (`load_entry` checks them), or None when there is none."""
     try:
-        return entry.read_bytes()
+        blob = entry.read_bytes()
     except OSError:
         return None
+    _mark_used(entry)
+    return blob
 
 
 def read_checksum(entry: Path) -> bytes | None:
@@ -160,7 +203,14 @@ def read_checksum(entry: Path) -> bytes | None:
             checksum = handle.read(CHECKSUM_SIZE)
     except OSError:
         return None
+    _mark_used(entry)
     return checksum if len(checksum) == CHECKSUM_SIZE else None
+
+
+def _mark_used(entry: Path) -> None:
+    """Its modification time is when a build last used it: what `prune` goes by."""
+    with contextlib.suppress(OSError):
+        os.utime(entry)
 
 
 def write_entry(entry: Path, blob: bytes) -> None:

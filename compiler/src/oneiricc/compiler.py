@@ -157,11 +157,14 @@ def compile_project(
             if reuse_outputs:
                 reused = _reuse(project, cache, memo, module_dirs)
                 if reused is not None:
+                    cache.prune()
                     return reused
         pinner = _RecordingPinner(module_dirs)
         build = _compile(project, entries, targets, strict, cache, pinner, overlay, keep_trees)
         if memo is not None and not build.failed:
             _remember(memo, build, pinner)
+        if cache is not None:
+            cache.prune()
         return build
 
 
