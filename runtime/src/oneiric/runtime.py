@@ -310,10 +310,11 @@ class Runtime:
         switch per component.  An async factory, an awaitable result or an
         async health check is finished on the event loop.
         """
+        on_loop = _async_factories(components, factories)
         index = 0
         while index < len(components):
             component = components[index]
-            if _async_factory(component, factories):
+            if component.id in on_loop:
                 self._keep(
                     await self._activate(component, factories[component.id], log), made, added
                 )
@@ -321,7 +322,7 @@ class Runtime:
                 continue
             batch: list[Component] = []
             for candidate in components[index:]:
-                if _async_factory(candidate, factories):
+                if candidate.id in on_loop:
                     break
                 batch.append(candidate)
             runner = DeadlineRunner()
@@ -695,9 +696,20 @@ def _health_check(value: Any) -> Callable[[], Any] | None:
     return check if callable(check) else None
 
 
-def _async_factory(component: Component, factories: dict[str, Any]) -> bool:
-    factory = factories.get(component.id)
-    return component.domain in FACTORY_DOMAINS and factory is not None and _is_async(factory)
+def _async_factories(components: list[Component], factories: dict[str, Any]) -> set[str]:
+    """The components whose factory is async (made on the event loop); each factory
+    is inspected once, however many components share it."""
+    is_async: dict[int, bool] = {}
+    found = set()
+    for component in components:
+        factory = factories.get(component.id)
+        if component.domain not in FACTORY_DOMAINS or factory is None:
+            continue
+        if id(factory) not in is_async:
+            is_async[id(factory)] = _is_async(factory)
+        if is_async[id(factory)]:
+            found.add(component.id)
+    return found
 
 
 def _instance(component: Component, value: Any) -> Instance:
