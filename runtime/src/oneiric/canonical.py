@@ -63,12 +63,17 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def digest_of(body: Mapping[str, Any], *, numbers_checked: bool = False) -> str:
+    """The digest a sealed document carries: `sha256:` of its body's canonical bytes."""
+    return sha256_digest(dumps(body, numbers_checked=numbers_checked))
+
+
 def dumps_sealed(
     body: Mapping[str, Any], field: str = "digest", *, numbers_checked: bool = False
 ) -> tuple[bytes, str]:
     """Canonical bytes of `body` with `field` added: the `sha256:` digest of `body`'s own bytes.
 
-    The same bytes as `dumps({**body, field: sha256_digest(dumps(body))})`, with
+    The same bytes as `dumps({**body, field: digest_of(body)})`, with
     every member encoded once.  Returns (bytes, digest).
     """
     return seal_members(encode_members(body, numbers_checked=numbers_checked), field)

@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, with_config
 from typing_extensions import TypeAliasType, TypedDict
 
-from .canonical import MAX_SAFE_INTEGER, dumps, sha256_digest
+from .canonical import MAX_SAFE_INTEGER, digest_of, dumps, dumps_sealed
 from .plandoc import DOMAINS as DOMAINS  # re-exported: the plan's vocabulary
 from .plandoc import FORMAT_VERSION as FORMAT_VERSION
 from .plandoc import KNOWN_MAJOR_VERSIONS as KNOWN_MAJOR_VERSIONS
@@ -201,7 +201,7 @@ class Plan(_Model):
 
     def computed_digest(self) -> str:
         # The model admits no floats and only safe integers: skip the number scan.
-        return sha256_digest(dumps(self.body(), numbers_checked=True))
+        return digest_of(self.body(), numbers_checked=True)
 
     def sealed(self) -> Plan:
         """This plan with `digest` set to the sha256 of its canonical body."""
@@ -209,9 +209,10 @@ class Plan(_Model):
 
     def to_bytes(self) -> bytes:
         """Canonical bytes of the sealed plan, digest included: the plan file's content."""
-        data = self.body()
-        data["digest"] = self.digest or sha256_digest(dumps(data, numbers_checked=True))
-        return dumps(data, numbers_checked=True)
+        body = self.body()
+        if self.digest is None:
+            return dumps_sealed(body, numbers_checked=True)[0]
+        return dumps({**body, "digest": self.digest}, numbers_checked=True)
 
     def component(self, component_id: str) -> Component | None:
         return next((c for c in self.components if c.id == component_id), None)
@@ -252,7 +253,7 @@ def load_plan(data: bytes, *, authenticated: bool = False) -> Plan:
         # Validation admitted exactly the model's fields, no floats and only safe
         # integers: the document as read, less its digest, is what the digest covers.
         body = {key: value for key, value in raw.items() if key != "digest"}
-        expected = sha256_digest(dumps(body, numbers_checked=True))
+        expected = digest_of(body, numbers_checked=True)
     if plan.digest != expected:
         raise ValueError(f"plan digest mismatch: plan says {plan.digest}, content is {expected}")
     return plan
