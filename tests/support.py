@@ -33,6 +33,32 @@ def run_cli(
     )
 
 
+# A small project of two files and two targets, with an implementation module of its own
+# (module-path = ["mods"]): what the cache and build server tests edit.
+SMALL_BASE = (
+    "oneiric 1\n"
+    "stack base {\n"
+    '  adapter db "disk" { impl "json:dumps" priority 1 }\n'
+    '  adapter db "mem" { impl "memoimpl:make" priority 1 }\n'
+    "}\n"
+)
+SMALL_APP = (
+    "oneiric 1\n"
+    'import "base.oneiric"\n'
+    "stack web {\n"
+    '  service api "v1" { impl "json:loads" requires adapter db }\n'
+    "}\n"
+    "target prod { layers base, web }\n"
+    "target dev { layers base }\n"
+)
+SMALL_PROJECT = {
+    "mods/memoimpl.py": "def make() -> int:\n    return 1\n",
+    "stacks/base.oneiric": SMALL_BASE,
+    "stacks/app.oneiric": SMALL_APP,
+}
+SMALL_SETTINGS = 'module-path = ["mods"]\n'
+
+
 def write_project(root: Path, files: dict[str, str | bytes], settings: str = "") -> Path:
     """A project in `root`: `oneiric.toml` (sources = stacks/) plus `files`, paths relative."""
     root.mkdir(parents=True, exist_ok=True)

@@ -14,34 +14,12 @@ import pytest
 from oneiricc.cache import MEMO_DIRECTORY
 from oneiricc.compiler import Build, compile_project
 from oneiricc.project import load_project
-from support import compile_at, write_project
-
-BASE = (
-    "oneiric 1\n"
-    "stack base {\n"
-    '  adapter db "disk" { impl "json:dumps" priority 1 }\n'
-    '  adapter db "mem" { impl "memoimpl:make" priority 1 }\n'
-    "}\n"
-)
-APP = (
-    "oneiric 1\n"
-    'import "base.oneiric"\n'
-    "stack web {\n"
-    '  service api "v1" { impl "json:loads" requires adapter db }\n'
-    "}\n"
-    "target prod { layers base, web }\n"
-    "target dev { layers base }\n"
-)
-FILES = {
-    "mods/memoimpl.py": "def make() -> int:\n    return 1\n",
-    "stacks/base.oneiric": BASE,
-    "stacks/app.oneiric": APP,
-}
+from support import SMALL_BASE, SMALL_PROJECT, SMALL_SETTINGS, compile_at, write_project
 
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    return write_project(tmp_path / "p", dict(FILES), 'module-path = ["mods"]\n')
+    return write_project(tmp_path / "p", dict(SMALL_PROJECT), SMALL_SETTINGS)
 
 
 def build(root: Path, **options: Any) -> Build:
@@ -75,7 +53,7 @@ def test_unchanged_rebuild_reuses_the_plans_byte_for_byte(root: Path) -> None:
     assert again.reused
     assert outcome(again) == outcome(first) == outcome(compile_at(root))
     assert sorted(again.sources.files) == ["stacks/app.oneiric", "stacks/base.oneiric"]
-    assert again.sources.files["stacks/base.oneiric"].text == BASE  # diagnostics render
+    assert again.sources.files["stacks/base.oneiric"].text == SMALL_BASE  # diagnostics render
     with pytest.raises(RuntimeError):
         again.program  # noqa: B018 - a reused build has none, and says so
 
@@ -83,7 +61,7 @@ def test_unchanged_rebuild_reuses_the_plans_byte_for_byte(root: Path) -> None:
 def test_comment_edit_is_reused_with_the_new_source_digest(root: Path) -> None:
     before = outcome(build(root))[1]
     base = root / "stacks" / "base.oneiric"
-    base.write_text(BASE + "# a comment changes the bytes, not the checked form\n")
+    base.write_text(SMALL_BASE + "# a comment changes the bytes, not the checked form\n")
     edited = build(root)
     assert edited.reused
     assert outcome(edited) == outcome(compile_at(root))
@@ -205,7 +183,7 @@ def test_only_callers_that_need_nothing_more_are_served(root: Path) -> None:
     assert not full.reused
     assert full.resolutions
     assert full.program.targets
-    overlay = {"stacks/base.oneiric": BASE}
+    overlay = {"stacks/base.oneiric": SMALL_BASE}
     assert not build(root, overlay=overlay).reused
     assert not compile_at(root, reuse_outputs=True).reused  # no cache, no memo
 
@@ -213,13 +191,13 @@ def test_only_callers_that_need_nothing_more_are_served(root: Path) -> None:
 def test_syntax_error_or_missing_import_after_a_memo_is_reported(root: Path) -> None:
     build(root)
     base = root / "stacks" / "base.oneiric"
-    base.write_text(BASE + "stack {\n")
+    base.write_text(SMALL_BASE + "stack {\n")
     broken = build(root)
     assert not broken.reused
     assert broken.failed
     assert [d.code for d in broken.diagnostics] == [d.code for d in compile_at(root).diagnostics]
 
-    base.write_text(BASE)
+    base.write_text(SMALL_BASE)
     project = load_project(root)
     app = [root / "stacks" / "app.oneiric"]
     assert not compile_project(project, app, reuse_outputs=True).failed

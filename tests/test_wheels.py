@@ -168,6 +168,13 @@ def test_installed_compiler_builds_a_stack_outside_the_repository(
     assert "dev:" in summary
     run(oneiricc, "build", "--check", cwd=project)
     run(oneiricc, "check", cwd=project)
+    # The installed build server serves the installed command line.
+    run(oneiricc, "server", "start", cwd=project)
+    try:
+        run(oneiricc, "build", "--check", cwd=project)
+        assert "1 build(s) served" in run(oneiricc, "server", "status", cwd=project)
+    finally:
+        run(oneiricc, "server", "stop", cwd=project)
     assert '"redis"' in run(oneiricc, "explain", "adapter:cache", "--target", "prod", cwd=project)
 
     # The installed runtime accepts the plans (digest, version, schema of the model).
@@ -189,17 +196,17 @@ def test_installed_compiler_builds_a_stack_outside_the_repository(
             python,
             "-c",
             "import json, importlib.util as u; print(json.dumps("
-            "[u.find_spec('json').origin, u.find_spec('oneiricc.cli').origin]))",
+            "[u.find_spec('json').origin, u.find_spec('oneiricc.launcher').origin]))",
             cwd=tmp_path,
         )
     )
     prod = json.loads(plans["prod.plan.json"])
     pins = {c["id"]: c["pin"] for c in prod["components"] if c["pin"]}
-    stdlib_json, compiler_cli = (hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files)
+    stdlib_json, compiler_entry = (hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files)
     assert pins["adapter:cache"]["sha256"] == stdlib_json
     action = pins["action:compress"]
-    assert (action["distribution"], action["file"]) == ("oneiric-compiler", "oneiricc/cli.py")
-    assert action["sha256"] == compiler_cli
+    assert (action["distribution"], action["file"]) == ("oneiric-compiler", "oneiricc/launcher.py")
+    assert action["sha256"] == compiler_entry
 
     # The workspace compiler decides exactly the same.
     workspace = compile_at(project)

@@ -20,6 +20,10 @@ The build memo (`builds/<key>`, same format) is the whole-build early cutoff:
 a successful build's outputs, kept with every file's entry checksum and every
 pin it took, reused (see `compiler`) when the build would read the same
 checked files in the same environment.
+
+A long-running process (the build server) also keeps the checked files of its
+latest build in memory (`KeptFiles`), by entry: what it holds is exactly what
+the entry would, without reading or unpickling it.
 """
 
 from __future__ import annotations
@@ -131,9 +135,42 @@ def dump_entry(record: CheckedFile | BuildMemo) -> bytes:
     return hashlib.sha256(payload).digest() + payload
 
 
+class KeptFiles:
+    """Checked files a long-running process keeps between builds, by cache entry.
+
+    An entry's name is the hash of the file's bytes (and of the code that
+    checks it), so a kept file stands for exactly what its entry holds.  The
+    objects are shared by every build that reads the same bytes: later stages
+    never mutate a `CheckedFile`.  Only what the latest build used stays kept
+    (`next_build`), so memory follows the project, not its history.
+    """
+
+    def __init__(self) -> None:
+        self._previous: dict[Path, tuple[CheckedFile, bytes]] = {}
+        self._current: dict[Path, tuple[CheckedFile, bytes]] = {}
+
+    def __len__(self) -> int:
+        return len(self._current.keys() | self._previous.keys())
+
+    def get(self, entry: Path) -> tuple[CheckedFile, bytes] | None:
+        found = self._current.get(entry) or self._previous.get(entry)
+        if found is not None:
+            self._current[entry] = found
+        return found
+
+    def put(self, entry: Path, checked: CheckedFile, checksum: bytes) -> None:
+        self._current[entry] = (checked, checksum)
+
+    def next_build(self) -> None:
+        """Forget what the build just finished did not use (if it used the cache at all)."""
+        if self._current:
+            self._previous, self._current = self._current, {}
+
+
 class CheckCache:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, kept: KeptFiles | None = None) -> None:
         self.directory = directory
+        self.kept = kept
         salt = hashlib.sha256(
             f"{_compiler_version()}\0{sys.implementation.cache_tag}\0{grammar_text()}\0".encode()
         )
@@ -145,6 +182,28 @@ class CheckCache:
         """Where the entry for `path` with content `data` lives."""
         key = hashlib.sha256(self._salt + path.encode() + b"\0" + data).hexdigest()
         return self.directory / key[:2] / f"{key}{ENTRY_SUFFIX}"
+
+    def load(self, entry: Path) -> tuple[CheckedFile, bytes] | None:
+        """The checked file an entry holds and the entry's checksum; None on a miss."""
+        if self.kept is not None and (found := self.kept.get(entry)) is not None:
+            return found
+        blob = read_entry(entry)
+        checked = None if blob is None else load_entry(blob, CheckedFile)
+        if blob is None or checked is None:
+            return None
+        self.keep(entry, checked, blob[:CHECKSUM_SIZE])
+        return checked, blob[:CHECKSUM_SIZE]
+
+    def checksum(self, entry: Path) -> bytes | None:
+        """An entry's checksum alone: what it holds, identified without loading it."""
+        if self.kept is not None and (found := self.kept.get(entry)) is not None:
+            return found[1]
+        return read_checksum(entry)
+
+    def keep(self, entry: Path, checked: CheckedFile, checksum: bytes) -> None:
+        """Remember, in a long-running process, what `entry` holds (just read or written)."""
+        if self.kept is not None:
+            self.kept.put(entry, checked, checksum)
 
     def memo(self, modules: Iterable[ModuleType], request: str) -> Path:
         """Where the memo of the build asked `request` lives, under a salt that adds the
@@ -197,7 +256,7 @@ def read_entry(entry: Path) -> bytes | None:
 
 
 def read_checksum(entry: Path) -> bytes | None:
-    """An entry's checksum alone: what it holds, identified without loading it."""
+    """An entry's checksum, read from its file."""
     try:
         with entry.open("rb") as handle:
             checksum = handle.read(CHECKSUM_SIZE)

@@ -18,7 +18,7 @@ import click
 
 from .diagnostics import CODES, Diagnostic, Severity
 from .errordocs import error_doc
-from .project import CONFIG_FILE
+from .projectroot import CONFIG_FILE
 
 CI_FORMATS = ("sarif", "github")
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"

@@ -21,6 +21,7 @@ import click
 from oneiric.cli import LazyGroup
 from oneiric.state import atomic_write
 
+from .cache import KeptFiles
 from .ci import CI_FORMATS, check_format_option, render_ci
 from .compiler import Build, compile_project
 from .diagnostics import Diagnostic, render_human, render_json, summary_line
@@ -36,9 +37,10 @@ def use_color(stream: Any) -> bool:
 
 
 class CliState:
-    def __init__(self, root: Path | None, output: str) -> None:
+    def __init__(self, root: Path | None, output: str, kept: KeptFiles | None = None) -> None:
         self._root = root
         self.output = output
+        self.kept = kept  # the checked files a build server keeps between builds
         self._project: Project | None = None
 
     @property
@@ -100,6 +102,7 @@ LAZY_COMMANDS = {
     "diff": "oneiricc.authoring:diff",
     "lsp": "oneiricc.authoring:lsp_command",
     "graph": "oneiricc.graph_cmd:graph",
+    "server": "oneiricc.buildserver:server",
 }
 
 
@@ -121,7 +124,9 @@ def main(ctx: click.Context, root: Path | None, output: str | None) -> None:
     # A short-lived process full of long-lived acyclic objects: the cyclic
     # collector only costs time here (see oneiric.gcpause).
     gc.disable()
-    ctx.obj = CliState(root, output or "human")
+    # A build server runs commands in its own process, passing what it keeps as `obj`.
+    kept = ctx.obj if isinstance(ctx.obj, KeptFiles) else None
+    ctx.obj = CliState(root, output or "human", kept)
 
 
 def _ctx(output: str | None) -> CliState:
@@ -152,6 +157,7 @@ def _compile(
             use_cache=not no_cache,
             module_path=list(module_path),
             reuse_outputs=reuse_outputs,
+            kept=ctx.kept,
         )
     except ProjectError as exc:
         fail_usage(str(exc))

@@ -35,7 +35,7 @@ from oneiric.gcpause import gc_paused
 from oneiric.plandoc import Pin
 
 from . import graphs, loader, pins, planner, resolver
-from .cache import BuildMemo, CheckCache, dump_entry, load_entry, read_entry, write_entry
+from .cache import BuildMemo, CheckCache, KeptFiles, dump_entry, load_entry, read_entry, write_entry
 from .checker import Program, check
 from .diagnostics import Diagnostic, did_you_mean, has_errors, sorted_diagnostics
 from .loader import Sources, discover, load, read_checksums
@@ -137,6 +137,7 @@ def compile_project(
     overlay: Mapping[str, str] | None = None,
     keep_trees: bool = False,
     reuse_outputs: bool = False,
+    kept: KeptFiles | None = None,
 ) -> Build:
     """Compile `targets` (all targets when None) from `paths` (the project's sources when None).
 
@@ -144,11 +145,12 @@ def compile_project(
     `keep_trees` keeps every file's syntax tree in `Build.sources.modules` (no cache then).
     `reuse_outputs`: the caller needs only outputs, diagnostics and source texts, so
     the build memo may serve them (see the module docstring).
+    `kept`: checked files a long-running process keeps in memory between builds.
     """
     with gc_paused():
         strict = project.strict if strict is None else strict
         entries = discover(project, paths or [project.root / s for s in project.sources])
-        cache = CheckCache(project.cache_dir) if use_cache and not keep_trees else None
+        cache = CheckCache(project.cache_dir, kept) if use_cache and not keep_trees else None
         module_dirs = [project.root / p for p in project.module_path] + (module_path or [])
         memo = None
         if cache is not None and not overlay:

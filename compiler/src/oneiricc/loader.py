@@ -21,15 +21,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from . import nodes as n
-from .cache import (
-    CHECKSUM_SIZE,
-    CheckCache,
-    dump_entry,
-    load_entry,
-    read_checksum,
-    read_entry,
-    write_entry,
-)
+from .cache import CHECKSUM_SIZE, CheckCache, dump_entry, load_entry, write_entry
 from .checker import CheckedFile, check_file
 from .diagnostics import CompileError, Diagnostic
 from .parser import decode_source, parse, parser
@@ -158,15 +150,14 @@ def _read_and_parse(
         entry = None
         if cache is not None and not keep_trees:
             entry = cache.entry(path, data)
-            blob = read_entry(entry)
-            cached = None if blob is None else load_entry(blob, CheckedFile)
-            if blob is not None and cached is not None:
-                sources.checked[path] = cached
-                sources.checksums[path] = blob[:CHECKSUM_SIZE]
+            found = cache.load(entry)
+            if found is not None:
+                sources.checked[path], sources.checksums[path] = found
                 continue
         jobs.append((path, sources.files[path].text, entry, keep_trees))
 
-    for path, outcome, module, checksum in _parse_all(jobs):
+    for job, (path, outcome, module, checksum) in zip(jobs, _parse_all(jobs), strict=True):
+        entry = job[2]
         if isinstance(outcome, bytes):
             loaded = load_entry(outcome, CheckedFile)
             assert loaded is not None, path  # bytes this build's own worker just pickled
@@ -177,6 +168,8 @@ def _read_and_parse(
                 sources.modules[path] = module
             if checksum is not None:
                 sources.checksums[path] = checksum
+                if cache is not None and entry is not None:
+                    cache.keep(entry, outcome, checksum)
         else:
             sources.diagnostics.extend(outcome)
 
@@ -201,15 +194,18 @@ def read_checksums(project: Project, paths: list[str], cache: CheckCache) -> Sou
         if data is None:
             return None
         entry = cache.entry(path, data)
-        checksum = read_checksum(entry)
+        checksum = cache.checksum(entry)
         if checksum is None:
             jobs.append((path, sources.files[path].text, entry, False))
         else:
             sources.checksums[path] = checksum
-    for path, _, _, checksum in _parse_all(jobs):
-        if checksum is None:
+    for job, (path, outcome, _, checksum) in zip(jobs, _parse_all(jobs), strict=True):
+        written = job[2]
+        if checksum is None or written is None:
             return None
         sources.checksums[path] = checksum
+        if isinstance(outcome, CheckedFile):
+            cache.keep(written, outcome, checksum)
     return sources
 
 
@@ -239,19 +235,20 @@ def _parse_one(job: _Job, *, blob_back: bool = False) -> _Outcome:
 
 
 def _parse_all(jobs: list[_Job]) -> list[_Outcome]:
+    """Each job's outcome, in the order of `jobs`."""
     total = sum(len(job[1]) for job in jobs)
     workers = min(len(jobs), os.cpu_count() or 1)
     if workers < 2 or total < PARALLEL_THRESHOLD_BYTES:
         return [_parse_one(job) for job in jobs]
     parser()  # build the tables once; forked workers inherit them
-    # Largest first, so the pool's last task is a short one.
-    ordered = sorted(jobs, key=lambda job: -len(job[1]))
     with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
-        futures = [(job, pool.submit(_parse_one, job, blob_back=True)) for job in ordered]
+        # Largest first, so the pool's last task is a short one.
+        largest_first = sorted(range(len(jobs)), key=lambda index: -len(jobs[index][1]))
+        futures = {i: pool.submit(_parse_one, jobs[i], blob_back=True) for i in largest_first}
         results = []
-        for job, future in futures:
+        for index, job in enumerate(jobs):
             try:
-                results.append(future.result())
+                results.append(futures[index].result())
             except RecursionError:  # a result too deep to pickle back from a worker: parse here
                 results.append(_parse_one(job))
         return results

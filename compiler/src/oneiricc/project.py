@@ -12,7 +12,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-CONFIG_FILE = "oneiric.toml"
+from . import projectroot
+from .projectroot import CONFIG_FILE
 
 
 class ProjectError(Exception):
@@ -49,11 +50,7 @@ class Project:
 
 
 def find_root(start: Path) -> Path:
-    start = start.resolve()
-    for directory in (start, *start.parents):
-        if (directory / CONFIG_FILE).is_file():
-            return directory
-    return start
+    return Path(projectroot.find_root(str(start)))
 
 
 def load_project(root: Path | None = None) -> Project:
