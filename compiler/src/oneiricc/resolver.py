@@ -36,6 +36,13 @@ def component_id(key: Key) -> str:
 
 @dataclass(slots=True)
 class Candidate:
+    """One provider of a key in the target: its declaration, refinements folded in.
+
+    `priority`, `provides`, `requires` and `graph` are read from `fields` once
+    (`read_fields`, again after a refinement) rather than at every use: a build
+    reads them tens of thousands of times, from candidates all over memory.
+    """
+
     domain: Domain
     key: str
     provider: str
@@ -47,25 +54,23 @@ class Candidate:
     field_places: dict[str, Place]
     layers: list[str]
     refined_by: list[tuple[str, Place]] = field(default_factory=list)
+    priority: int = field(init=False)
+    provides: tuple[str, ...] = field(init=False)
+    requires: tuple[Req, ...] = field(init=False)
+    graph: Graph | None = field(init=False)
 
-    @property
-    def priority(self) -> int:
-        return int(self.fields.get("priority", 0))
+    def __post_init__(self) -> None:
+        self.read_fields()
 
-    @property
-    def provides(self) -> tuple[str, ...]:
-        return tuple(self.fields.get("provides", ()))
-
-    @property
-    def requires(self) -> tuple[Req, ...]:
-        return tuple(self.fields.get("requires", ()))
-
-    @property
-    def graph(self) -> Graph | None:
-        return self.fields.get("graph")
+    def read_fields(self) -> None:
+        fields = self.fields
+        self.priority = int(fields.get("priority", 0))
+        self.provides = tuple(fields.get("provides", ()))
+        self.requires = tuple(fields.get("requires", ()))
+        self.graph = fields.get("graph")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass takes three times as long to make
 class Loss:
     candidate: Candidate
     rule: Rule
@@ -205,6 +210,7 @@ def _refine(cand: Candidate, decl: Decl, report: _Reporter) -> None:
         else:
             cand.fields[name] = value
         cand.field_places[name] = decl.field_places[name]
+    cand.read_fields()
     cand.layers.append(decl.layer)
     cand.refined_by.append((decl.layer, decl.place))
 
@@ -259,26 +265,7 @@ def _selections(
     return effective
 
 
-def _resolution_order(candidates: dict[Key, list[Candidate]]) -> list[Key]:
-    """Consumers before the keys they require; ties broken by key for determinism."""
-    edges = sorted(
-        {
-            (key, dep)
-            for key, cands in candidates.items()
-            for cand in cands
-            for dep in _dependencies(cand)
-            if dep in candidates and dep != key
-        }
-    )
-    return graphs.condensed_order(sorted(candidates), edges)
-
-
-def _dependencies(cand: Candidate) -> list[Key]:
-    deps: list[Key] = [(req.domain, req.key) for req in cand.requires]
-    graph = cand.graph
-    if graph is not None:
-        deps.extend(("task", node.task) for node in graph.nodes.values())
-    return deps
+Consumer = tuple[Candidate, Req]  # a candidate and one of its requirements
 
 
 def _decide_all(
@@ -288,34 +275,60 @@ def _decide_all(
     strict: bool,
     report: _Reporter,
 ) -> dict[Key, Decision]:
-    # Who requires what: consumer key -> requirements, per candidate.
-    requirers: dict[Key, list[tuple[Key, Candidate, Req]]] = {}
-    for key, cands in candidates.items():
-        for cand in cands:
-            for req in cand.requires:
-                requirers.setdefault((req.domain, req.key), []).append((key, cand, req))
-    decisions: dict[Key, Decision] = {}
-    for key in _resolution_order(candidates):
+    keys = sorted(candidates)  # keys are numbered in this order from here on
+    requirers, order = _requirements(candidates, {key: i for i, key in enumerate(keys)})
+    decided: list[Decision | None] = [None] * len(keys)
+    for i in order:
+        key = keys[i]
         consumers = [
-            (consumer_key, cand, req)
-            for consumer_key, cand, req in requirers.get(key, ())
-            if consumer_key not in decisions or decisions[consumer_key].winner is cand
+            (cand, req)
+            for consumer, cand, req in requirers[i]
+            if (decision := decided[consumer]) is None or decision.winner is cand
         ]
-        decision = _decide(
+        decided[i] = _decide(
             key, candidates[key], selections.get(key), consumers, target, strict, report
         )
-        if decision is not None:
-            decisions[key] = decision
-    return dict(sorted(decisions.items()))
+    return {
+        key: decision for key, decision in zip(keys, decided, strict=True) if decision is not None
+    }
 
 
-def _first_requiring(consumers: list[tuple[Key, Candidate, Req]], cap: str) -> Place:
+def _requirements(
+    candidates: dict[Key, list[Candidate]], number: dict[Key, int]
+) -> tuple[list[list[tuple[int, Candidate, Req]]], list[int]]:
+    """Who requires each key, and the order to decide keys in, by key number.
+
+    Requirements of each key come in candidate order.  The order puts consumers
+    before the keys they require (a workflow requires its tasks); ties are
+    broken by key for determinism.  Numbers, not keys, because ordering them
+    compares and hashes small integers instead of tuples of strings.
+    """
+    requirers: list[list[tuple[int, Candidate, Req]]] = [[] for _ in number]
+    edges: list[tuple[int, int]] = []  # repeated edges change no order
+    for key, cands in candidates.items():
+        consumer = number[key]
+        for cand in cands:
+            for req in cand.requires:
+                dep = number.get((req.domain, req.key))
+                if dep is not None:
+                    requirers[dep].append((consumer, cand, req))
+                    if dep != consumer:
+                        edges.append((consumer, dep))
+            if cand.graph is not None:
+                for node in cand.graph.nodes.values():
+                    dep = number.get(("task", node.task))
+                    if dep is not None and dep != consumer:
+                        edges.append((consumer, dep))
+    return requirers, graphs.condensed_order(range(len(number)), edges)
+
+
+def _first_requiring(consumers: list[Consumer], cap: str) -> Place:
     """Where `cap` is first required, in source order: the same place in every target.
 
     (Consumers come in the target's layer order; a diagnostic that pointed at the
     first of those would differ between targets and be reported once per target.)
     """
-    return min(req.place for _, _, req in consumers if cap in req.capabilities)
+    return min(req.place for _, req in consumers if cap in req.capabilities)
 
 
 def _describe(cand: Candidate) -> str:
@@ -326,16 +339,18 @@ def _decide(
     key: Key,
     cands: list[Candidate],
     selection: Select | None,
-    consumers: list[tuple[Key, Candidate, Req]],
+    consumers: list[Consumer],
     target: TargetDecl,
     strict: bool,
     report: _Reporter,
 ) -> Decision | None:
     name = f"{key[0]} {key[1]}"
     required: dict[str, list[str]] = {}
-    for _, consumer, req in consumers:
-        for cap in req.capabilities:
-            required.setdefault(cap, []).append(_describe(consumer))
+    for consumer, req in consumers:
+        if req.capabilities:
+            who = _describe(consumer)
+            for cap in req.capabilities:
+                required.setdefault(cap, []).append(who)
     required = {cap: sorted(set(who)) for cap, who in sorted(required.items())}
     losers: list[Loss] = []
 
@@ -382,7 +397,8 @@ def _decide(
     if required:
         remaining = []
         for cand in cands:
-            lacking = [cap for cap in required if cap not in cand.provides]
+            provides = cand.provides
+            lacking = [cap for cap in required if cap not in provides]
             if lacking:
                 cap = lacking[0]
                 losers.append(
@@ -426,9 +442,11 @@ def _decide(
 
     # 3. priority
     top = max(c.priority for c in remaining)
-    best = [c for c in remaining if c.priority == top]
+    best = []
     for cand in remaining:
-        if cand.priority != top:
+        if cand.priority == top:
+            best.append(cand)
+        else:
             losers.append(Loss(cand, "priority", f"priority {cand.priority} < {top}"))
     if len(best) == 1:
         winner = best[0]
@@ -534,7 +552,7 @@ def _check_requirements(
             for node in workflow.nodes.values():
                 if ("task", node.task) in candidates:
                     edge_places.setdefault((key, ("task", node.task)), node.task_place)
-    for cycle in graphs.cycles(list(decisions), sorted(edge_places)):
+    for cycle in graphs.cycles(list(decisions), list(edge_places)):
         path = " → ".join(component_id(k) for k in [*cycle, cycle[0]])
         report.error(
             "E0301",
@@ -547,9 +565,9 @@ def _check_requirements(
 def _check_workflow(
     key: Key, workflow: Graph, candidates: dict[Key, list[Candidate]], report: _Reporter
 ) -> None:
-    tasks = [k for d, k in candidates if d == "task"]
     for node in workflow.nodes.values():
         if ("task", node.task) not in candidates:
+            tasks = [k for d, k in candidates if d == "task"]
             report.error(
                 "E0303",
                 f"node {node.name} of workflow {key[1]} runs unknown task {node.task}",
@@ -559,7 +577,7 @@ def _check_workflow(
     places: dict[tuple[str, str], Place] = {}
     for a, b, place in workflow.edges:
         places.setdefault((a, b), place)
-    for cycle in graphs.cycles(sorted(workflow.nodes), sorted(places)):
+    for cycle in graphs.cycles(sorted(workflow.nodes), list(places)):
         path = " → ".join([*cycle, cycle[0]])
         report.error(
             "E0302",
