@@ -650,15 +650,15 @@ def test_entry_point_is_resolved_and_pinned(tmp_path: Path) -> None:
         "kind": "entrypoint",
         "group": "console_scripts",
         "name": "oneiricc",
-        "module": "oneiricc.cli",
+        "module": "oneiricc.launcher",
         "attr": "main",
     }
     pin = cli.pin
     assert pin is not None
-    assert pin.file == "oneiricc/cli.py"
-    import oneiricc.cli
+    assert pin.file == "oneiricc/launcher.py"
+    import oneiricc.launcher
 
-    assert pin.sha256 == _sha256(oneiricc.cli.__file__)
+    assert pin.sha256 == _sha256(oneiricc.launcher.__file__)
     expected = importlib.metadata.version("oneiric-compiler")
     assert (pin.distribution, pin.version) == ("oneiric-compiler", expected)
 
