@@ -54,6 +54,7 @@ GOAL_RATIO = 1.3
 GOAL_GROWTH = 5.5
 GOAL_RSS_MIB = 1024
 GOAL_WARM = 0.20
+NO_SERVER_ENV = "ONEIRICC_NO_SERVER"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,7 @@ def child_env(bytecode_cache: bool) -> dict[str, str]:
     otherwise every process compiles pydantic, lark, click... from source.
     """
     env = dict(os.environ)
+    env[NO_SERVER_ENV] = "1"  # fresh processes, whatever server runs (the server cases drop it)
     if bytecode_cache:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(OUT / "pycache")
@@ -297,18 +299,19 @@ def measure_cache(root: Path, plan: Path, repeat: int, env: dict[str, str]) -> C
                 runs[case].append(build(root, plan, env, cache=True))
                 if attempt == 0:
                     verify(case)
-        run_process([*oneiricc_command(), "server", "start"], root, env)
+        served_env = {name: value for name, value in env.items() if name != NO_SERVER_ENV}
+        run_process([*oneiricc_command(), "server", "start"], root, served_env)
         try:
             for attempt in range(repeat, 2 * repeat):
                 edit("unchanged", attempt)
-                build(root, plan, env, cache=True)  # undo the last edit: not counted
+                build(root, plan, served_env, cache=True)  # undo the last edit: not counted
                 for case in SERVER_CASES:
                     edit(case, attempt)
-                    served[case].append(build(root, plan, env, cache=True))
+                    served[case].append(build(root, plan, served_env, cache=True))
                     if attempt == repeat:
                         verify(case)
         finally:
-            run_process([*oneiricc_command(), "server", "stop"], root, env)
+            run_process([*oneiricc_command(), "server", "stop"], root, served_env)
     finally:
         edited.write_bytes(original)
     if len({expected[case] for case in SERVER_CASES}) != len(SERVER_CASES):

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 from oneiricc.buildserver import _CodeFiles, ask
-from oneiricc.cache import KeptFiles
+from oneiricc.compiler import WarmState
 from oneiricc.launcher import (
     NO_SERVER_ENV,
     ProtocolError,
@@ -36,7 +36,7 @@ from oneiricc.launcher import (
     receive,
     server_address,
 )
-from support import SMALL_PROJECT, SMALL_SETTINGS, compile_at, run_cli, write_project
+from support import ROOT, SMALL_PROJECT, SMALL_SETTINGS, compile_at, run_cli, write_project
 
 
 @dataclass
@@ -309,26 +309,60 @@ def test_a_changed_code_file_is_noticed(tmp_path: Path, monkeypatch: pytest.Monk
     assert files.changed() == str(code)
 
 
-def test_kept_files_give_the_plans_of_a_build_without_any_cache(tmp_path: Path) -> None:
-    """In one process, through edits, the kept checked files change nothing."""
-    root = write_project(tmp_path / "p", dict(SMALL_PROJECT), SMALL_SETTINGS)
-    kept = KeptFiles()
-    edits = [
-        ("stacks/base.oneiric", 'make" priority 1', 'make" priority 0'),
-        ("stacks/app.oneiric", "stack web {", "# moved\nstack web {"),
-        ("stacks/base.oneiric", '"disk"', '"file"'),
-        ("stacks/app.oneiric", "requires adapter db", "requires adapter dbx"),
-        ("stacks/app.oneiric", "requires adapter dbx", "requires adapter db"),
-        ("stacks/base.oneiric", 'make" priority 0', 'make" priority 2'),
-    ]
-    for path, old, new in [("", "", ""), *edits]:
+# Edits of the demo stacks (file, old, new), each kept for the rest of the sequence:
+# decisions by every rule, consumers, refinements, selections, spans and pins change.
+DEMO_EDITS = [
+    ("stacks/base.oneiric", "priority 50", "priority 5"),
+    ("stacks/shop.oneiric", "requires adapter cache (write)", "requires adapter cache (read)"),
+    ("stacks/prod.oneiric", 'select adapter cache = "redis"', "# no selection"),
+    ("stacks/prod.oneiric", "oneiric 1\n", "oneiric 1\n# every span below moves\n"),
+    ("stacks/shop.oneiric", "requires adapter cache (read)", "requires adapter cache (write)"),
+    ("stacks/base.oneiric", "provides read, write", "provides read"),  # an error: E0501
+    ("stacks/base.oneiric", "provides read\n", "provides read, write\n"),
+    ("stacks/prod.oneiric", "# no selection", 'select adapter cache = "nope"'),  # E0203
+    ("stacks/prod.oneiric", 'select adapter cache = "nope"', 'select adapter cache = "redis"'),
+    ("stacks/base.oneiric", "priority 5\n", "priority 50\n"),
+    ("mods/localimpl.py", "return 1", "return 2"),  # its pin changes, not its decision
+]
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_warm_state_gives_the_plans_of_a_build_without_any_cache(
+    tmp_path: Path, strict: bool
+) -> None:
+    """In one process, through edits, what a server keeps between builds (checked files,
+    decisions, components) changes nothing: every build equals a cold, uncached one."""
+    root = tmp_path / "demo"
+    shutil.copytree(ROOT / "stacks", root / "stacks")
+    shutil.copy(ROOT / "oneiric.toml", root / "oneiric.toml")
+    local = root / "mods" / "localimpl.py"
+    local.parent.mkdir()
+    local.write_text("def make() -> int:\n    return 1\n", encoding="utf-8")
+    with (root / "oneiric.toml").open("a", encoding="utf-8") as handle:
+        handle.write('module-path = ["mods"]\n')
+    edit(root / "stacks/shop.oneiric", '"shopdemo.services:OrderService"', '"localimpl:make"')
+    warm = WarmState()
+    components_reused = 0
+    planned = []
+    for path, old, new in [("", "", ""), *DEMO_EDITS]:
         if path:
             edit(root / path, old, new)
-        warm = compile_at(root, use_cache=True, reuse_outputs=True, kept=kept)
-        kept.next_build()
-        cold = compile_at(root)
-        assert warm.diagnostics == cold.diagnostics
-        assert {n: p.data for n, p in warm.outputs.items()} == {
+        before = {name: memo.last.copy() for name, memo in warm.targets.items()}
+        served = compile_at(root, use_cache=True, reuse_outputs=True, warm=warm, strict=strict)
+        cold = compile_at(root, strict=strict)
+        assert served.diagnostics == cold.diagnostics
+        assert {n: p.data for n, p in served.outputs.items()} == {
             n: p.data for n, p in cold.outputs.items()
         }
-    assert len(kept) == 2
+        planned.append(bool(served.outputs))
+        components_reused += sum(
+            made is warm.targets[name].last.get(key)
+            for name, last in before.items()
+            for key, made in last.items()
+        )
+        warm.next_build()
+    assert len(warm.files) == 3
+    if not strict:  # only the two errors made no plans (strict: the demo's tie is an error)
+        assert planned == [True] * 6 + [False, True, False, True, True, True]
+    assert components_reused > 0 or strict  # the memo is used (strict: the demo's tie is an
+    # error, so there is no plan to reuse)

@@ -37,8 +37,8 @@ from typing import Any, NoReturn, TextIO, TypeGuard
 
 import click
 
-from .cache import KeptFiles
 from .cli import CliState, _ctx, fail_usage, main
+from .compiler import WarmState
 from .launcher import (
     PROTOCOL,
     ProtocolError,
@@ -135,7 +135,7 @@ class BuildServer:
         self.root = root
         self.address = server_address(str(root))
         self.idle_timeout_s = idle_timeout_s
-        self.kept = KeptFiles()
+        self.warm = WarmState()
         self.started = time.time()
         self.builds = 0
         self._stopping = False
@@ -249,7 +249,7 @@ class BuildServer:
                     main.main(
                         args=request.argv,
                         prog_name=request.prog,
-                        obj=self.kept,
+                        obj=self.warm,
                         standalone_mode=True,
                     )
                 except SystemExit as exc:
@@ -259,7 +259,7 @@ class BuildServer:
                         traceback.print_exc()
                     return 1
                 finally:
-                    self.kept.next_build()
+                    self.warm.next_build()
         except OSError as exc:  # e.g. the caller's working directory is gone
             raise ProtocolError(f"cannot run as the caller: {exc}") from None
         return 0
@@ -270,7 +270,7 @@ class BuildServer:
             "root": str(self.root),
             "started": self.started,
             "builds": self.builds,
-            "kept_files": len(self.kept),
+            "kept_files": len(self.warm.files),
             "idle_timeout_s": self.idle_timeout_s,
             "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }

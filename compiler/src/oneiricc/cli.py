@@ -21,9 +21,8 @@ import click
 from oneiric.cli import LazyGroup
 from oneiric.state import atomic_write
 
-from .cache import KeptFiles
 from .ci import CI_FORMATS, check_format_option, render_ci
-from .compiler import Build, compile_project
+from .compiler import Build, WarmState, compile_project
 from .diagnostics import Diagnostic, render_human, render_json, summary_line
 from .errordocs import CODE as ERROR_CODE
 from .planner import CompiledPlan
@@ -37,10 +36,10 @@ def use_color(stream: Any) -> bool:
 
 
 class CliState:
-    def __init__(self, root: Path | None, output: str, kept: KeptFiles | None = None) -> None:
+    def __init__(self, root: Path | None, output: str, warm: WarmState | None = None) -> None:
         self._root = root
         self.output = output
-        self.kept = kept  # the checked files a build server keeps between builds
+        self.warm = warm  # what a build server keeps between builds
         self._project: Project | None = None
 
     @property
@@ -125,8 +124,8 @@ def main(ctx: click.Context, root: Path | None, output: str | None) -> None:
     # collector only costs time here (see oneiric.gcpause).
     gc.disable()
     # A build server runs commands in its own process, passing what it keeps as `obj`.
-    kept = ctx.obj if isinstance(ctx.obj, KeptFiles) else None
-    ctx.obj = CliState(root, output or "human", kept)
+    warm = ctx.obj if isinstance(ctx.obj, WarmState) else None
+    ctx.obj = CliState(root, output or "human", warm)
 
 
 def _ctx(output: str | None) -> CliState:
@@ -157,7 +156,7 @@ def _compile(
             use_cache=not no_cache,
             module_path=list(module_path),
             reuse_outputs=reuse_outputs,
-            kept=ctx.kept,
+            warm=ctx.warm,
         )
     except ProjectError as exc:
         fail_usage(str(exc))

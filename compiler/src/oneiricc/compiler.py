@@ -40,7 +40,7 @@ from .checker import Program, check
 from .diagnostics import Diagnostic, did_you_mean, has_errors, sorted_diagnostics
 from .loader import Sources, discover, load, read_checksums
 from .pins import PinError, Pinner, Resolved
-from .planner import CompiledPlan, build_plan, seal
+from .planner import CompiledPlan, ComponentMemo, build_plan, seal
 from .project import Project
 from .resolver import Resolution, resolve
 
@@ -108,6 +108,28 @@ class Build:
 _PLANNING_MODULES = (loader, resolver, graphs, pins, planner, sys.modules[__name__])
 
 
+@dataclass(slots=True)
+class WarmState:
+    """What a long-running process (the build server) keeps from one build to the next:
+    the checked files of the latest build, and each target's components (per
+    strictness).  Like the cache, it makes a build cheaper, never different."""
+
+    files: KeptFiles = field(default_factory=KeptFiles)
+    targets: dict[tuple[str, bool], ComponentMemo] = field(default_factory=dict)
+    _used: set[tuple[str, bool]] = field(default_factory=set)
+
+    def components(self, target: str, strict: bool) -> ComponentMemo:
+        self._used.add((target, strict))
+        return self.targets.setdefault((target, strict), ComponentMemo())
+
+    def next_build(self) -> None:
+        """Forget what the build just finished did not use (if it used anything)."""
+        self.files.next_build()
+        if self._used:
+            self.targets = {name: self.targets[name] for name in self._used}
+            self._used = set()
+
+
 class _RecordingPinner(Pinner):
     """A `Pinner` that keeps every pin it gives, for the build memo to check again."""
 
@@ -137,7 +159,7 @@ def compile_project(
     overlay: Mapping[str, str] | None = None,
     keep_trees: bool = False,
     reuse_outputs: bool = False,
-    kept: KeptFiles | None = None,
+    warm: WarmState | None = None,
 ) -> Build:
     """Compile `targets` (all targets when None) from `paths` (the project's sources when None).
 
@@ -145,12 +167,14 @@ def compile_project(
     `keep_trees` keeps every file's syntax tree in `Build.sources.modules` (no cache then).
     `reuse_outputs`: the caller needs only outputs, diagnostics and source texts, so
     the build memo may serve them (see the module docstring).
-    `kept`: checked files a long-running process keeps in memory between builds.
+    `warm`: what a long-running process keeps between builds (used with the cache).
     """
     with gc_paused():
         strict = project.strict if strict is None else strict
         entries = discover(project, paths or [project.root / s for s in project.sources])
-        cache = CheckCache(project.cache_dir, kept) if use_cache and not keep_trees else None
+        use_cache = use_cache and not keep_trees
+        warm = warm if use_cache else None
+        cache = CheckCache(project.cache_dir, warm.files if warm else None) if use_cache else None
         module_dirs = [project.root / p for p in project.module_path] + (module_path or [])
         memo = None
         if cache is not None and not overlay:
@@ -162,7 +186,9 @@ def compile_project(
                     cache.prune()
                     return reused
         pinner = _RecordingPinner(module_dirs)
-        build = _compile(project, entries, targets, strict, cache, pinner, overlay, keep_trees)
+        build = _compile(
+            project, entries, targets, strict, cache, pinner, overlay, keep_trees, warm
+        )
         if memo is not None and not build.failed:
             _remember(memo, build, pinner)
         if cache is not None:
@@ -223,6 +249,7 @@ def _compile(
     pinner: Pinner,
     overlay: Mapping[str, str] | None,
     keep_trees: bool,
+    warm: WarmState | None,
 ) -> Build:
     sources = load(project, entries, cache, overlay, keep_trees=keep_trees)
     program = check(sources)
@@ -247,12 +274,15 @@ def _compile(
         visible = sources.visible_from(target.place.file)
         if any(path not in sources.checked for path in visible):
             continue  # a file it depends on did not parse; its errors are already reported
-        resolution = resolve(program, sources, name, strict=strict)
+        made_before = warm.components(name, strict) if warm else None
+        resolution = resolve(
+            program, sources, name, strict=strict, record_inputs=made_before is not None
+        )
         build.resolutions[name] = resolution
         diagnostics.extend(resolution.diagnostics)
         if has_errors(resolution.diagnostics):
             continue
-        plan, plan_diagnostics = build_plan(resolution, sources, pinner)
+        plan, plan_diagnostics = build_plan(resolution, sources, pinner, made_before)
         diagnostics.extend(plan_diagnostics)
         if plan is not None:
             build.outputs[name] = plan

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from oneiric import plandoc as doc
-from oneiric.canonical import encode_members, seal_members
+from oneiric.canonical import array, dumps, encode_members, seal_members
 
 from . import graphs
 from .cache import PlanParts
@@ -26,7 +26,7 @@ from .checker import Impl, Place
 from .diagnostics import Diagnostic
 from .loader import Sources
 from .pins import PinError, Pinner
-from .resolver import Candidate, Decision, Resolution, component_id
+from .resolver import Candidate, Decision, Key, Resolution, component_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,34 +38,77 @@ class CompiledPlan:
     parts: PlanParts
 
 
+Pinned = tuple["doc.Implementation | None", "doc.Pin | None"]  # a winner's, as it pins now
+
+
+@dataclass(frozen=True, slots=True)
+class _Made:
+    inputs: object  # the decision's (`resolver.Decision.inputs`)
+    pinned: Pinned
+    component: doc.Component
+    encoded: bytes  # canonical
+
+
+class ComponentMemo:
+    """One target's components, kept by a long-running process from one build to the next.
+
+    A component is made of its decision and its implementation's pin alone, and a
+    decision of its inputs (`resolver.Decision.inputs`): when both are equal to
+    the last build's, so is the component, and it is not made nor encoded again.
+    """
+
+    def __init__(self) -> None:
+        self.last: dict[Key, _Made] = {}
+
+
 def build_plan(
-    resolution: Resolution, sources: Sources, pinner: Pinner
+    resolution: Resolution,
+    sources: Sources,
+    pinner: Pinner,
+    memo: ComponentMemo | None = None,
 ) -> tuple[CompiledPlan | None, list[Diagnostic]]:
     diagnostics: list[Diagnostic] = []
-    components = []
-    for decision in resolution.decisions.values():
-        component = _component(decision, pinner, diagnostics)
+    made: dict[Key, _Made] = {}
+    for key, decision in resolution.decisions.items():
+        pinned = _pinned(decision.winner, pinner, diagnostics)
+        if pinned is None:
+            continue
+        last = memo.last.get(key) if memo is not None else None
+        if (
+            last is not None
+            and decision.inputs is not None
+            and last.pinned == pinned
+            and last.inputs == decision.inputs
+        ):
+            made[key] = last
+            continue
+        component = _component(decision, pinned, diagnostics)
         if component is not None:
-            components.append(component)
+            encoded = dumps(component, numbers_checked=True)
+            made[key] = _Made(decision.inputs, pinned, component, encoded)
+    if memo is not None:
+        memo.last = made
+    components = [m.component for m in made.values()]
     routes = _routes(resolution, diagnostics)
     if diagnostics:
         return None, diagnostics
     workflows = [
         _workflow(d.winner) for d in resolution.decisions.values() if d.winner.graph is not None
     ]
-    body: dict[str, Any] = {
+    body: dict[str, Any] = {  # and "components", encoded one by one above
         "format": "oneiric-plan",
         "version": doc.FORMAT_VERSION,
         "target": resolution.target.name,
         "profile": resolution.target.profile,
-        "components": components,
         "activation_order": _activation_order(components, workflows),
         "workflows": workflows,
         "routes": routes,
     }
+    # numbers_checked: the checker bounds every integer to ±(2**53 - 1) and makes no floats.
+    members = encode_members(body, numbers_checked=True)
+    members["components"] = dumps("components") + b":" + array(m.encoded for m in made.values())
     parts = PlanParts(
-        # numbers_checked: the checker bounds every integer to ±(2**53 - 1) and makes no floats.
-        encode_members(body, numbers_checked=True),
+        members,
         tuple(path for path in resolution.files if path in sources.files),
         len(components),
         len(workflows),
@@ -87,15 +130,13 @@ def _error(
     diagnostics.append(Diagnostic(code, message, place.file, place.pos, help))
 
 
-def _component(
-    decision: Decision, pinner: Pinner, diagnostics: list[Diagnostic]
-) -> doc.Component | None:
-    cand = decision.winner
-    fields = cand.fields
-    impl: Impl | None = fields.get("impl")
-    implementation: doc.Implementation | None = None
-    pin: doc.Pin | None = None
-    if impl is None and cand.domain != "workflow":
+def _pinned(cand: Candidate, pinner: Pinner, diagnostics: list[Diagnostic]) -> Pinned | None:
+    """The winner's implementation and its pin (none for a workflow); None when it has
+    none it may have (reported here, or by the checker for an invalid one)."""
+    impl: Impl | None = cand.fields.get("impl")
+    if impl is None:
+        if cand.domain == "workflow":
+            return None, None
         if "impl" in cand.field_places:
             return None  # an invalid impl, already reported by the checker
         _error(
@@ -106,27 +147,30 @@ def _component(
             help='add `impl "package.module:attribute"`',
         )
         return None
-    if impl is not None:
-        try:
-            if impl.kind == "module":
-                implementation = doc.Implementation(
-                    kind="module", module=impl.module, attr=impl.attr, group=None, name=None
-                )
-                pin = pinner.pin_module(impl.module)
-            else:
-                found = pinner.resolve_entry_point(impl.module, impl.attr)
-                implementation = doc.Implementation(
-                    kind="entrypoint",
-                    module=found.module,
-                    attr=found.attr,
-                    group=impl.module,
-                    name=impl.attr,
-                )
-                pin = found.pin
-        except PinError as exc:
-            code = "E0602" if impl.kind == "module" else "E0603"
-            _error(diagnostics, code, str(exc), impl.place, exc.help)
-            return None
+    try:
+        if impl.kind == "module":
+            module = doc.Implementation(
+                kind="module", module=impl.module, attr=impl.attr, group=None, name=None
+            )
+            return module, pinner.pin_module(impl.module)
+        found = pinner.resolve_entry_point(impl.module, impl.attr)
+        entry_point = doc.Implementation(
+            kind="entrypoint", module=found.module, attr=found.attr, group=impl.module,
+            name=impl.attr,
+        )  # fmt: skip
+        return entry_point, found.pin
+    except PinError as exc:
+        code = "E0602" if impl.kind == "module" else "E0603"
+        _error(diagnostics, code, str(exc), impl.place, exc.help)
+        return None
+
+
+def _component(
+    decision: Decision, pinned: Pinned, diagnostics: list[Diagnostic]
+) -> doc.Component | None:
+    cand = decision.winner
+    fields = cand.fields
+    implementation, pin = pinned
 
     subscription = None
     if cand.domain == "event":

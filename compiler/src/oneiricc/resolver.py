@@ -28,6 +28,12 @@ from .diagnostics import Diagnostic, Note, Severity, did_you_mean
 from .loader import Sources
 
 Key = tuple[str, str]  # (domain, key)
+# Everything one key's decision is made from, but the target's name and strictness:
+# each candidate's declarations and layer position, the selection, and each consumer
+# (its declarations and position) with its requirement.  Equal inputs, equal decision.
+# (Compared by value; a declaration of an unchanged file is the very same object, and
+# costs a pointer comparison.)
+Inputs = tuple[object, ...]
 
 
 def component_id(key: Key) -> str:
@@ -53,6 +59,7 @@ class Candidate:
     fields: dict[str, Any]
     field_places: dict[str, Place]
     layers: list[str]
+    decls: list[Decl]  # the declaration, then each refinement: all it is made of
     refined_by: list[tuple[str, Place]] = field(default_factory=list)
     priority: int = field(init=False)
     provides: tuple[str, ...] = field(init=False)
@@ -86,6 +93,7 @@ class Decision:
     losers: list[Loss]
     selection: Select | None
     required: dict[str, list[str]]  # capability -> consumer ids
+    inputs: Inputs | None = None  # what it was decided from, when asked (`resolve`)
 
 
 @dataclass(slots=True)
@@ -126,14 +134,23 @@ def note(place: Place, message: str) -> Note:
     return Note(place.file, place.pos, message)
 
 
-def resolve(program: Program, sources: Sources, target_name: str, *, strict: bool) -> Resolution:
+def resolve(
+    program: Program,
+    sources: Sources,
+    target_name: str,
+    *,
+    strict: bool,
+    record_inputs: bool = False,
+) -> Resolution:
+    """`record_inputs`: keep on each decision what it was made from (`Decision.inputs`),
+    for a long-running process to tell which decisions are the same as last build's."""
     target = program.targets[target_name]
     report = _Reporter()
     files = sources.visible_from(target.place.file)
     layers = _target_layers(program, target, set(files), report)
     candidates = _merge_candidates(program, layers, report)
     selections = _selections(program, layers, candidates, report)
-    decisions = _decide_all(candidates, selections, target, strict, report)
+    decisions = _decide_all(candidates, selections, target, strict, report, record_inputs)
     _check_requirements(decisions, candidates, report)
     return Resolution(target, files, decisions, report.diagnostics)
 
@@ -191,6 +208,7 @@ def _merge_candidates(
                     decl.fields,  # shared with the declaration until a refinement copies it
                     decl.field_places,
                     [layer_name],
+                    [decl],
                 )
                 by_identity[identity] = cand
                 by_key.setdefault(decl.component_key, []).append(cand)
@@ -211,6 +229,7 @@ def _refine(cand: Candidate, decl: Decl, report: _Reporter) -> None:
             cand.fields[name] = value
         cand.field_places[name] = decl.field_places[name]
     cand.read_fields()
+    cand.decls.append(decl)
     cand.layers.append(decl.layer)
     cand.refined_by.append((decl.layer, decl.place))
 
@@ -274,20 +293,24 @@ def _decide_all(
     target: TargetDecl,
     strict: bool,
     report: _Reporter,
+    record_inputs: bool,
 ) -> dict[Key, Decision]:
     keys = sorted(candidates)  # keys are numbered in this order from here on
     requirers, order = _requirements(candidates, {key: i for i, key in enumerate(keys)})
     decided: list[Decision | None] = [None] * len(keys)
     for i in order:
         key = keys[i]
+        cands = candidates[key]
         consumers = [
             (cand, req)
             for consumer, cand, req in requirers[i]
             if (decision := decided[consumer]) is None or decision.winner is cand
         ]
-        decided[i] = _decide(
-            key, candidates[key], selections.get(key), consumers, target, strict, report
-        )
+        selection = selections.get(key)
+        decision = _decide(key, cands, selection, consumers, target, strict, report)
+        if decision is not None and record_inputs:
+            decision.inputs = _inputs(cands, selection, consumers)
+        decided[i] = decision
     return {
         key: decision for key, decision in zip(keys, decided, strict=True) if decision is not None
     }
@@ -320,6 +343,14 @@ def _requirements(
                     if dep is not None and dep != consumer:
                         edges.append((consumer, dep))
     return requirers, graphs.condensed_order(range(len(number)), edges)
+
+
+def _inputs(cands: list[Candidate], selection: Select | None, consumers: list[Consumer]) -> Inputs:
+    return (
+        tuple((tuple(c.decls), c.layer_index) for c in cands),
+        selection,
+        tuple((tuple(c.decls), c.layer_index, req) for c, req in consumers),
+    )
 
 
 def _first_requiring(consumers: list[Consumer], cap: str) -> Place:

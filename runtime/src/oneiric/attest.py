@@ -15,6 +15,7 @@ import hashlib
 import importlib
 import os
 import sys
+import time
 from dataclasses import dataclass
 from importlib import metadata
 from importlib.machinery import ModuleSpec, PathFinder
@@ -49,6 +50,7 @@ class _Stat:
 
 # File hashes keyed by path, valid while size, mtime and inode are unchanged.
 _hashes: dict[str, tuple[_Stat, str]] = {}
+RACY_S = 2  # longer than any file system's timestamp granularity
 # sha256 of the file each module was imported from, to notice when a new pin needs a reload.
 _imported: dict[str, str] = {}
 
@@ -99,6 +101,12 @@ def locate(module: str) -> str | None:
 
 
 def file_sha256(path: str) -> str:
+    """The file's sha256, remembered while its size, mtime and inode stay the same.
+
+    A file modified within `RACY_S` of being hashed is not remembered ("racily
+    clean", as git calls it): the file system's clock is coarse, so another
+    write of the same size in the same tick would leave the same mtime.
+    """
     st = os.stat(path)
     stat = _Stat(st.st_size, st.st_mtime_ns, st.st_ino)
     cached = _hashes.get(path)
@@ -106,7 +114,8 @@ def file_sha256(path: str) -> str:
         return cached[1]
     with open(path, "rb") as handle:
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    _hashes[path] = (stat, digest)
+    if time.time_ns() - st.st_mtime_ns > RACY_S * 1_000_000_000:
+        _hashes[path] = (stat, digest)
     return digest
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import rfc8785
@@ -98,6 +98,11 @@ def seal_members(members: Mapping[str, bytes], field: str = "digest") -> tuple[b
         raise ValueError(f"the body to seal already has a {field!r} member")
     digest = sha256_digest(_object(members))
     return _object({**members, field: dumps(field) + b":" + dumps(digest)}), digest
+
+
+def array(items: Iterable[bytes]) -> bytes:
+    """The canonical array of items that are canonical bytes already (`dumps` of each)."""
+    return b"[" + b",".join(items) + b"]"
 
 
 def _object(members: Mapping[str, bytes]) -> bytes:
