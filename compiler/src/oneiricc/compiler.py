@@ -42,7 +42,7 @@ from .loader import Sources, discover, load, read_checksums
 from .pins import PinError, Pinner, Resolved
 from .planner import CompiledPlan, ComponentMemo, build_plan, seal
 from .project import Project
-from .resolver import Resolution, resolve
+from .resolver import CandidateMemo, Resolution, resolve
 
 if TYPE_CHECKING:
     from oneiric.plan import Plan
@@ -111,10 +111,12 @@ _PLANNING_MODULES = (loader, resolver, graphs, pins, planner, sys.modules[__name
 @dataclass(slots=True)
 class WarmState:
     """What a long-running process (the build server) keeps from one build to the next:
-    the checked files of the latest build, and each target's components (per
-    strictness).  Like the cache, it makes a build cheaper, never different."""
+    the checked files of the latest build, the resolver's candidates, and each
+    target's components (per strictness).  Like the cache, it makes a build
+    cheaper, never different.  Its owner calls `next_build` after each build."""
 
     files: KeptFiles = field(default_factory=KeptFiles)
+    candidates: CandidateMemo = field(default_factory=CandidateMemo)
     targets: dict[tuple[str, bool], ComponentMemo] = field(default_factory=dict)
     _used: set[tuple[str, bool]] = field(default_factory=set)
 
@@ -125,6 +127,7 @@ class WarmState:
     def next_build(self) -> None:
         """Forget what the build just finished did not use (if it used anything)."""
         self.files.next_build()
+        self.candidates.next_build()
         if self._used:
             self.targets = {name: self.targets[name] for name in self._used}
             self._used = set()
@@ -177,18 +180,18 @@ def compile_project(
         cache = CheckCache(project.cache_dir, warm.files if warm else None) if use_cache else None
         module_dirs = [project.root / p for p in project.module_path] + (module_path or [])
         memo = None
+        read = None  # the files the memo was compared against
         if cache is not None and not overlay:
             request = [str(project.root), targets, strict, [str(p) for p in module_dirs], entries]
             memo = cache.memo(_PLANNING_MODULES, json.dumps(request))
             if reuse_outputs:
-                reused = _reuse(project, cache, memo, module_dirs)
+                reused, read = _reuse(project, cache, memo, module_dirs)
                 if reused is not None:
                     cache.prune()
                     return reused
         pinner = _RecordingPinner(module_dirs)
-        build = _compile(
-            project, entries, targets, strict, cache, pinner, overlay, keep_trees, warm
-        )
+        sources = load(project, entries, cache, overlay, keep_trees=keep_trees, read=read)
+        build = _compile(sources, targets, strict, pinner, warm)
         if memo is not None and not build.failed:
             _remember(memo, build, pinner)
         if cache is not None:
@@ -198,28 +201,29 @@ def compile_project(
 
 def _reuse(
     project: Project, cache: CheckCache, memo: Path, module_dirs: list[Path]
-) -> Build | None:
-    """The build the memo stands for, when every file and pin it depends on is unchanged."""
+) -> tuple[Build | None, Sources | None]:
+    """The build the memo stands for, when every file and pin it depends on is unchanged;
+    and the files read to find out, if any (a whole build need not read them again)."""
     blob = read_entry(memo)
     remembered = None if blob is None else load_entry(blob, BuildMemo)
     if remembered is None:
-        return None
+        return None, None
     sources = read_checksums(project, list(remembered.checksums), cache)
     if sources is None or sources.checksums != remembered.checksums:
-        return None
+        return None, sources
     pinner = Pinner(module_dirs)
     try:
         for module, pin in remembered.modules.items():
             if pinner.pin_module(module) != pin:
-                return None
+                return None, sources
         for (group, name), expected in remembered.entry_points.items():
             found = pinner.resolve_entry_point(group, name)
             if (found.module, found.attr, found.pin) != expected:
-                return None
+                return None, sources
     except PinError:
-        return None
+        return None, sources
     outputs = {name: seal(parts, sources) for name, parts in remembered.plans.items()}
-    return Build(sources, None, outputs, diagnostics=list(remembered.diagnostics))
+    return Build(sources, None, outputs, diagnostics=list(remembered.diagnostics)), sources
 
 
 def _remember(memo: Path, build: Build, pinner: _RecordingPinner) -> None:
@@ -241,17 +245,12 @@ def _remember(memo: Path, build: Build, pinner: _RecordingPinner) -> None:
 
 
 def _compile(
-    project: Project,
-    entries: list[str],
+    sources: Sources,
     targets: list[str] | None,
     strict: bool,
-    cache: CheckCache | None,
     pinner: Pinner,
-    overlay: Mapping[str, str] | None,
-    keep_trees: bool,
     warm: WarmState | None,
 ) -> Build:
-    sources = load(project, entries, cache, overlay, keep_trees=keep_trees)
     program = check(sources)
     build = Build(sources, program)
     diagnostics = [*sources.diagnostics, *program.diagnostics]
@@ -275,9 +274,8 @@ def _compile(
         if any(path not in sources.checked for path in visible):
             continue  # a file it depends on did not parse; its errors are already reported
         made_before = warm.components(name, strict) if warm else None
-        resolution = resolve(
-            program, sources, name, strict=strict, record_inputs=made_before is not None
-        )
+        memo = warm.candidates if warm else None
+        resolution = resolve(program, sources, name, strict=strict, memo=memo)
         build.resolutions[name] = resolution
         diagnostics.extend(resolution.diagnostics)
         if has_errors(resolution.diagnostics):

@@ -160,6 +160,7 @@ def render_human(
 ) -> str:
     style = Style(color)
     blocks = []
+    lines_of: dict[str, list[str]] = {}  # split once per file, not once per diagnostic
     for diag in diagnostics:
         severity_color = "1;31" if diag.severity is Severity.ERROR else "1;33"
         head = (
@@ -167,8 +168,10 @@ def render_human(
             f"{style(diag.message, '1')}"
         )
         lines = [head]
-        if diag.file is not None and diag.pos is not None:
-            lines.extend(_snippet(sources.get(diag.file), diag.pos, style, severity_color))
+        if diag.file is not None and diag.pos is not None and diag.file in sources:
+            if diag.file not in lines_of:
+                lines_of[diag.file] = sources[diag.file].splitlines()
+            lines.extend(_snippet(lines_of[diag.file], diag.pos, style, severity_color))
         for note in diag.notes:
             lines.append(f"  note: {note.message} at {note.file}:{note.pos.line}:{note.pos.col}")
         if diag.help:
@@ -177,10 +180,7 @@ def render_human(
     return "\n".join(blocks) + ("\n" if blocks else "")
 
 
-def _snippet(text: str | None, pos: Pos, style: Style, caret_color: str) -> list[str]:
-    if text is None:
-        return []
-    source_lines = text.splitlines()
+def _snippet(source_lines: list[str], pos: Pos, style: Style, caret_color: str) -> list[str]:
     if not 1 <= pos.line <= len(source_lines):
         return []
     line = source_lines[pos.line - 1].expandtabs(1)

@@ -48,6 +48,7 @@ class Sources:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     # The cache entry checksum of each checked file that has an entry (a build memo's key).
     checksums: dict[str, bytes] = field(default_factory=dict)
+    entries: dict[str, Path] = field(default_factory=dict)  # each file's cache entry
 
     def texts(self) -> dict[str, str]:
         return {path: f.text for path, f in self.files.items()}
@@ -87,18 +88,20 @@ def load(
     overlay: Mapping[str, str] | None = None,
     *,
     keep_trees: bool = False,
+    read: Sources | None = None,
 ) -> Sources:
     """`overlay`: text to use instead of a file's (an editor's unsaved buffers), by path.
 
     `keep_trees` also keeps each parsed file's syntax tree in `Sources.modules`
     (the language server navigates them); a file served by the cache has none.
+    `read`: files this build has read already (`read_checksums`), not read again.
     """
     sources = Sources()
     attempted: set[str] = set()
     pending = sorted(set(entries))
     while pending:
         attempted.update(pending)
-        _read_and_parse(project, pending, sources, cache, overlay or {}, keep_trees)
+        _read_and_parse(project, pending, sources, cache, overlay or {}, keep_trees, read)
         imported = {target for path in pending for target in sources.imports.get(path, ())}
         pending = sorted(imported - attempted)
     _check_import_cycles(sources)
@@ -141,15 +144,21 @@ def _read_and_parse(
     cache: CheckCache | None,
     overlay: Mapping[str, str],
     keep_trees: bool,
+    read: Sources | None,
 ) -> None:
     jobs: list[_Job] = []
     for path in paths:
-        data = _read(project, path, overlay, sources)
-        if data is None:
-            continue
         entry = None
-        if cache is not None and not keep_trees:
-            entry = cache.entry(path, data)
+        if read is not None and path in read.entries:  # (a build with the cache, no overlay)
+            sources.files[path], entry = read.files[path], read.entries[path]
+        else:
+            data = _read(project, path, overlay, sources)
+            if data is None:
+                continue
+            if cache is not None and not keep_trees:
+                entry = cache.entry(path, data)
+        if entry is not None and cache is not None:
+            sources.entries[path] = entry
             found = cache.load(entry)
             if found is not None:
                 sources.checked[path], sources.checksums[path] = found
@@ -193,7 +202,7 @@ def read_checksums(project: Project, paths: list[str], cache: CheckCache) -> Sou
         data = _read(project, path, {}, sources)
         if data is None:
             return None
-        entry = cache.entry(path, data)
+        entry = sources.entries[path] = cache.entry(path, data)
         checksum = cache.checksum(entry)
         if checksum is None:
             jobs.append((path, sources.files[path].text, entry, False))

@@ -44,9 +44,11 @@ def component_id(key: Key) -> str:
 class Candidate:
     """One provider of a key in the target: its declaration, refinements folded in.
 
-    `priority`, `provides`, `requires` and `graph` are read from `fields` once
-    (`read_fields`, again after a refinement) rather than at every use: a build
-    reads them tens of thousands of times, from candidates all over memory.
+    Never changed once made (a refinement makes a new one: `_refined`), so a
+    long-running process may use it again (`CandidateMemo`).  `priority`,
+    `provides`, `requires` and `graph` are read from `fields` once rather than
+    at every use: a build reads them tens of thousands of times, from
+    candidates all over memory.
     """
 
     domain: Domain
@@ -59,22 +61,46 @@ class Candidate:
     fields: dict[str, Any]
     field_places: dict[str, Place]
     layers: list[str]
-    decls: list[Decl]  # the declaration, then each refinement: all it is made of
+    decls: tuple[Decl, ...]  # the declaration, then each refinement: all it is made of
     refined_by: list[tuple[str, Place]] = field(default_factory=list)
     priority: int = field(init=False)
     provides: tuple[str, ...] = field(init=False)
     requires: tuple[Req, ...] = field(init=False)
     graph: Graph | None = field(init=False)
+    origin: tuple[tuple[Decl, ...], int] = field(init=False)  # what it is made of (`Inputs`)
 
     def __post_init__(self) -> None:
-        self.read_fields()
-
-    def read_fields(self) -> None:
         fields = self.fields
         self.priority = int(fields.get("priority", 0))
         self.provides = tuple(fields.get("provides", ()))
         self.requires = tuple(fields.get("requires", ()))
         self.graph = fields.get("graph")
+        self.origin = (self.decls, self.layer_index)
+
+
+class CandidateMemo:
+    """Candidates a long-running process keeps from one build to the next.
+
+    A candidate made of one declaration (not refined) at one layer position is
+    the same in every build in which that declaration is the same object, so
+    it is made once.  Keeps what the latest build used (`next_build`).
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[int, int], tuple[Decl, Candidate]] = {}
+        self._used: dict[tuple[int, int], tuple[Decl, Candidate]] = {}
+
+    def candidate(self, decl: Decl, layer_name: str, index: int) -> Candidate:
+        key = (id(decl), index)  # (the memo holds `decl`, so its id stays its own)
+        found = self._used.get(key) or self._last.get(key)
+        if found is None or found[0] is not decl or found[1].layer != layer_name:
+            found = (decl, _candidate(decl, layer_name, index))
+        self._used[key] = found
+        return found[1]
+
+    def next_build(self) -> None:
+        if self._used:
+            self._last, self._used = self._used, {}
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass takes three times as long to make
@@ -140,16 +166,18 @@ def resolve(
     target_name: str,
     *,
     strict: bool,
-    record_inputs: bool = False,
+    memo: CandidateMemo | None = None,
 ) -> Resolution:
-    """`record_inputs`: keep on each decision what it was made from (`Decision.inputs`),
-    for a long-running process to tell which decisions are the same as last build's."""
+    """`memo`, in a long-running process: candidates made by earlier builds, and each
+    decision keeps what it was made from (`Decision.inputs`), so that the planner can
+    tell which are the same as the last build's."""
     target = program.targets[target_name]
     report = _Reporter()
     files = sources.visible_from(target.place.file)
     layers = _target_layers(program, target, set(files), report)
-    candidates = _merge_candidates(program, layers, report)
+    candidates = _merge_candidates(program, layers, report, memo)
     selections = _selections(program, layers, candidates, report)
+    record_inputs = memo is not None
     decisions = _decide_all(candidates, selections, target, strict, report, record_inputs)
     _check_requirements(decisions, candidates, report)
     return Resolution(target, files, decisions, report.diagnostics)
@@ -187,51 +215,70 @@ def _relative_import(from_file: str, to_file: str) -> str:
 
 
 def _merge_candidates(
-    program: Program, layers: list[str], report: _Reporter
+    program: Program, layers: list[str], report: _Reporter, memo: CandidateMemo | None
 ) -> dict[Key, list[Candidate]]:
     """Candidates per key in (layer, declaration) order, refinements folded in."""
     by_key: dict[Key, list[Candidate]] = {}
-    by_identity: dict[tuple[str, str, str], Candidate] = {}
+    # (domain, key, provider) -> the list of its key's candidates, and its position there
+    by_identity: dict[tuple[str, str, str], tuple[list[Candidate], int]] = {}
     for index, layer_name in enumerate(layers):
         for decl in program.layers[layer_name].decls:
             identity = (decl.domain, decl.key, decl.provider)
-            existing = by_identity.get(identity)
-            if existing is None:
-                cand = Candidate(
-                    decl.domain,
-                    decl.key,
-                    decl.provider,
-                    layer_name,
-                    index,
-                    decl.order,
-                    decl.place,
-                    decl.fields,  # shared with the declaration until a refinement copies it
-                    decl.field_places,
-                    [layer_name],
-                    [decl],
-                )
-                by_identity[identity] = cand
-                by_key.setdefault(decl.component_key, []).append(cand)
+            found = by_identity.get(identity)
+            if found is None:
+                if memo is None:
+                    cand = _candidate(decl, layer_name, index)
+                else:
+                    cand = memo.candidate(decl, layer_name, index)
+                same_key = by_key.setdefault(decl.component_key, [])
+                by_identity[identity] = (same_key, len(same_key))
+                same_key.append(cand)
             else:
-                _refine(existing, decl, report)
+                same_key, position = found
+                same_key[position] = _refined(same_key[position], decl, report)
     return by_key
 
 
-def _refine(cand: Candidate, decl: Decl, report: _Reporter) -> None:
-    if not cand.refined_by:  # first refinement: stop sharing the declaration's dicts
-        cand.fields = dict(cand.fields)
-        cand.field_places = dict(cand.field_places)
+def _candidate(decl: Decl, layer_name: str, index: int) -> Candidate:
+    return Candidate(
+        decl.domain,
+        decl.key,
+        decl.provider,
+        layer_name,
+        index,
+        decl.order,
+        decl.place,
+        decl.fields,  # shared with the declaration: neither is ever changed
+        decl.field_places,
+        [layer_name],
+        (decl,),
+    )
+
+
+def _refined(cand: Candidate, decl: Decl, report: _Reporter) -> Candidate:
+    """`cand` with the refinement `decl` folded in: a new candidate."""
+    fields = dict(cand.fields)
+    field_places = dict(cand.field_places)
     for name, value in decl.fields.items():
-        if name == "config" and "config" in cand.fields:
-            merged = _merge_config(cand.fields["config"], value, decl, report, prefix="")
-            cand.fields["config"] = merged
+        if name == "config" and "config" in fields:
+            fields["config"] = _merge_config(fields["config"], value, decl, report, prefix="")
         else:
-            cand.fields[name] = value
-        cand.field_places[name] = decl.field_places[name]
-    cand.read_fields()
-    cand.decls.append(decl)
-    cand.layers.append(decl.layer)
-    cand.refined_by.append((decl.layer, decl.place))
+            fields[name] = value
+        field_places[name] = decl.field_places[name]
+    return Candidate(
+        cand.domain,
+        cand.key,
+        cand.provider,
+        cand.layer,
+        cand.layer_index,
+        cand.order,
+        cand.place,
+        fields,
+        field_places,
+        [*cand.layers, decl.layer],
+        (*cand.decls, decl),
+        [*cand.refined_by, (decl.layer, decl.place)],
+    )
 
 
 _UNTYPED = {"env reference", "secret reference"}
@@ -347,9 +394,9 @@ def _requirements(
 
 def _inputs(cands: list[Candidate], selection: Select | None, consumers: list[Consumer]) -> Inputs:
     return (
-        tuple((tuple(c.decls), c.layer_index) for c in cands),
+        tuple(c.origin for c in cands),
         selection,
-        tuple((tuple(c.decls), c.layer_index, req) for c, req in consumers),
+        tuple((c.origin, req) for c, req in consumers),
     )
 
 
