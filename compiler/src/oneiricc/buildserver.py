@@ -1,10 +1,11 @@
 """The build server: one warm compiler for one project (`oneiricc server ...`).
 
 A build in a fresh process pays, before any work, for the interpreter, the
-imports and lark's tables, then reads every checked file back from the cache.
-The server pays for those once.  It keeps the checked files of its latest
-build in memory (`cache.KeptFiles`) and runs each `build` or `check` that
-`launcher` forwards as that process would have run it (`_as_caller`): same
+imports and lark's tables, then reads every checked file back from the cache,
+and makes every component of every plan again.  The server pays for those
+once: it keeps what its builds made (`compiler.WarmState`: checked files,
+candidates, components) and runs each `build` or `check` that `launcher`
+forwards as that process would have run it (`_as_caller`): same
 arguments, working directory, environment, import path and umask, writing to
 the caller's own standard output and error.  Output, files and exit codes are
 those of a build in the caller's process.
