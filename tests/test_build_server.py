@@ -18,6 +18,7 @@ import socket
 import stat
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -366,3 +367,25 @@ def test_warm_state_gives_the_plans_of_a_build_without_any_cache(
         assert planned == [True] * 6 + [False, True, False, True, True, True]
     assert components_reused > 0 or strict  # the memo is used (strict: the demo's tie is an
     # error, so there is no plan to reuse)
+
+
+def test_interrupted_while_the_server_builds_the_command_aborts_cleanly(project: Served) -> None:
+    """Ctrl-C while waiting for an answer: `Aborted!` and exit 1, as in-process; no traceback."""
+    address = Path(server_address(str(project.root)))
+    address.parent.mkdir(mode=0o700)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:  # takes, never answers
+        silent.bind(str(address))
+        silent.listen(1)
+        command = [sys.executable, "-m", "oneiricc", "check"]
+        env = {**os.environ, **project.env}
+        with subprocess.Popen(
+            command, cwd=project.root, env=env, stderr=subprocess.PIPE, text=True
+        ) as client:
+            conn, _ = silent.accept()
+            with conn:
+                conn.settimeout(20)
+                conn.recv(65536)  # the request arrived: the client now waits for the answer
+                client.send_signal(signal.SIGINT)
+                _, stderr = client.communicate(timeout=60)
+    assert client.returncode == 1
+    assert stderr == "Aborted!\n"

@@ -208,6 +208,9 @@ def forward(argv: list[str]) -> int | None:
             reply = receive(sock)
         except (OSError, ProtocolError):
             reply = {"declined": "the build server stopped without answering"}
+        except KeyboardInterrupt:  # as click says it in-process (the server's build goes on)
+            print("Aborted!", file=sys.stderr, flush=True)
+            return 1
     code = reply.get("exit")
     if isinstance(code, int) and not isinstance(code, bool):
         return code
