@@ -20,6 +20,11 @@ a build has no `program` or `resolutions`: only callers that need the outputs
 and diagnostics alone ask for it (`reuse_outputs`).  None of this
 imports pydantic: `Build.plans` validates the plan bytes into
 `oneiric.plan.Plan` models only when a command asks for them.
+
+A long-running process (the build server) also passes a `WarmState`: what
+its earlier builds made, kept in memory and reused only where equal inputs
+guarantee equal results (checked files by content, candidates by
+declaration, components by their decision's inputs and pin).
 """
 
 from __future__ import annotations
