@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from oneiric import canonical, plandoc
 from oneiric.plandoc import Pin
@@ -64,6 +64,8 @@ _PRUNABLE = re.compile(
 )
 CHECKSUM_SIZE = hashlib.sha256().digest_size
 _T = TypeVar("_T")
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 # The modules whose code decides what an entry holds; any edit to one (even
 # without a version bump, in a source checkout) starts a new cache.
@@ -135,36 +137,40 @@ def dump_entry(record: CheckedFile | BuildMemo) -> bytes:
     return hashlib.sha256(payload).digest() + payload
 
 
-class KeptFiles:
-    """Checked files a long-running process keeps between builds, by cache entry.
-
-    An entry's name is the hash of the file's bytes (and of the code that
-    checks it), so a kept file stands for exactly what its entry holds.  The
-    objects are shared by every build that reads the same bytes: later stages
-    never mutate a `CheckedFile`.  Only what the latest build used stays kept
-    (`next_build`), so memory follows the project, not its history.
-    """
+class LatestBuild(Generic[_K, _V]):
+    """A map a long-running process keeps from one build to the next, holding only
+    what the latest build used (`get` or `put`), so memory follows the project, not its
+    history.  A build that used nothing (e.g. `--no-cache`) forgets nothing."""
 
     def __init__(self) -> None:
-        self._previous: dict[Path, tuple[CheckedFile, bytes]] = {}
-        self._current: dict[Path, tuple[CheckedFile, bytes]] = {}
+        self._previous: dict[_K, _V] = {}
+        self._current: dict[_K, _V] = {}
 
     def __len__(self) -> int:
         return len(self._current.keys() | self._previous.keys())
 
-    def get(self, entry: Path) -> tuple[CheckedFile, bytes] | None:
-        found = self._current.get(entry) or self._previous.get(entry)
-        if found is not None:
-            self._current[entry] = found
+    def get(self, key: _K) -> _V | None:
+        found = self._current.get(key)
+        if found is None:
+            found = self._previous.get(key)
+            if found is not None:
+                self._current[key] = found
         return found
 
-    def put(self, entry: Path, checked: CheckedFile, checksum: bytes) -> None:
-        self._current[entry] = (checked, checksum)
+    def put(self, key: _K, value: _V) -> None:
+        self._current[key] = value
 
     def next_build(self) -> None:
-        """Forget what the build just finished did not use (if it used the cache at all)."""
+        """Forget what the build just finished did not use."""
         if self._current:
             self._previous, self._current = self._current, {}
+
+
+# Checked files by cache entry: an entry's name is the hash of the file's bytes (and
+# of the code that checks it), so a kept file stands for exactly what its entry
+# holds.  Every build that reads the same bytes shares the objects: later stages
+# never mutate a `CheckedFile`.
+KeptFiles = LatestBuild[Path, tuple[CheckedFile, bytes]]
 
 
 class CheckCache:
@@ -203,7 +209,7 @@ class CheckCache:
     def keep(self, entry: Path, checked: CheckedFile, checksum: bytes) -> None:
         """Remember, in a long-running process, what `entry` holds (just read or written)."""
         if self.kept is not None:
-            self.kept.put(entry, checked, checksum)
+            self.kept.put(entry, (checked, checksum))
 
     def memo(self, modules: Iterable[ModuleType], request: str) -> Path:
         """Where the memo of the build asked `request` lives, under a salt that adds the

@@ -40,7 +40,16 @@ from oneiric.gcpause import gc_paused
 from oneiric.plandoc import Pin
 
 from . import graphs, loader, pins, planner, resolver
-from .cache import BuildMemo, CheckCache, KeptFiles, dump_entry, load_entry, read_entry, write_entry
+from .cache import (
+    BuildMemo,
+    CheckCache,
+    KeptFiles,
+    LatestBuild,
+    dump_entry,
+    load_entry,
+    read_entry,
+    write_entry,
+)
 from .checker import Program, check
 from .diagnostics import Diagnostic, did_you_mean, has_errors, sorted_diagnostics
 from .loader import Sources, discover, load, read_checksums
@@ -122,20 +131,18 @@ class WarmState:
 
     files: KeptFiles = field(default_factory=KeptFiles)
     candidates: CandidateMemo = field(default_factory=CandidateMemo)
-    targets: dict[tuple[str, bool], ComponentMemo] = field(default_factory=dict)
-    _used: set[tuple[str, bool]] = field(default_factory=set)
+    targets: LatestBuild[tuple[str, bool], ComponentMemo] = field(default_factory=LatestBuild)
 
     def components(self, target: str, strict: bool) -> ComponentMemo:
-        self._used.add((target, strict))
-        return self.targets.setdefault((target, strict), ComponentMemo())
+        memo = self.targets.get((target, strict)) or ComponentMemo()
+        self.targets.put((target, strict), memo)
+        return memo
 
     def next_build(self) -> None:
-        """Forget what the build just finished did not use (if it used anything)."""
+        """Forget what the build just finished did not use."""
         self.files.next_build()
         self.candidates.next_build()
-        if self._used:
-            self.targets = {name: self.targets[name] for name in self._used}
-            self._used = set()
+        self.targets.next_build()
 
 
 class _RecordingPinner(Pinner):
@@ -278,14 +285,14 @@ def _compile(
         visible = sources.visible_from(target.place.file)
         if any(path not in sources.checked for path in visible):
             continue  # a file it depends on did not parse; its errors are already reported
-        made_before = warm.components(name, strict) if warm else None
-        memo = warm.candidates if warm else None
-        resolution = resolve(program, sources, name, strict=strict, memo=memo)
+        candidates = warm.candidates if warm else None
+        components = warm.components(name, strict) if warm else None
+        resolution = resolve(program, sources, name, strict=strict, memo=candidates)
         build.resolutions[name] = resolution
         diagnostics.extend(resolution.diagnostics)
         if has_errors(resolution.diagnostics):
             continue
-        plan, plan_diagnostics = build_plan(resolution, sources, pinner, made_before)
+        plan, plan_diagnostics = build_plan(resolution, sources, pinner, components)
         diagnostics.extend(plan_diagnostics)
         if plan is not None:
             build.outputs[name] = plan

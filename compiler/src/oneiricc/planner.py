@@ -38,7 +38,7 @@ class CompiledPlan:
     parts: PlanParts
 
 
-Pinned = tuple["doc.Implementation | None", "doc.Pin | None"]  # a winner's, as it pins now
+Pinned = tuple[doc.Implementation | None, doc.Pin | None]  # a winner's, as it pins now
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from typing import Any
 from oneiric.plandoc import Domain, Rule
 
 from . import graphs
+from .cache import LatestBuild
 from .checker import Decl, Graph, Place, Program, Req, Select, TargetDecl, config_kind
 from .diagnostics import Diagnostic, Note, Severity, did_you_mean
 from .loader import Sources
@@ -78,29 +79,11 @@ class Candidate:
         self.origin = (self.decls, self.layer_index)
 
 
-class CandidateMemo:
-    """Candidates a long-running process keeps from one build to the next.
-
-    A candidate made of one declaration (not refined) at one layer position is
-    the same in every build in which that declaration is the same object, so
-    it is made once.  Keeps what the latest build used (`next_build`).
-    """
-
-    def __init__(self) -> None:
-        self._last: dict[tuple[int, int], tuple[Decl, Candidate]] = {}
-        self._used: dict[tuple[int, int], tuple[Decl, Candidate]] = {}
-
-    def candidate(self, decl: Decl, layer_name: str, index: int) -> Candidate:
-        key = (id(decl), index)  # (the memo holds `decl`, so its id stays its own)
-        found = self._used.get(key) or self._last.get(key)
-        if found is None or found[0] is not decl or found[1].layer != layer_name:
-            found = (decl, _candidate(decl, layer_name, index))
-        self._used[key] = found
-        return found[1]
-
-    def next_build(self) -> None:
-        if self._used:
-            self._last, self._used = self._used, {}
+# Candidates a long-running process keeps from one build to the next, by (declaration
+# identity, layer position): one made of a single declaration (not refined) is the
+# same in every build in which that declaration is the same object.  The value holds
+# the declaration too, so that its id stays its own.
+CandidateMemo = LatestBuild[tuple[int, int], tuple[Decl, "Candidate"]]
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass takes three times as long to make
@@ -226,10 +209,7 @@ def _merge_candidates(
             identity = (decl.domain, decl.key, decl.provider)
             found = by_identity.get(identity)
             if found is None:
-                if memo is None:
-                    cand = _candidate(decl, layer_name, index)
-                else:
-                    cand = memo.candidate(decl, layer_name, index)
+                cand = _candidate(decl, layer_name, index, memo)
                 same_key = by_key.setdefault(decl.component_key, [])
                 by_identity[identity] = (same_key, len(same_key))
                 same_key.append(cand)
@@ -239,7 +219,13 @@ def _merge_candidates(
     return by_key
 
 
-def _candidate(decl: Decl, layer_name: str, index: int) -> Candidate:
+def _candidate(decl: Decl, layer_name: str, index: int, memo: CandidateMemo | None) -> Candidate:
+    if memo is not None:
+        made = memo.get((id(decl), index))
+        if made is None or made[0] is not decl or made[1].layer != layer_name:
+            made = (decl, _candidate(decl, layer_name, index, None))
+        memo.put((id(decl), index), made)
+        return made[1]
     return Candidate(
         decl.domain,
         decl.key,
