@@ -80,7 +80,7 @@ def import_costs(limit: int = 12) -> list[tuple[str, float]]:
 def stages(
     root: Path, sequential: bool, collect: bool = True, cached: bool = False
 ) -> dict[str, float]:
-    from oneiricc import loader, planner
+    from oneiricc import forking, loader, planner
     from oneiricc.cache import CheckCache
     from oneiricc.checker import check
     from oneiricc.parser import parse
@@ -121,7 +121,7 @@ def stages(
     for name, func in encoders.items():
         setattr(planner, name, timed_encoding(func))
     if sequential:
-        loader.PARALLEL_THRESHOLD_BYTES = 1 << 62  # parse in this process
+        forking.MIN_WEIGHT_TO_FORK = 1 << 62  # parse in this process
     times: dict[str, float] = {"encode": 0.0}
     gc.collect()
     if not collect:

@@ -124,17 +124,17 @@ def test_file_over_the_size_limit(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(300)
 def test_deep_trees_parsed_in_parallel(tmp_path: Path) -> None:
-    """Enough text for the parallel parser, and trees too deep to pickle back from a worker."""
-    from oneiricc.loader import PARALLEL_THRESHOLD_BYTES
+    """Enough text for the parallel parser, and trees too deep to pickle back from a child."""
+    from oneiricc.forking import MIN_WEIGHT_TO_FORK
 
-    depth = PARALLEL_THRESHOLD_BYTES // 4 + 1000
+    depth = MIN_WEIGHT_TO_FORK // 4 + 1000
     lists = _component(f"config {{ x = {_nest('[', '', ']', depth)} }}")
     parens = _component(f'on "t" where {_nest("(", "payload.x", ")", depth)}', "event")
     files: dict[str, str | bytes] = {
         "stacks/a.oneiric": lists,
         "stacks/b.oneiric": parens.replace("stack s", "stack s2"),
     }
-    assert len(lists) + len(parens) > PARALLEL_THRESHOLD_BYTES
+    assert len(lists) + len(parens) > MIN_WEIGHT_TO_FORK
     result = compiled(tmp_path / "p", files)
     assert_rejected(result, "E0006")
     assert {d.file for d in result.diagnostics} == {"stacks/a.oneiric"}

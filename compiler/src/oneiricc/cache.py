@@ -38,7 +38,6 @@ import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Generic, TypeVar
@@ -106,6 +105,8 @@ class BuildMemo:
 
 
 def _compiler_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # not at every start-up
+
     try:
         return version("oneiric-compiler")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree

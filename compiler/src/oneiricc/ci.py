@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,8 @@ check_format_option = click.option(
 
 
 def _tool_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # not at every start-up
+
     try:
         return version("oneiric-compiler")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree

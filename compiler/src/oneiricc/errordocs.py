@@ -8,10 +8,10 @@ what it means, a complete example with its output, and the fix.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 
 from .diagnostics import CODES
 
@@ -28,8 +28,9 @@ class ErrorDoc:
 
 @cache
 def _document() -> str:
-    try:
-        return (resources.files("oneiricc") / "errors.md").read_text(encoding="utf-8")
+    try:  # beside this module, as the grammar is (parser.grammar_text)
+        with open(os.path.join(os.path.dirname(__file__), "errors.md"), encoding="utf-8") as file:
+            return file.read()
     except OSError:
         return ""
 

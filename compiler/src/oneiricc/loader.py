@@ -12,24 +12,20 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import os
 import posixpath
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 from . import nodes as n
 from .cache import CHECKSUM_SIZE, CheckCache, dump_entry, load_entry, write_entry
 from .checker import CheckedFile, check_file
 from .diagnostics import CompileError, Diagnostic
+from .forking import map_forked
 from .parser import decode_source, parse, parser
 from .project import Project, ProjectError
 
 SOURCE_SUFFIX = ".oneiric"
-# Below this much text a process pool costs more than it saves.
-PARALLEL_THRESHOLD_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,11 +214,11 @@ def read_checksums(project: Project, paths: list[str], cache: CheckCache) -> Sou
     return sources
 
 
-def _parse_one(job: _Job, *, blob_back: bool = False) -> _Outcome:
+def _parse_one(job: _Job, blob_back: bool = False) -> _Outcome:
     """Parse and check one file, and write its cache entry when one is wanted.
 
-    `blob_back` (in a pool worker): return a cached file as its entry's bytes,
-    pickled already for the cache, rather than have the pool pickle it again.
+    `blob_back` (in a forked child): return a cached file as its entry's bytes,
+    pickled already for the cache, rather than pickle it again to send it back.
     """
     path, text, entry, keep_tree = job
     try:
@@ -237,30 +233,17 @@ def _parse_one(job: _Job, *, blob_back: bool = False) -> _Outcome:
         blob = dump_entry(checked)
     except RecursionError:  # too deep to pickle: built but not cached
         if blob_back:
-            raise  # nor can the pool send it back: the parent parses it again
+            raise  # nor can it be sent back: the parent parses it again
         return path, checked, tree, None
     write_entry(entry, blob)
     return path, blob if blob_back else checked, tree, blob[:CHECKSUM_SIZE]
 
 
 def _parse_all(jobs: list[_Job]) -> list[_Outcome]:
-    """Each job's outcome, in the order of `jobs`."""
-    total = sum(len(job[1]) for job in jobs)
-    workers = min(len(jobs), os.cpu_count() or 1)
-    if workers < 2 or total < PARALLEL_THRESHOLD_BYTES:
-        return [_parse_one(job) for job in jobs]
-    parser()  # build the tables once; forked workers inherit them
-    with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
-        # Largest first, so the pool's last task is a short one.
-        largest_first = sorted(range(len(jobs)), key=lambda index: -len(jobs[index][1]))
-        futures = {i: pool.submit(_parse_one, jobs[i], blob_back=True) for i in largest_first}
-        results = []
-        for index, job in enumerate(jobs):
-            try:
-                results.append(futures[index].result())
-            except RecursionError:  # a result too deep to pickle back from a worker: parse here
-                results.append(_parse_one(job))
-        return results
+    """Each job's outcome, in the order of `jobs`, parsed on every core when worth it."""
+    if len(jobs) > 1:
+        parser()  # build the tables once; forked children inherit them
+    return map_forked(_parse_one, jobs, [len(job[1]) for job in jobs])
 
 
 def _resolve_imports(

@@ -16,14 +16,20 @@ import os
 import sys
 from dataclasses import dataclass
 from functools import cached_property
-from importlib import metadata
 from importlib.machinery import BuiltinImporter, ModuleSpec
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from oneiric.attest import file_sha256, find_spec_quietly
 from oneiric.plandoc import Pin
 
 from .diagnostics import did_you_mean
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from importlib import metadata
+
+_STANDARD_LIBRARY = os.path.dirname(os.path.normpath(os.__file__))
 
 
 class PinError(Exception):
@@ -85,7 +91,7 @@ class Pinner:
     @cached_property
     def _entry_points(self) -> list[metadata.EntryPoint]:
         found: list[metadata.EntryPoint] = []
-        for dist in metadata.distributions(path=self.search_path):
+        for dist in _distributions(self.search_path):
             for ep in dist.entry_points:
                 found.append(ep)
         return found
@@ -126,10 +132,10 @@ class Pinner:
         """The installed distribution that ships `origin`, if any.
 
         Only the distributions installed in the module's own import root are
-        read (none for the standard library), then editable installs, whose
-        .pth files put a source directory on sys.path.
+        read (none for the standard library: nothing is installed there), then
+        editable installs, whose .pth files put a source directory on sys.path.
         """
-        if root is None:
+        if root is None or os.path.normpath(root) == _STANDARD_LIBRARY:
             return None
         relative = os.path.relpath(origin, root).replace(os.sep, "/")
         owner = self._installed_files(root).get(relative)
@@ -141,7 +147,7 @@ class Pinner:
         if root in self._files_by_root:
             return self._files_by_root[root]
         files: dict[str, metadata.Distribution] = {}
-        for dist in sorted(metadata.distributions(path=[root]), key=_dist_sort):
+        for dist in sorted(_distributions([root]), key=_dist_sort):
             for file in dist.files or ():
                 if file.suffix in (".py", ".so", ".pyd"):
                     files.setdefault(file.as_posix(), dist)
@@ -164,10 +170,16 @@ class Pinner:
                     os.path.normpath(line.strip()) == root for line in lines if line.strip()
                 ):
                     continue
-                for dist in sorted(metadata.distributions(path=[site]), key=_dist_sort):
+                for dist in sorted(_distributions([site]), key=_dist_sort):
                     if any(f.as_posix() == pth.name for f in dist.files or ()):
                         return dist
         return None
+
+
+def _distributions(path: list[str]) -> Iterable[metadata.Distribution]:
+    from importlib import metadata  # imported here: ~10 ms that most builds never need
+
+    return metadata.distributions(path=path)
 
 
 def _dist_sort(dist: metadata.Distribution) -> tuple[str, str]:

@@ -17,7 +17,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from importlib.machinery import ModuleSpec, PathFinder
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -183,6 +182,8 @@ class Loader:
     def _version(self, distribution: str) -> str:
         found = self._versions.get(distribution)
         if found is None:
+            from importlib import metadata  # imported here: most processes never need it
+
             try:
                 found = metadata.version(distribution)
             except metadata.PackageNotFoundError:
