@@ -26,7 +26,8 @@ def test_children_do_part_of_the_work_and_results_keep_their_order() -> None:
     results = forking.map_forked(where, list(range(7)), [HEAVY] * 7)
     assert [square for square, _, _ in results] == [i * i for i in range(7)]
     pids = {pid for _, pid, _ in results}
-    assert os.getpid() in pids and len(pids) == 3
+    assert os.getpid() in pids
+    assert len(pids) == 3
     assert all(forked == (pid != os.getpid()) for _, pid, forked in results)
 
 
