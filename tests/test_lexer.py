@@ -20,9 +20,7 @@ from oneiricc.parser import grammar_text
 from support import ROOT
 from test_fuzz import TOKENS
 
-SETTINGS = settings(
-    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DEMO_TEXTS = [path.read_text() for path in sorted((ROOT / "stacks").glob("*.oneiric"))]
 
 
@@ -75,14 +73,14 @@ def test_the_demo_stacks_lex_alike(index: int) -> None:
         "",
         "oneiric 1\n",
         "oneiric 1\n# a comment at the end",
-        "oneiric 1\nstack s { adapter cache \"redis\" { activate timeout 5s } }\n",
-        "oneiric 1\nstack s { adapter cache \"redis\" { activate timeouts 5s } }\n",
-        "oneiric 1\nstack s { task t \"p\" { retry 3s } }",
+        'oneiric 1\nstack s { adapter cache "redis" { activate timeout 5s } }\n',
+        'oneiric 1\nstack s { adapter cache "redis" { activate timeouts 5s } }\n',
+        'oneiric 1\nstack s { task t "p" { retry 3s } }',
         "oneiric 1\nstack select { }",
-        "oneiric 1\nstack s { select adapter cache = \"x\" }",
-        "oneiric 1\nstack s { event e \"p\" { on \"t\" where not payload.x in [1, 2] } }",
+        'oneiric 1\nstack s { select adapter cache = "x" }',
+        'oneiric 1\nstack s { event e "p" { on "t" where not payload.x in [1, 2] } }',
         "oneiric 1\nstack s { \x00 }",
-        "oneiric 1\nstack s {\n  service x \"y\" { config { a = \"unterminated\n} }",
+        'oneiric 1\nstack s {\n  service x "y" { config { a = "unterminated\n} }',
         "oneiric1",
         "  \n\n oneiric 1 stack",
     ],
