@@ -246,7 +246,7 @@ def raw_request(root: Path, payload: bytes, fds: tuple[int, ...] = ()) -> dict[s
         encode({"protocol": 1, "identity": "another compiler", "argv": ["build"]}),
         b"\x00\x00",
     ],
-    ids=["not-json", "too-large", "another-compiler", "truncated"],
+    ids=["not-a-message", "too-large", "another-compiler", "truncated"],
 )
 def test_bad_requests_are_refused_and_the_server_keeps_serving(
     served: Served, payload: bytes
@@ -324,6 +324,8 @@ DEMO_EDITS = [
     ("stacks/prod.oneiric", 'select adapter cache = "nope"', 'select adapter cache = "redis"'),
     ("stacks/base.oneiric", "priority 5\n", "priority 50\n"),
     ("mods/localimpl.py", "return 1", "return 2"),  # its pin changes, not its decision
+    ("stacks/shop.oneiric", "reserve -> notify", "reserve -> notify -> archive"),  # a workflow
+    ("stacks/shop.oneiric", "node notify { timeout 10s }", "node notify { timeout 11s }"),
 ]
 
 
@@ -332,7 +334,8 @@ def test_warm_state_gives_the_plans_of_a_build_without_any_cache(
     tmp_path: Path, strict: bool
 ) -> None:
     """In one process, through edits, what a server keeps between builds (checked files,
-    decisions, components) changes nothing: every build equals a cold, uncached one."""
+    decisions, components, workflows) changes nothing: every build equals a cold, uncached
+    one."""
     root = tmp_path / "demo"
     shutil.copytree(ROOT / "stacks", root / "stacks")
     shutil.copy(ROOT / "oneiric.toml", root / "oneiric.toml")
@@ -343,16 +346,17 @@ def test_warm_state_gives_the_plans_of_a_build_without_any_cache(
         handle.write('module-path = ["mods"]\n')
     edit(root / "stacks/shop.oneiric", '"shopdemo.services:OrderService"', '"localimpl:make"')
     warm = WarmState()
-    components_reused = 0
+    components_reused = workflows_reused = 0
     planned = []
     for path, old, new in [("", "", ""), *DEMO_EDITS]:
         if path:
             edit(root / path, old, new)
-        before = {
-            target: memo.last.copy()
+        memos = {
+            target: memo
             for target in [("dev", strict), ("prod", strict)]
             if (memo := warm.targets.get(target)) is not None
         }
+        before = {t: (memo.last.copy(), memo.workflows.copy()) for t, memo in memos.items()}
         served = compile_at(root, use_cache=True, reuse_outputs=True, warm=warm, strict=strict)
         cold = compile_at(root, strict=strict)
         assert served.diagnostics == cold.diagnostics
@@ -361,16 +365,21 @@ def test_warm_state_gives_the_plans_of_a_build_without_any_cache(
         }
         planned.append(bool(served.outputs))
         components_reused += sum(
-            made is warm.components(*target).last.get(key)
-            for target, last in before.items()
+            made is warm.plan_memo(*target).last.get(key)
+            for target, (last, _) in before.items()
             for key, made in last.items()
+        )
+        workflows_reused += sum(
+            made is warm.plan_memo(*target).workflows.get(key)
+            for target, (_, workflows) in before.items()
+            for key, made in workflows.items()
         )
         warm.next_build()
     assert len(warm.files) == 3
     if not strict:  # only the two errors made no plans (strict: the demo's tie is an error)
-        assert planned == [True] * 6 + [False, True, False, True, True, True]
-    assert components_reused > 0 or strict  # the memo is used (strict: the demo's tie is an
-    # error, so there is no plan to reuse)
+        assert planned == [True] * 6 + [False, True, False, True, True, True, True, True]
+    # The memo is used (strict: the demo's tie is an error, so there is no plan to reuse).
+    assert (components_reused > 0 and workflows_reused > 0) or strict
 
 
 def test_interrupted_while_the_server_builds_the_command_aborts_cleanly(project: Served) -> None:

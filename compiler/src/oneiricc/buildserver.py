@@ -89,7 +89,7 @@ class Request:
             and isinstance(env, dict)
             and _strings([*env, *env.values()])
             and _strings(path)
-            and isinstance(umask, int)
+            and type(umask) is int
             and 0 <= umask <= 0o777
             and _strings(encoding)
             and len(encoding) == 3
@@ -371,7 +371,7 @@ def ask(root: Path, control: str, timeout_s: float = 30.0) -> dict[str, Any] | N
     sock = connect(server_address(str(root)))
     if sock is None:
         return None
-    with sock:
+    with contextlib.closing(sock):
         try:
             sock.settimeout(timeout_s)
             sock.sendall(encode({"control": control}))

@@ -54,7 +54,7 @@ from .checker import Program, check
 from .diagnostics import Diagnostic, did_you_mean, has_errors, sorted_diagnostics
 from .loader import Sources, discover, load, read_checksums
 from .pins import PinError, Pinner, Resolved
-from .planner import CompiledPlan, ComponentMemo, build_plan, seal
+from .planner import CompiledPlan, PlanMemo, build_plan, seal
 from .project import Project
 from .resolver import CandidateMemo, Resolution, resolve
 
@@ -126,15 +126,15 @@ _PLANNING_MODULES = (loader, resolver, graphs, pins, planner, sys.modules[__name
 class WarmState:
     """What a long-running process (the build server) keeps from one build to the next:
     the checked files of the latest build, the resolver's candidates, and each
-    target's components (per strictness).  Like the cache, it makes a build
+    target's components and workflows (per strictness).  Like the cache, it makes a build
     cheaper, never different.  Its owner calls `next_build` after each build."""
 
     files: KeptFiles = field(default_factory=KeptFiles)
     candidates: CandidateMemo = field(default_factory=CandidateMemo)
-    targets: LatestBuild[tuple[str, bool], ComponentMemo] = field(default_factory=LatestBuild)
+    targets: LatestBuild[tuple[str, bool], PlanMemo] = field(default_factory=LatestBuild)
 
-    def components(self, target: str, strict: bool) -> ComponentMemo:
-        memo = self.targets.get((target, strict)) or ComponentMemo()
+    def plan_memo(self, target: str, strict: bool) -> PlanMemo:
+        memo = self.targets.get((target, strict)) or PlanMemo()
         self.targets.put((target, strict), memo)
         return memo
 
@@ -286,13 +286,13 @@ def _compile(
         if any(path not in sources.checked for path in visible):
             continue  # a file it depends on did not parse; its errors are already reported
         candidates = warm.candidates if warm else None
-        components = warm.components(name, strict) if warm else None
+        plan_memo = warm.plan_memo(name, strict) if warm else None
         resolution = resolve(program, sources, name, strict=strict, memo=candidates)
         build.resolutions[name] = resolution
         diagnostics.extend(resolution.diagnostics)
         if has_errors(resolution.diagnostics):
             continue
-        plan, plan_diagnostics = build_plan(resolution, sources, pinner, components)
+        plan, plan_diagnostics = build_plan(resolution, sources, pinner, plan_memo)
         diagnostics.extend(plan_diagnostics)
         if plan is not None:
             build.outputs[name] = plan

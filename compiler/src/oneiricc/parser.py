@@ -36,7 +36,7 @@ _new_tuple = tuple.__new__
 
 def _pos(tok: Token) -> n.Pos:
     # Called for nearly every token: tuple.__new__ skips NamedTuple's Python-level __new__.
-    return _new_tuple(n.Pos, (tok.line or 1, tok.column or 1, max(1, len(tok))))
+    return _new_tuple(n.Pos, (tok.line or 1, tok.column or 1, len(tok) or 1))
 
 
 class _SoftError(Exception):

@@ -49,23 +49,36 @@ class _Made:
     encoded: bytes  # canonical
 
 
-class ComponentMemo:
-    """One target's components, kept by a long-running process from one build to the next.
+@dataclass(frozen=True, slots=True)
+class _MadeWorkflow:
+    winner: Candidate
+    workflow: doc.Workflow
+    encoded: bytes  # canonical
+
+
+class PlanMemo:
+    """One target's components and workflows, kept by a long-running process from one
+    build to the next.
 
     A component is made of its decision and its implementation's pin alone, and a
     decision of its inputs (`resolver.Decision.inputs`): when both are equal to
     the last build's, so is the component, and it is not made nor encoded again.
+    A workflow is made of its winning candidate alone: when that is the very
+    object the last build's was (candidates are never changed once made, and
+    `resolver.CandidateMemo` gives an unchanged declaration the same one), so is
+    the workflow.
     """
 
     def __init__(self) -> None:
         self.last: dict[Key, _Made] = {}
+        self.workflows: dict[Key, _MadeWorkflow] = {}
 
 
 def build_plan(
     resolution: Resolution,
     sources: Sources,
     pinner: Pinner,
-    memo: ComponentMemo | None = None,
+    memo: PlanMemo | None = None,
 ) -> tuple[CompiledPlan | None, list[Diagnostic]]:
     diagnostics: list[Diagnostic] = []
     made: dict[Key, _Made] = {}
@@ -92,21 +105,20 @@ def build_plan(
     routes = _routes(resolution, diagnostics)
     if diagnostics:
         return None, diagnostics
-    workflows = [
-        _workflow(d.winner) for d in resolution.decisions.values() if d.winner.graph is not None
-    ]
-    body: dict[str, Any] = {  # and "components", encoded one by one above
+    flows = _workflows(resolution, memo)
+    workflows = [flow.workflow for flow in flows]
+    body: dict[str, Any] = {  # and "components" and "workflows", encoded one by one
         "format": "oneiric-plan",
         "version": doc.FORMAT_VERSION,
         "target": resolution.target.name,
         "profile": resolution.target.profile,
         "activation_order": _activation_order(components, workflows),
-        "workflows": workflows,
         "routes": routes,
     }
     # numbers_checked: the checker bounds every integer to ±(2**53 - 1) and makes no floats.
     members = encode_members(body, numbers_checked=True)
     members["components"] = dumps("components") + b":" + array(m.encoded for m in made.values())
+    members["workflows"] = dumps("workflows") + b":" + array(flow.encoded for flow in flows)
     parts = PlanParts(
         members,
         tuple(path for path in resolution.files if path in sources.files),
@@ -272,6 +284,23 @@ def _activation_order(components: list[doc.Component], workflows: list[doc.Workf
         for node in workflow["nodes"]
     )
     return graphs.topological_order([c["id"] for c in components], edges)
+
+
+def _workflows(resolution: Resolution, memo: PlanMemo | None) -> list[_MadeWorkflow]:
+    made: dict[Key, _MadeWorkflow] = {}
+    for key, decision in resolution.decisions.items():
+        winner = decision.winner
+        if winner.graph is None:
+            continue
+        last = memo.workflows.get(key) if memo is not None else None
+        if last is not None and last.winner is winner:
+            made[key] = last
+        else:
+            workflow = _workflow(winner)
+            made[key] = _MadeWorkflow(winner, workflow, dumps(workflow, numbers_checked=True))
+    if memo is not None:
+        memo.workflows = made
+    return list(made.values())
 
 
 def _workflow(cand: Candidate) -> doc.Workflow:
