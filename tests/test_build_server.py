@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 from oneiricc.buildserver import _CodeFiles, ask
+from oneiricc.cache import MEMO_DIRECTORY
 from oneiricc.compiler import WarmState
 from oneiricc.launcher import (
     NO_SERVER_ENV,
@@ -116,8 +117,13 @@ def edit(path: Path, old: str, new: str) -> None:
 def test_served_commands_answer_exactly_as_in_process(served: Served) -> None:
     root = served.root
     golden = ("golden/dev.plan.json", "golden/prod.plan.json")
+    memos = root / ".oneiric-cache" / MEMO_DIRECTORY
     assert same_as_local(served, "build", files=golden).returncode == 0
     assert same_as_local(served, "build", files=golden).returncode == 0  # from the memo
+    shutil.rmtree(memos)
+    assert served.oneiricc("build", "--target", "dev").returncode == 0  # a new memo
+    served.status()  # (answered once the build's answer, and what follows it, are done)
+    assert len(list(memos.iterdir())) == 1  # the server writes its memo for later processes
     assert same_as_local(served, "check").returncode == 0
     assert same_as_local(served, "--format", "json", "check").returncode == 0
 

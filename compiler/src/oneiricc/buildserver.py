@@ -217,6 +217,7 @@ class BuildServer:
         with contextlib.suppress(OSError):
             conn.settimeout(REQUEST_TIMEOUT_S)
             conn.sendall(encode(reply))
+        self.warm.settle()  # once the caller has its answer
 
     def _answer(self, message: dict[str, Any], fds: list[int]) -> dict[str, Any]:
         control = message.get("control")

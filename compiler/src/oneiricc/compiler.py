@@ -125,13 +125,18 @@ _PLANNING_MODULES = (loader, resolver, graphs, pins, planner, sys.modules[__name
 @dataclass(slots=True)
 class WarmState:
     """What a long-running process (the build server) keeps from one build to the next:
-    the checked files of the latest build, the resolver's candidates, and each
-    target's components and workflows (per strictness).  Like the cache, it makes a build
-    cheaper, never different.  Its owner calls `next_build` after each build."""
+    the checked files of the latest build, the resolver's candidates, each target's
+    components and workflows (per strictness), and the latest build memo.  Like the
+    cache, it makes a build cheaper, never different.  Its owner calls `next_build`
+    after each build, and `settle` once the build's caller has its answer."""
 
     files: KeptFiles = field(default_factory=KeptFiles)
     candidates: CandidateMemo = field(default_factory=CandidateMemo)
     targets: LatestBuild[tuple[str, bool], PlanMemo] = field(default_factory=LatestBuild)
+    # The latest build memo (where it lives, what it holds), read from here rather than
+    # from disk; and whether it is still to be written there (by `settle`).
+    memo: tuple[Path, BuildMemo] | None = None
+    memo_unwritten: bool = False
 
     def plan_memo(self, target: str, strict: bool) -> PlanMemo:
         memo = self.targets.get((target, strict)) or PlanMemo()
@@ -143,6 +148,12 @@ class WarmState:
         self.files.next_build()
         self.candidates.next_build()
         self.targets.next_build()
+
+    def settle(self) -> None:
+        """Write what a build leaves for after its answer: its memo, for later processes."""
+        if self.memo is not None and self.memo_unwritten:
+            self.memo_unwritten = False
+            _write_memo(*self.memo)
 
 
 class _RecordingPinner(Pinner):
@@ -197,7 +208,7 @@ def compile_project(
             request = [str(project.root), targets, strict, [str(p) for p in module_dirs], entries]
             memo = cache.memo(_PLANNING_MODULES, json.dumps(request))
             if reuse_outputs:
-                reused, read = _reuse(project, cache, memo, module_dirs)
+                reused, read = _reuse(project, cache, memo, module_dirs, warm)
                 if reused is not None:
                     cache.prune()
                     return reused
@@ -205,19 +216,26 @@ def compile_project(
         sources = load(project, entries, cache, overlay, keep_trees=keep_trees, read=read)
         build = _compile(sources, targets, strict, pinner, warm)
         if memo is not None and not build.failed:
-            _remember(memo, build, pinner)
+            _remember(memo, build, pinner, warm)
         if cache is not None:
             cache.prune()
         return build
 
 
 def _reuse(
-    project: Project, cache: CheckCache, memo: Path, module_dirs: list[Path]
+    project: Project,
+    cache: CheckCache,
+    memo: Path,
+    module_dirs: list[Path],
+    warm: WarmState | None,
 ) -> tuple[Build | None, Sources | None]:
     """The build the memo stands for, when every file and pin it depends on is unchanged;
     and the files read to find out, if any (a whole build need not read them again)."""
-    blob = read_entry(memo)
-    remembered = None if blob is None else load_entry(blob, BuildMemo)
+    if warm is not None and warm.memo is not None and warm.memo[0] == memo:
+        remembered: BuildMemo | None = warm.memo[1]
+    else:
+        blob = read_entry(memo)
+        remembered = None if blob is None else load_entry(blob, BuildMemo)
     if remembered is None:
         return None, None
     sources = read_checksums(project, list(remembered.checksums), cache)
@@ -238,7 +256,8 @@ def _reuse(
     return Build(sources, None, outputs, diagnostics=list(remembered.diagnostics)), sources
 
 
-def _remember(memo: Path, build: Build, pinner: _RecordingPinner) -> None:
+def _remember(memo: Path, build: Build, pinner: _RecordingPinner, warm: WarmState | None) -> None:
+    """Keep the memo of `build`: written now, or kept by `warm` and written by its `settle`."""
     checksums = build.sources.checksums
     if checksums.keys() != build.sources.files.keys():
         return  # a file without an entry: the next build could not compare it
@@ -249,6 +268,13 @@ def _remember(memo: Path, build: Build, pinner: _RecordingPinner) -> None:
         pinner.modules,
         pinner.entry_points,
     )
+    if warm is None:
+        _write_memo(memo, record)
+    else:
+        warm.memo, warm.memo_unwritten = (memo, record), True
+
+
+def _write_memo(memo: Path, record: BuildMemo) -> None:
     try:
         blob = dump_entry(record)
     except RecursionError:  # a diagnostic too deep to pickle: not remembered

@@ -79,11 +79,12 @@ class Candidate:
         self.origin = (self.decls, self.layer_index)
 
 
-# Candidates a long-running process keeps from one build to the next, by (declaration
-# identity, layer position): one made of a single declaration (not refined) is the
-# same in every build in which that declaration is the same object.  The value holds
-# the declaration too, so that its id stays its own.
-CandidateMemo = LatestBuild[tuple[int, int], tuple[Decl, "Candidate"]]
+# Candidates a long-running process keeps from one build to the next, a layer's at a
+# time, by (identity of the layer's declarations, layer position): the candidates made
+# of single declarations (not refined) are the same in every build in which that
+# layer's declarations are the very same objects, as an unchanged file's are.  The
+# value holds the declarations too, so that their id stays their own.
+CandidateMemo = LatestBuild[tuple[int, int], tuple[list[Decl], list["Candidate"]]]
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass takes three times as long to make
@@ -205,11 +206,11 @@ def _merge_candidates(
     # (domain, key, provider) -> the list of its key's candidates, and its position there
     by_identity: dict[tuple[str, str, str], tuple[list[Candidate], int]] = {}
     for index, layer_name in enumerate(layers):
-        for decl in program.layers[layer_name].decls:
+        decls = program.layers[layer_name].decls
+        for decl, cand in zip(decls, _candidates(decls, layer_name, index, memo), strict=True):
             identity = (decl.domain, decl.key, decl.provider)
             found = by_identity.get(identity)
             if found is None:
-                cand = _candidate(decl, layer_name, index, memo)
                 same_key = by_key.setdefault(decl.component_key, [])
                 by_identity[identity] = (same_key, len(same_key))
                 same_key.append(cand)
@@ -219,13 +220,20 @@ def _merge_candidates(
     return by_key
 
 
-def _candidate(decl: Decl, layer_name: str, index: int, memo: CandidateMemo | None) -> Candidate:
-    if memo is not None:
-        made = memo.get((id(decl), index))
-        if made is None or made[0] is not decl or made[1].layer != layer_name:
-            made = (decl, _candidate(decl, layer_name, index, None))
-        memo.put((id(decl), index), made)
-        return made[1]
+def _candidates(
+    decls: list[Decl], layer_name: str, index: int, memo: CandidateMemo | None
+) -> list[Candidate]:
+    """A candidate of each declaration of a layer (those that refine are folded in later)."""
+    if memo is None:
+        return [_candidate(decl, layer_name, index) for decl in decls]
+    made = memo.get((id(decls), index))
+    if made is None or made[0] is not decls or (made[1] and made[1][0].layer != layer_name):
+        made = (decls, [_candidate(decl, layer_name, index) for decl in decls])
+    memo.put((id(decls), index), made)
+    return made[1]
+
+
+def _candidate(decl: Decl, layer_name: str, index: int) -> Candidate:
     return Candidate(
         decl.domain,
         decl.key,
