@@ -31,8 +31,13 @@ def test_children_do_part_of_the_work_and_results_keep_their_order() -> None:
     assert all(forked == (pid != os.getpid()) for _, pid, forked in results)
 
 
-def test_light_work_stays_in_the_caller() -> None:
-    results = forking.map_forked(where, [1, 2], [1, 1])
+@pytest.mark.parametrize(
+    "weights",
+    [[1, 1], [HEAVY * 4, HEAVY // 2, HEAVY // 2]],  # too light; one item is most of the work
+    ids=["light", "lopsided"],
+)
+def test_work_not_worth_splitting_stays_in_the_caller(weights: list[int]) -> None:
+    results = forking.map_forked(where, list(range(len(weights))), weights)
     assert {pid for _, pid, _ in results} == {os.getpid()}
 
 
