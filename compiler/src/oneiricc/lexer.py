@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lark.lexer import (
+    AbstractBasicLexer,
     BasicLexer,
     ContextualLexer,
     LexerState,
@@ -98,7 +99,7 @@ class FastContextualLexer(ContextualLexer):
         # One pattern for every state; None where only lark's loop may lex.
         self._match = every.own() if every is not None and fast else None
 
-    def _state(self, lexer: Any) -> _State | None:
+    def _state(self, lexer: AbstractBasicLexer) -> _State | None:
         if not isinstance(lexer, BasicLexer):
             return None
         names = {t.name for t in lexer.terminals}
