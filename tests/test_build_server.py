@@ -352,17 +352,18 @@ def test_warm_state_gives_the_plans_of_a_build_without_any_cache(
         handle.write('module-path = ["mods"]\n')
     edit(root / "stacks/shop.oneiric", '"shopdemo.services:OrderService"', '"localimpl:make"')
     warm = WarmState()
-    components_reused = workflows_reused = 0
+    components_reused = workflows_reused = decisions_reused = 0
     planned = []
     for path, old, new in [("", "", ""), *DEMO_EDITS]:
         if path:
             edit(root / path, old, new)
-        memos = {
+        kept = {
             target: memo
             for target in [("dev", strict), ("prod", strict)]
             if (memo := warm.targets.get(target)) is not None
         }
-        before = {t: (memo.last.copy(), memo.workflows.copy()) for t, memo in memos.items()}
+        before = {t: (k.plan.last.copy(), k.plan.workflows.copy()) for t, k in kept.items()}
+        decided = {t: k.decisions.last.copy() for t, k in kept.items()}
         served = compile_at(root, use_cache=True, reuse_outputs=True, warm=warm, strict=strict)
         cold = compile_at(root, strict=strict)
         assert served.diagnostics == cold.diagnostics
@@ -371,20 +372,26 @@ def test_warm_state_gives_the_plans_of_a_build_without_any_cache(
         }
         planned.append(bool(served.outputs))
         components_reused += sum(
-            made is warm.plan_memo(*target).last.get(key)
+            made is warm.target(*target).plan.last.get(key)
             for target, (last, _) in before.items()
             for key, made in last.items()
         )
         workflows_reused += sum(
-            made is warm.plan_memo(*target).workflows.get(key)
+            made is warm.target(*target).plan.workflows.get(key)
             for target, (_, workflows) in before.items()
             for key, made in workflows.items()
+        )
+        decisions_reused += sum(
+            made is warm.target(*target).decisions.last.get(key)
+            for target, last_decided in decided.items()
+            for key, made in last_decided.items()
         )
         warm.next_build()
     assert len(warm.files) == 3
     if not strict:  # only the two errors made no plans (strict: the demo's tie is an error)
         assert planned == [True] * 6 + [False, True, False, True, True, True, True, True]
-    # The memo is used (strict: the demo's tie is an error, so there is no plan to reuse).
+    # The memos are used (strict: the demo's tie is an error, so there is no plan to reuse).
+    assert decisions_reused > 0
     assert (components_reused > 0 and workflows_reused > 0) or strict
 
 

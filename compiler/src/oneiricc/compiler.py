@@ -56,7 +56,7 @@ from .loader import Sources, discover, load, read_checksums
 from .pins import PinError, Pinner, Resolved
 from .planner import CompiledPlan, PlanMemo, build_plan, seal
 from .project import Project
-from .resolver import CandidateMemo, Resolution, resolve
+from .resolver import CandidateMemo, DecisionMemo, Resolution, resolve
 
 if TYPE_CHECKING:
     from oneiric.plan import Plan
@@ -123,24 +123,32 @@ _PLANNING_MODULES = (loader, resolver, graphs, pins, planner, sys.modules[__name
 
 
 @dataclass(slots=True)
+class TargetMemo:
+    """What a long-running process keeps of one target's builds at one strictness."""
+
+    decisions: DecisionMemo = field(default_factory=DecisionMemo)
+    plan: PlanMemo = field(default_factory=PlanMemo)
+
+
+@dataclass(slots=True)
 class WarmState:
     """What a long-running process (the build server) keeps from one build to the next:
     the checked files of the latest build, the resolver's candidates, each target's
-    components and workflows (per strictness), and the latest build memo.  Like the
+    decisions, components and workflows (per strictness), and the latest build memo.  Like the
     cache, it makes a build cheaper, never different.  Its owner calls `next_build`
     after each build, and `settle` once the build's caller has its answer."""
 
     files: KeptFiles = field(default_factory=KeptFiles)
     candidates: CandidateMemo = field(default_factory=CandidateMemo)
-    targets: LatestBuild[tuple[str, bool], PlanMemo] = field(default_factory=LatestBuild)
+    targets: LatestBuild[tuple[str, bool], TargetMemo] = field(default_factory=LatestBuild)
     # The latest build memo (where it lives, what it holds), read from here rather than
     # from disk; and whether it is still to be written there (by `settle`).
     memo: tuple[Path, BuildMemo] | None = None
     memo_unwritten: bool = False
 
-    def plan_memo(self, target: str, strict: bool) -> PlanMemo:
-        memo = self.targets.get((target, strict)) or PlanMemo()
-        self.targets.put((target, strict), memo)
+    def target(self, name: str, strict: bool) -> TargetMemo:
+        memo = self.targets.get((name, strict)) or TargetMemo()
+        self.targets.put((name, strict), memo)
         return memo
 
     def next_build(self) -> None:
@@ -311,14 +319,22 @@ def _compile(
         visible = sources.visible_from(target.place.file)
         if any(path not in sources.checked for path in visible):
             continue  # a file it depends on did not parse; its errors are already reported
-        candidates = warm.candidates if warm else None
-        plan_memo = warm.plan_memo(name, strict) if warm else None
-        resolution = resolve(program, sources, name, strict=strict, memo=candidates)
+        kept = warm.target(name, strict) if warm else None
+        resolution = resolve(
+            program,
+            sources,
+            name,
+            strict=strict,
+            memo=warm.candidates if warm else None,
+            decided=kept.decisions if kept else None,
+        )
         build.resolutions[name] = resolution
         diagnostics.extend(resolution.diagnostics)
         if has_errors(resolution.diagnostics):
             continue
-        plan, plan_diagnostics = build_plan(resolution, sources, pinner, plan_memo)
+        plan, plan_diagnostics = build_plan(
+            resolution, sources, pinner, kept.plan if kept else None
+        )
         diagnostics.extend(plan_diagnostics)
         if plan is not None:
             build.outputs[name] = plan

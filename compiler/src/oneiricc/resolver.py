@@ -151,10 +151,12 @@ def resolve(
     *,
     strict: bool,
     memo: CandidateMemo | None = None,
+    decided: DecisionMemo | None = None,
 ) -> Resolution:
     """`memo`, in a long-running process: candidates made by earlier builds, and each
     decision keeps what it was made from (`Decision.inputs`), so that the planner can
-    tell which are the same as the last build's."""
+    tell which are the same as the last build's.  `decided`: this target's decisions
+    (at this strictness) from the last build, reused where made of the same objects."""
     target = program.targets[target_name]
     report = _Reporter()
     files = sources.visible_from(target.place.file)
@@ -162,7 +164,7 @@ def resolve(
     candidates = _merge_candidates(program, layers, report, memo)
     selections = _selections(program, layers, candidates, report)
     record_inputs = memo is not None
-    decisions = _decide_all(candidates, selections, target, strict, report, record_inputs)
+    decisions = _decide_all(candidates, selections, target, strict, report, record_inputs, decided)
     _check_requirements(decisions, candidates, report)
     return Resolution(target, files, decisions, report.diagnostics)
 
@@ -328,6 +330,43 @@ def _selections(
 Consumer = tuple[Candidate, Req]  # a candidate and one of its requirements
 
 
+@dataclass(slots=True)  # not frozen: made for every key of every build in a server
+class _Decided:
+    """A decision (None: an error) with what it was made of and what it reported."""
+
+    cands: list[Candidate]
+    selection: Select | None
+    consumers: list[Consumer]
+    decision: Decision | None
+    diagnostics: list[Diagnostic]
+
+    def made_of(
+        self, cands: list[Candidate], selection: Select | None, consumers: list[Consumer]
+    ) -> bool:
+        """Made of these very objects: then deciding again would give the same."""
+        return (
+            self.selection is selection
+            and len(self.cands) == len(cands)
+            and all(a is b for a, b in zip(self.cands, cands, strict=True))
+            and len(self.consumers) == len(consumers)
+            and all(
+                a[0] is b[0] and a[1] is b[1]
+                for a, b in zip(self.consumers, consumers, strict=True)
+            )
+        )
+
+
+class DecisionMemo:
+    """One target's decisions at one strictness, kept by a long-running process from
+    one build to the next.  A decision depends on its key's candidates, selection and
+    consumers alone (and on the target's name and the strictness, fixed per memo):
+    when those are the very objects of the last build (candidates and declarations
+    are never changed once made), the last decision and its diagnostics stand."""
+
+    def __init__(self) -> None:
+        self.last: dict[Key, _Decided] = {}
+
+
 def _decide_all(
     candidates: dict[Key, list[Candidate]],
     selections: dict[Key, Select],
@@ -335,10 +374,12 @@ def _decide_all(
     strict: bool,
     report: _Reporter,
     record_inputs: bool,
+    memo: DecisionMemo | None,
 ) -> dict[Key, Decision]:
     keys = sorted(candidates)  # keys are numbered in this order from here on
     requirers, order = _requirements(candidates, {key: i for i, key in enumerate(keys)})
     decided: list[Decision | None] = [None] * len(keys)
+    made: dict[Key, _Decided] = {}
     for i in order:
         key = keys[i]
         cands = candidates[key]
@@ -348,10 +389,22 @@ def _decide_all(
             if (decision := decided[consumer]) is None or decision.winner is cand
         ]
         selection = selections.get(key)
+        last = memo.last.get(key) if memo is not None else None
+        if last is not None and last.made_of(cands, selection, consumers):
+            report.diagnostics.extend(last.diagnostics)
+            decided[i], made[key] = last.decision, last
+            continue
+        reported = len(report.diagnostics)
         decision = _decide(key, cands, selection, consumers, target, strict, report)
         if decision is not None and record_inputs:
             decision.inputs = _inputs(cands, selection, consumers)
         decided[i] = decision
+        if memo is not None:
+            made[key] = _Decided(
+                cands, selection, consumers, decision, report.diagnostics[reported:]
+            )
+    if memo is not None:
+        memo.last = made
     return {
         key: decision for key, decision in zip(keys, decided, strict=True) if decision is not None
     }
