@@ -7,7 +7,7 @@ resolver never has to re-check them.  Every problem becomes a diagnostic; the
 checker never stops at the first one.
 
 It runs in two steps.  `check_file` looks at one file alone (nearly all the
-work), so its result (`CheckedFile`) can be computed in a parse worker and kept
+work), so its result (`CheckedFile`) can be computed in a forked parse child and kept
 in the content-addressed cache beside the parse; `check` then joins the files'
 results into one `Program`, reporting stacks and targets declared twice.
 """

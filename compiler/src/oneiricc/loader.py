@@ -165,7 +165,7 @@ def _read_and_parse(
         entry = job[2]
         if isinstance(outcome, bytes):
             loaded = load_entry(outcome, CheckedFile)
-            assert loaded is not None, path  # bytes this build's own worker just pickled
+            assert loaded is not None, path  # bytes this build's own child just pickled
             outcome = loaded
         if isinstance(outcome, CheckedFile):
             sources.checked[path] = outcome

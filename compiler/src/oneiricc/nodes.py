@@ -2,7 +2,7 @@
 
 Nodes are named tuples: the cheapest immutable records Python has to build
 (the parser makes about ten per component), to pickle for the parse cache and
-to send back from parallel parse workers.  They carry no meaning: whether a
+to send back from forked parse children.  They carry no meaning: whether a
 field is allowed in a domain, whether a duration is well formed, what a name
 refers to, the checker decides.
 """

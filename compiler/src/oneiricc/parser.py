@@ -301,7 +301,7 @@ def _grammar_cache_file() -> str | bool:
 
 @cache
 def parser() -> Lark:
-    """The LALR parser, built once per process (call before forking parse workers)."""
+    """The LALR parser, built once per process (call before forking parse children)."""
     from lark import Lark
 
     from .lexer import FastContextualLexer
