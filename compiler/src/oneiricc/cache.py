@@ -45,7 +45,7 @@ from typing import Any, Generic, TypeVar
 from oneiric import canonical, plandoc
 from oneiric.plandoc import Pin
 
-from . import checker, diagnostics, nodes, parser
+from . import checker, diagnostics, installed_version, nodes, parser
 from .checker import CheckedFile
 from .parser import grammar_text
 
@@ -102,15 +102,6 @@ class BuildMemo:
     diagnostics: tuple[diagnostics.Diagnostic, ...]  # warnings only
     modules: dict[str, Pin]  # every module pinned → its pin
     entry_points: dict[tuple[str, str], tuple[str, str, Pin]]  # (group, name) → module, attr, pin
-
-
-def _compiler_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version  # not at every start-up
-
-    try:
-        return version("oneiric-compiler")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "source"
 
 
 class _RecordsOnly(pickle.Unpickler):
@@ -178,8 +169,9 @@ class CheckCache:
     def __init__(self, directory: Path, kept: KeptFiles | None = None) -> None:
         self.directory = directory
         self.kept = kept
+        compiler = installed_version() or "source"
         salt = hashlib.sha256(
-            f"{_compiler_version()}\0{sys.implementation.cache_tag}\0{grammar_text()}\0".encode()
+            f"{compiler}\0{sys.implementation.cache_tag}\0{grammar_text()}\0".encode()
         )
         for module in _SHAPING_MODULES:
             salt.update(Path(module.__file__ or "").read_bytes())

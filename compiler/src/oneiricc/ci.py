@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from . import installed_version
 from .diagnostics import CODES, Diagnostic, Severity
 from .errordocs import error_doc
 from .projectroot import CONFIG_FILE
@@ -29,15 +30,6 @@ check_format_option = click.option(
     default=None,
     help="Output format: json (one document), sarif (SARIF 2.1.0), github (annotations).",
 )
-
-
-def _tool_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version  # not at every start-up
-
-    try:
-        return version("oneiric-compiler")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "0"
 
 
 def _region(diag: Diagnostic) -> dict[str, int]:
@@ -117,7 +109,7 @@ def render_sarif(diagnostics: Iterable[Diagnostic], root: Path) -> str:
                 "tool": {
                     "driver": {
                         "name": "oneiricc",
-                        "version": _tool_version(),
+                        "version": installed_version() or "0",
                         "rules": [_rule(code) for code in codes],
                     }
                 },

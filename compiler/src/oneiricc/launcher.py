@@ -138,7 +138,7 @@ def encode(message: dict[str, Any]) -> bytes:
     """A length-prefixed message.
 
     In `marshal`'s format: the interpreter's own for its own values, built in
-    (json would cost a forwarded build ~5 ms of imports), and it carries any
+    (json would cost a forwarded build ~4 ms of imports), and it carries any
     string the environment holds, undecodable bytes included.  Its loader is
     not meant for hostile input; the peer is this very user (`SO_PEERCRED`,
     a private directory), the size is capped, and every field is checked.

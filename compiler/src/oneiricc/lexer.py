@@ -4,7 +4,7 @@ Lark's `ContextualLexer` keeps one lexer for each set of terminals the parser
 may accept next, and matches one terminal at a time: every run of blanks and
 every comment is a token of its own, matched, counted and thrown away in
 Python, and each state's lexer compiles its own regexes on first use (~40 of
-them, the first ~15 ms of every process's first parse).
+them, a few ms of every process's first parse).
 
 This subclass gives the same tokens (positions included) a third faster.  One
 pattern, compiled once, skips the ignored terminals and matches the next token

@@ -30,6 +30,7 @@ from oneiric.plan import DOMAINS, Plan
 from pygls import uris
 from pygls.lsp.server import LanguageServer
 
+from . import installed_version
 from . import nodes as n
 from .compiler import Build, compile_project
 from .diagnostics import CompileError, Diagnostic, Severity
@@ -147,9 +148,7 @@ def _node_task(workflow: Tree[Token] | None, name: str, parent: Tree[Token]) -> 
 
 class OneiricServer(LanguageServer):
     def __init__(self) -> None:
-        from importlib.metadata import version
-
-        super().__init__("oneiricc", version("oneiric-compiler"))
+        super().__init__("oneiricc", installed_version() or "0")
         self.target: str | None = None
         self.builds: dict[Path, Build] = {}
         self.published: dict[Path, set[str]] = {}
