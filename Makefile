@@ -27,7 +27,7 @@ test: setup
 
 golden: setup
 	$(RUN) oneiricc build
-	$(RUN) python -m oneiric.schema docs/plan.schema.json
+	$(RUN) python -m oneiric._plan.schema docs/plan.schema.json
 
 bench: setup
 	$(RUN) python bench/run.py

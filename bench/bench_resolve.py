@@ -21,11 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-from oneiricc.checker import check
-from oneiricc.diagnostics import has_errors
-from oneiricc.loader import discover, load
-from oneiricc.project import load_project
-from oneiricc.resolver import resolve
+from oneiricc._build.checker import check
+from oneiricc._build.loader import discover, load
+from oneiricc._build.project import load_project
+from oneiricc._build.resolver import resolve
+from oneiricc._language.diagnostics import has_errors
 
 OUT = Path(__file__).resolve().parent / "out"
 LAYERS = 20

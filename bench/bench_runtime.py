@@ -2,7 +2,7 @@
 
 * CLI start: `oneiric --help` and `oneiric status` whole-process time and peak RSS,
   against bare `python -c pass` (goal: < 0.2 s and < 50 MiB).
-* import: `import oneiric.supervisor` (everything `oneiric run` needs).
+* import: `import oneiric._lifecycle.supervisor` (everything `oneiric run` needs).
 * cold start to ready on plans of 10 and 1,000 no-op components, process spawn →
   status.json says running (goal: 0.5 s at 1,000), for each way a plan arrives:
   a signed manifest with the plan inline, a signed manifest referencing the plan
@@ -29,20 +29,21 @@ from typing import Any
 
 import anyio
 from nacl.signing import SigningKey
-from oneiric import dsse, logs
-from oneiric.keys import PublicKey
-from oneiric.manifest import MANIFEST_PAYLOAD_TYPE, manifest_payload
-from oneiric.plan import Component, Plan
-from oneiric.runtime import Runtime
-from oneiric.sources import UnsignedPlanFile
-from oneiric.supervisor import Settings, Supervisor
-from oneiric.trust import trust_bytes
+from oneiric._cli import logs
+from oneiric._delivery import dsse
+from oneiric._delivery.keys import PublicKey
+from oneiric._delivery.manifest import MANIFEST_PAYLOAD_TYPE, manifest_payload
+from oneiric._delivery.sources import UnsignedPlanFile
+from oneiric._delivery.trust import trust_bytes
+from oneiric._lifecycle.runtime import Runtime
+from oneiric._lifecycle.supervisor import Settings, Supervisor
+from oneiric._plan.model import Component, Plan
 
 IMPL = "oneiric.adapters.memory"
 
 
 def _pin() -> dict[str, Any]:
-    from oneiricc.pins import Pinner
+    from oneiricc._build.pins import Pinner
 
     return dict(Pinner([]).pin_module(IMPL))
 
@@ -270,7 +271,11 @@ def main(argv: list[str] | None = None) -> int:
         compiled = {**os.environ, "PYTHONPYCACHEPREFIX": pyc}
         compiled.pop("PYTHONDONTWRITEBYTECODE", None)
         subprocess.run(
-            [*python, "-c", "import oneiric.cli, oneiric.commands.runtime, oneiric.supervisor"],
+            [
+                *python,
+                "-c",
+                "import oneiric._cli.main, oneiric._cli.runtime, oneiric._lifecycle.supervisor",
+            ],
             env=compiled,
             check=True,
         )
@@ -292,9 +297,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"cpu {cpu * 1000:.0f} ms ({cpu / base_cpu:.1f}x), "
                 f"{rss / 1024:.1f} MiB ({rss / base_rss:.1f}x)"
             )
-        t, cpu, _ = timed([*python, "-c", "import oneiric.supervisor"], runs, compiled)
+        t, cpu, _ = timed([*python, "-c", "import oneiric._lifecycle.supervisor"], runs, compiled)
         print(
-            f"import oneiric.supervisor: {t * 1000:.1f} ms ({t / base_t:.1f}x baseline), "
+            f"import supervisor: {t * 1000:.1f} ms ({t / base_t:.1f}x baseline), "
             f"cpu {cpu * 1000:.0f} ms, {(t - base_t) * 1000:.1f} ms over it"
         )
         for n in (10, 1000):

@@ -22,18 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from nacl.signing import SigningKey
-from oneiric import dsse
-from oneiric.fetch import Fetcher
-from oneiric.keys import PublicKey
-from oneiric.manifest import (
+from oneiric._delivery import dsse
+from oneiric._delivery.fetch import Fetcher
+from oneiric._delivery.keys import PublicKey
+from oneiric._delivery.manifest import (
     MANIFEST_PAYLOAD_TYPE,
     check_plan,
     manifest_payload,
     verify_all,
     verify_manifest,
 )
-from oneiric.plan import Plan
-from oneiric.trust import parse_trust, trust_bytes
+from oneiric._delivery.trust import parse_trust, trust_bytes
+from oneiric._plan.model import Plan
 
 
 def big_plan(size: int) -> bytes:

@@ -42,8 +42,8 @@ def stack(levels: int, width: int, impl: str) -> str:
 
 
 def compile_plan(root: Path, body: str) -> Any:
-    from oneiricc.compiler import compile_project
-    from oneiricc.project import load_project
+    from oneiricc._build.pipeline import compile_project
+    from oneiricc._build.project import load_project
 
     (root / "stacks").mkdir(parents=True)
     (root / "oneiric.toml").write_text('sources = ["stacks"]\n')
@@ -72,10 +72,10 @@ def sqlite_baseline(path: Path, n: int) -> float:
 
 async def measure(args: argparse.Namespace, scratch: Path) -> dict[str, float]:
     import wfnoop
-    from oneiric.events import EventBus
-    from oneiric.flowhost import activated
-    from oneiric.flowstore import FlowStore
-    from oneiric.workflows import Workflows
+    from oneiric._flows.events import EventBus
+    from oneiric._flows.host import activated
+    from oneiric._flows.store import FlowStore
+    from oneiric._flows.workflows import Workflows
 
     n = args.levels * args.width
     out: dict[str, float] = {}
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("LOG_LEVEL", "warning")
     import anyio
-    from oneiric import logs
+    from oneiric._cli import logs
 
     logs.configure()
     with tempfile.TemporaryDirectory() as scratch:

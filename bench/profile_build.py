@@ -80,13 +80,13 @@ def import_costs(limit: int = 12) -> list[tuple[str, float]]:
 def stages(
     root: Path, sequential: bool, collect: bool = True, cached: bool = False
 ) -> dict[str, float]:
-    from oneiricc import forking, loader, planner
-    from oneiricc.cache import CheckCache
-    from oneiricc.checker import check
-    from oneiricc.parser import parse
-    from oneiricc.pins import Pinner
-    from oneiricc.project import load_project
-    from oneiricc.resolver import resolve
+    from oneiricc._build import forking, loader, planner
+    from oneiricc._build.checker import check
+    from oneiricc._build.pins import Pinner
+    from oneiricc._build.project import load_project
+    from oneiricc._build.resolver import resolve
+    from oneiricc._incremental.cache import CheckCache
+    from oneiricc._language.parser import parse
 
     class TimedPinner(Pinner):
         """Counts the time spent pinning, so planning can be split from it."""

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _trace_run(record: object) -> None:
-    from oneiric.flowstore import RunRecord
+    from oneiric._flows.store import RunRecord
 
     assert isinstance(record, RunRecord)
     print(f"  run {record.id} ({record.trigger}): {record.status}")
@@ -30,12 +30,12 @@ def _trace_run(record: object) -> None:
 
 
 async def _demo(state: Path) -> None:
-    from oneiric import logs
-    from oneiric.events import EventBus
-    from oneiric.flowhost import activated
-    from oneiric.flowstore import FlowStore
-    from oneiric.plan import load_plan
-    from oneiric.workflows import Workflows
+    from oneiric._cli import logs
+    from oneiric._flows.events import EventBus
+    from oneiric._flows.host import activated
+    from oneiric._flows.store import FlowStore
+    from oneiric._flows.workflows import Workflows
+    from oneiric._plan.model import load_plan
 
     os.environ.setdefault("LOG_LEVEL", "warning")
     logs.configure()

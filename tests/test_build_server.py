@@ -27,10 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from oneiricc.buildserver import _CodeFiles, ask
-from oneiricc.cache import MEMO_DIRECTORY
-from oneiricc.compiler import WarmState
-from oneiricc.launcher import (
+from oneiricc._build.pipeline import WarmState
+from oneiricc._cli.launcher import (
     NO_SERVER_ENV,
     ProtocolError,
     code_identity,
@@ -38,6 +36,8 @@ from oneiricc.launcher import (
     receive,
     server_address,
 )
+from oneiricc._incremental.cache import MEMO_DIRECTORY
+from oneiricc._incremental.server import _CodeFiles, ask
 from support import ROOT, SMALL_PROJECT, SMALL_SETTINGS, compile_at, run_cli, write_project
 
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from oneiricc.cache import ENTRY_SUFFIX, MAX_UNUSED_S, MEMO_DIRECTORY, PRUNE_STAMP
+from oneiricc._incremental.cache import ENTRY_SUFFIX, MAX_UNUSED_S, MEMO_DIRECTORY, PRUNE_STAMP
 from support import compile_at, write_project
 
 CLEAN = {

@@ -12,8 +12,8 @@ import pytest
 import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oneiric.canonical import MAX_SAFE_INTEGER, dumps, dumps_sealed, sha256_digest
-from oneiric.plan import KNOWN_MAJOR_VERSIONS, UnsupportedPlanVersion, load_plan
+from oneiric._plan.canonical import MAX_SAFE_INTEGER, dumps, dumps_sealed, sha256_digest
+from oneiric._plan.model import KNOWN_MAJOR_VERSIONS, UnsupportedPlanVersion, load_plan
 
 GOLDEN = sorted((Path(__file__).resolve().parent.parent / "golden").glob("*.plan.json"))
 

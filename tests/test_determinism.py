@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-from oneiricc.diagnostics import Diagnostic
+from oneiricc._language.diagnostics import Diagnostic
 from support import ROOT, compile_at, run_cli, write_project
 
 TARGETS = ("dev", "prod")
@@ -93,8 +93,8 @@ def test_repository_golden_plans_are_reproduced_outside_the_repository(demo: Pat
 def test_discovery_order_and_entry_files_do_not_matter(
     demo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from oneiricc.compiler import compile_project
-    from oneiricc.project import load_project
+    from oneiricc._build.pipeline import compile_project
+    from oneiricc._build.project import load_project
 
     project = load_project(demo)
     stacks = demo / "stacks"

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from oneiricc.checker import ALLOWED_FIELDS
-from oneiricc.cli import main
-from oneiricc.diagnostics import CODES
-from oneiricc.parser import FIELD_NAMES
+from oneiricc._build.checker import ALLOWED_FIELDS
+from oneiricc._cli.main import main
+from oneiricc._language.diagnostics import CODES
+from oneiricc._language.parser import FIELD_NAMES
 from support import run_cli
 from syrupy.assertion import SnapshotAssertion
 

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from oneiricc.compiler import Build
-from oneiricc.diagnostics import Severity, render_human, summary_line
+from oneiricc._build.pipeline import Build
+from oneiricc._language.diagnostics import Severity, render_human, summary_line
 from support import ROOT, compile_at, write_project
 
 LANGUAGE_DOC = ROOT / "docs" / "language.md"

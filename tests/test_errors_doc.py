@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from oneiricc.diagnostics import CODES
+from oneiricc._language.diagnostics import CODES
 from support import ROOT
 from test_docs_examples import assert_as_documented, build_example, read_document
 

@@ -7,7 +7,7 @@ import os
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oneiricc import forking
+from oneiricc._build import forking
 
 HEAVY = forking.MIN_WEIGHT_TO_FORK  # one item's weight: enough to fork for two items
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from oneiricc.compiler import Build
-from oneiricc.diagnostics import Severity, render_human, render_json
+from oneiricc._build.pipeline import Build
+from oneiricc._language.diagnostics import Severity, render_human, render_json
 from support import ROOT, compile_at, run_cli, write_project
 
 MAIN = "stacks/main.oneiric"
@@ -116,7 +116,7 @@ def test_bad_source_is_diagnosed(tmp_path: Path, name: str) -> None:
 
 @pytest.mark.timeout(120)
 def test_file_over_the_size_limit(tmp_path: Path) -> None:
-    from oneiricc.parser import MAX_SOURCE_BYTES
+    from oneiricc._language.parser import MAX_SOURCE_BYTES
 
     source = b"oneiric 1\n" + b"#" * MAX_SOURCE_BYTES
     assert_rejected(compiled(tmp_path / "p", {MAIN: source}), "E0006")
@@ -125,7 +125,7 @@ def test_file_over_the_size_limit(tmp_path: Path) -> None:
 @pytest.mark.timeout(300)
 def test_deep_trees_parsed_in_parallel(tmp_path: Path) -> None:
     """Enough text for the parallel parser, and trees too deep to pickle back from a child."""
-    from oneiricc.forking import MIN_WEIGHT_TO_FORK
+    from oneiricc._build.forking import MIN_WEIGHT_TO_FORK
 
     depth = MIN_WEIGHT_TO_FORK // 4 + 1000
     lists = _component(f"config {{ x = {_nest('[', '', ']', depth)} }}")
@@ -279,7 +279,7 @@ def test_cli_json_diagnostics_for_bad_files(bad_project: Path) -> None:
 
 @pytest.mark.timeout(200)
 def test_cli_file_over_the_size_limit(tmp_path: Path) -> None:
-    from oneiricc.parser import MAX_SOURCE_BYTES
+    from oneiricc._language.parser import MAX_SOURCE_BYTES
 
     project = write_project(tmp_path, {MAIN: b"oneiric 1\n" + b"\xff" * MAX_SOURCE_BYTES})
     result = run_cli("oneiricc", "--root", str(project), "check")

@@ -16,7 +16,7 @@ import networkx as nx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oneiricc import graphs
+from oneiricc._build import graphs
 
 Graph = tuple[list[int], list[tuple[int, int]]]
 

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
-from oneiricc.lexer import FastContextualLexer
-from oneiricc.parser import grammar_text
+from oneiricc._language.lexer import FastContextualLexer
+from oneiricc._language.parser import grammar_text
 from support import ROOT
 from test_fuzz import TOKENS
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
-from oneiric.schema import render
+from oneiric._plan.schema import render
 from support import ROOT, run_cli
 
 SCHEMA_FILE = ROOT / "docs" / "plan.schema.json"
@@ -30,10 +30,10 @@ def test_schema_file_is_current() -> None:
 
 def test_generator_is_deterministic_across_processes(tmp_path: Path) -> None:
     out = tmp_path / "schema.json"
-    result = run_cli("oneiric.schema", str(out), env={"PYTHONHASHSEED": "12345"})
+    result = run_cli("oneiric._plan.schema", str(out), env={"PYTHONHASHSEED": "12345"})
     assert result.returncode == 0, result.stderr
     assert out.read_text(encoding="utf-8") == render()
-    usage = run_cli("oneiric.schema", "--bogus")
+    usage = run_cli("oneiric._plan.schema", "--bogus")
     assert usage.returncode == 2
     assert "usage" in usage.stderr
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from oneiric import plandoc
-from oneiric.plan import Plan, load_plan
+from oneiric._plan import document as plandoc
+from oneiric._plan.model import Plan, load_plan
 from pydantic import TypeAdapter
 from support import ROOT, compile_at
 
@@ -102,7 +102,7 @@ def test_every_emitted_plan_validates_and_round_trips(project: str, tmp_path: Pa
 
 PROBE = """
 import json, sys
-from oneiricc.cli import main
+from oneiricc._cli.main import main
 try:
     main(["build", "--no-cache", "-t", "prod", "--out", sys.argv[1]])
 except SystemExit as exc:
@@ -123,4 +123,4 @@ def test_build_never_imports_pydantic(tmp_path: Path) -> None:
     assert probe.returncode == 0, probe.stderr
     modules = set(json.loads(probe.stdout.splitlines()[-1]))
     assert out.read_bytes() == (ROOT / "golden" / "prod.plan.json").read_bytes()
-    assert not {"pydantic", "oneiric.plan"} & {*modules, *(m.split(".")[0] for m in modules)}
+    assert not {"pydantic", "oneiric._plan.model"} & {*modules, *(m.split(".")[0] for m in modules)}

@@ -13,9 +13,9 @@ from pathlib import Path
 from textwrap import dedent
 
 import pytest
-from oneiric.plan import Component, Plan
-from oneiricc.compiler import Build
-from oneiricc.diagnostics import Severity
+from oneiric._plan.model import Component, Plan
+from oneiricc._build.pipeline import Build
+from oneiricc._language.diagnostics import Severity
 from support import compile_at, write_project
 
 IMPL = 'impl "sys:exit"'
@@ -650,15 +650,15 @@ def test_entry_point_is_resolved_and_pinned(tmp_path: Path) -> None:
         "kind": "entrypoint",
         "group": "console_scripts",
         "name": "oneiricc",
-        "module": "oneiricc.launcher",
+        "module": "oneiricc._cli.launcher",
         "attr": "main",
     }
     pin = cli.pin
     assert pin is not None
-    assert pin.file == "oneiricc/launcher.py"
-    import oneiricc.launcher
+    assert pin.file == "oneiricc/_cli/launcher.py"
+    import oneiricc._cli.launcher
 
-    assert pin.sha256 == _sha256(oneiricc.launcher.__file__)
+    assert pin.sha256 == _sha256(oneiricc._cli.launcher.__file__)
     expected = importlib.metadata.version("oneiric-compiler")
     assert (pin.distribution, pin.version) == ("oneiric-compiler", expected)
 

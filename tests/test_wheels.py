@@ -106,7 +106,7 @@ def installed(uv: str, python: Path) -> set[str]:
 def test_compiler_wheel_ships_the_real_grammar(wheels: dict[str, Path]) -> None:
     grammar = (ROOT / "grammar" / "oneiric.lark").read_bytes()
     with zipfile.ZipFile(wheels["compiler"]) as wheel:
-        info = wheel.getinfo("oneiricc/oneiric.lark")
+        info = wheel.getinfo("oneiricc/_language/oneiric.lark")
         mode = info.external_attr >> 16
         assert not stat.S_ISLNK(mode)
         assert wheel.read(info) == grammar
@@ -183,7 +183,7 @@ def test_installed_compiler_builds_a_stack_outside_the_repository(
     loaded = run(
         python,
         "-c",
-        "import sys; from oneiric.plan import load_plan\n"
+        "import sys; from oneiric import load_plan\n"
         "for p in sys.argv[1:]: print(load_plan(open(p, 'rb').read()).target)",
         *sorted((project / "golden").glob("*.plan.json")),
         cwd=tmp_path,
@@ -196,7 +196,7 @@ def test_installed_compiler_builds_a_stack_outside_the_repository(
             python,
             "-c",
             "import json, importlib.util as u; print(json.dumps("
-            "[u.find_spec('json').origin, u.find_spec('oneiricc.launcher').origin]))",
+            "[u.find_spec('json').origin, u.find_spec('oneiricc._cli.launcher').origin]))",
             cwd=tmp_path,
         )
     )
@@ -205,7 +205,10 @@ def test_installed_compiler_builds_a_stack_outside_the_repository(
     stdlib_json, compiler_entry = (hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files)
     assert pins["adapter:cache"]["sha256"] == stdlib_json
     action = pins["action:compress"]
-    assert (action["distribution"], action["file"]) == ("oneiric-compiler", "oneiricc/launcher.py")
+    assert (action["distribution"], action["file"]) == (
+        "oneiric-compiler",
+        "oneiricc/_cli/launcher.py",
+    )
     assert action["sha256"] == compiler_entry
 
     # The workspace compiler decides exactly the same.

@@ -12,8 +12,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from oneiricc.diagnostics import CODES
-from oneiricc.errordocs import error_doc
+from oneiricc._authoring.errordocs import error_doc
+from oneiricc._language.diagnostics import CODES
 from support import ROOT, run_cli, write_project
 
 CASES = ROOT / "tests" / "cases"
@@ -65,8 +65,8 @@ def test_sarif_of_a_clean_project_is_valid(tmp_path: Path) -> None:
 
 def test_sarif_gives_every_result_a_location(tmp_path: Path) -> None:
     """A diagnostic about no source (an unknown --target) points at the project file."""
-    from oneiricc.ci import render_sarif
-    from oneiricc.diagnostics import Diagnostic
+    from oneiricc._authoring.ci import render_sarif
+    from oneiricc._language.diagnostics import Diagnostic
 
     log = json.loads(render_sarif([Diagnostic("E0202", "unknown target prdo")], tmp_path))
     _sarif_validator().validate(log)
@@ -119,7 +119,11 @@ def test_explain_unknown_code_is_a_usage_error() -> None:
 
 
 def test_every_code_is_documented_in_the_shipped_file() -> None:
-    assert (resources.files("oneiricc") / "errors.md").read_text().startswith("# Error codes")
+    assert (
+        (resources.files("oneiricc._authoring") / "errors.md")
+        .read_text()
+        .startswith("# Error codes")
+    )
     for code in CODES:
         doc = error_doc(code)
         assert doc is not None

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from oneiric.plan import DOMAINS
+from oneiric._plan.model import DOMAINS
 from support import ROOT
 
 GRAMMAR = json.loads((ROOT / "editors" / "oneiric.tmLanguage.json").read_text())

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from oneiric_sources import projects, sources
-from oneiricc.diagnostics import CompileError
-from oneiricc.formatter import concrete_tree, format_source
+from oneiricc._language.diagnostics import CompileError
+from oneiricc._language.formatter import concrete_tree, format_source
 from support import ROOT, compile_at, run_cli, write_project
 
 STACKS = sorted((ROOT / "stacks").glob("*.oneiric"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from oneiric.plan import Component, Plan
-from oneiricc.pins import Pinner
+from oneiric._plan.model import Component, Plan
+from oneiricc._build.pins import Pinner
 
 HERE = Path(__file__).resolve().parent
 _pinner = Pinner([HERE])

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from conftest_paths import ROOT, RUNTIME_TESTS
-from oneiric.plan import Plan
+from oneiric._plan.model import Plan
 
 
 def write_plan(path: Path, value: Plan | bytes) -> None:

@@ -13,10 +13,10 @@ from typing import Any
 
 import anyio
 import pytest
+from oneiric._lifecycle.runtime import Runtime
 from oneiric.adapters.localfs import LocalStorage
 from oneiric.adapters.memory import MemoryCache
 from oneiric.adapters.sqlite import SQLiteDatabase
-from oneiric.runtime import Runtime
 from planbuild import component, plan
 
 

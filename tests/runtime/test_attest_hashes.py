@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from oneiric.attest import RACY_S, file_sha256
+from oneiric._lifecycle.attest import RACY_S, file_sha256
 
 
 def sha256(path: Path) -> str:

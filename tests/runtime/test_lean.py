@@ -12,7 +12,8 @@ from conftest_paths import ROOT
 
 PROBE = """
 import json, sys
-import oneiric.runtime, oneiric.supervisor, oneiric.sources, oneiric.commands.runtime
+import oneiric, oneiric._lifecycle.runtime, oneiric._lifecycle.supervisor
+import oneiric._delivery.sources, oneiric._cli.runtime
 import oneiric.adapters.memory, oneiric.adapters.sqlite, oneiric.adapters.localfs
 print(json.dumps(sorted(sys.modules)))
 """
@@ -29,7 +30,7 @@ def test_runtime_never_imports_compiler_dependencies() -> None:
 def test_status_command_imports_nothing_heavy() -> None:
     probe = (
         "import sys, json; sys.argv=['oneiric','status','--state','/nonexistent'];"
-        "from oneiric.cli import main\n"
+        "from oneiric._cli.main import main\n"
         "try: main()\n"
         "except SystemExit: pass\n"
         "print(json.dumps(sorted(sys.modules)))"

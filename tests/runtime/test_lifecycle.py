@@ -9,7 +9,7 @@ import anyio
 import pytest
 import rtcomponents
 import structlog
-from oneiric.runtime import PlanRejected, RolledBack, Runtime, SwapAborted
+from oneiric._lifecycle.runtime import PlanRejected, RolledBack, Runtime, SwapAborted
 from planbuild import component, plan
 
 pytestmark = pytest.mark.anyio
@@ -157,7 +157,7 @@ async def test_a_hang_midway_through_a_batch_of_sync_activations_aborts_and_clea
 
 
 async def test_health_checks_share_a_worker_and_a_hung_one_times_out_alone() -> None:
-    from oneiric.runtime import check_health
+    from oneiric._lifecycle.runtime import check_health
 
     runtime = await started(
         component("adapter:a"),

@@ -9,12 +9,12 @@ from pathlib import Path
 import anyio
 import pytest
 from nacl.signing import SigningKey
-from oneiric import dsse
-from oneiric.keys import PublicKey
-from oneiric.manifest import MANIFEST_PAYLOAD_TYPE, manifest_payload
-from oneiric.sources import ManifestSource, PlanInvalid, UnsignedPlanFile
-from oneiric.state import State
-from oneiric.trust import trust_bytes
+from oneiric._delivery import dsse
+from oneiric._delivery.keys import PublicKey
+from oneiric._delivery.manifest import MANIFEST_PAYLOAD_TYPE, manifest_payload
+from oneiric._delivery.sources import ManifestSource, PlanInvalid, UnsignedPlanFile
+from oneiric._delivery.store import State
+from oneiric._delivery.trust import trust_bytes
 from planbuild import component, plan
 
 V1 = plan(component("adapter:cache"), target="prod").to_bytes()

@@ -8,9 +8,9 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from oneiric.fetch import Fetcher
-from oneiric.state import State
-from oneiric.trust import Trust
+from oneiric._delivery.fetch import Fetcher
+from oneiric._delivery.store import State
+from oneiric._delivery.trust import Trust
 from seckit import Key, Server, make_trust
 
 

@@ -21,12 +21,12 @@ from subprocess import Popen
 from typing import IO, Any
 
 from nacl.signing import SigningKey
-from oneiric import dsse
-from oneiric.canonical import dumps
-from oneiric.keys import PublicKey
-from oneiric.manifest import MANIFEST_PAYLOAD_TYPE, format_utc
-from oneiric.plan import Plan
-from oneiric.trust import TRUST_PAYLOAD_TYPE, Trust, parse_trust, trust_bytes
+from oneiric._delivery import dsse
+from oneiric._delivery.keys import PublicKey
+from oneiric._delivery.manifest import MANIFEST_PAYLOAD_TYPE, format_utc
+from oneiric._delivery.trust import TRUST_PAYLOAD_TYPE, Trust, parse_trust, trust_bytes
+from oneiric._plan.canonical import dumps
+from oneiric._plan.model import Plan
 
 ROOT = Path(__file__).resolve().parents[2]
 PROD_PLAN = (ROOT / "golden" / "prod.plan.json").read_bytes()

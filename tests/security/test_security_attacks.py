@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from oneiric.canonical import dumps
-from oneiric.checks import Check, Rejected, SecurityError, TransferError, TrustError
-from oneiric.fetch import Fetcher
-from oneiric.manifest import parse_payload, sync, verify_manifest
-from oneiric.state import State
-from oneiric.trust import TRUST_PAYLOAD_TYPE, Trust, parse_trust
+from oneiric._delivery.checks import Check, Rejected, SecurityError, TransferError, TrustError
+from oneiric._delivery.fetch import Fetcher
+from oneiric._delivery.manifest import parse_payload, sync, verify_manifest
+from oneiric._delivery.store import State
+from oneiric._delivery.trust import TRUST_PAYLOAD_TYPE, Trust, parse_trust
+from oneiric._plan.canonical import dumps
 from seckit import (
     DEV_PLAN,
     PROD_PLAN,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from nacl.signing import SigningKey
-from oneiric.keys import public_key_bytes, write_private_key
-from oneiric.trust import trust_bytes
+from oneiric._delivery.keys import public_key_bytes, write_private_key
+from oneiric._delivery.trust import trust_bytes
 from seckit import PROD_PLAN, Key, Lines, Route, Server, manifest, run, spawn, variant_plan
 
 

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from oneiric.checks import Rejected
-from oneiric.dsse import parse_envelope
-from oneiric.manifest import verify_manifest
+from oneiric._delivery.checks import Rejected
+from oneiric._delivery.dsse import parse_envelope
+from oneiric._delivery.manifest import verify_manifest
 from seckit import Key, make_trust, manifest
 
 KEYS = (Key.new(), Key.new(), Key.new())

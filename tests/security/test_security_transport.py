@@ -6,11 +6,11 @@ import time
 from pathlib import Path
 
 import pytest
-from oneiric.checks import Check, Rejected, TransferError
-from oneiric.fetch import Fetcher
-from oneiric.manifest import sync
-from oneiric.state import State
-from oneiric.trust import Trust
+from oneiric._delivery.checks import Check, Rejected, TransferError
+from oneiric._delivery.fetch import Fetcher
+from oneiric._delivery.manifest import sync
+from oneiric._delivery.store import State
+from oneiric._delivery.trust import Trust
 from seckit import PROD_PLAN, Key, Route, Server, manifest, variant_plan
 
 Keys = tuple[Key, Key, Key]

@@ -9,10 +9,10 @@ from typing import Any
 import anyio
 import pytest
 import wftasks
-from oneiric.events import EventBus, matches
-from oneiric.flowhost import Unknown, activated
-from oneiric.flowstore import FlowStore
-from oneiric.workflows import Workflows
+from oneiric._flows.events import EventBus, matches
+from oneiric._flows.host import Unknown, activated
+from oneiric._flows.store import FlowStore
+from oneiric._flows.workflows import Workflows
 from wfkit import build_plan, oneiric
 
 

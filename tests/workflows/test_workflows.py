@@ -9,9 +9,9 @@ from typing import Any
 import anyio
 import pytest
 import wftasks
-from oneiric.flowhost import Unknown, activated
-from oneiric.flowstore import FlowStore
-from oneiric.workflows import WorkflowError, Workflows
+from oneiric._flows.host import Unknown, activated
+from oneiric._flows.store import FlowStore
+from oneiric._flows.workflows import WorkflowError, Workflows
 from wfkit import build_plan
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from oneiric.plan import Plan
+from oneiric._plan.model import Plan
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -23,8 +23,8 @@ def build_plan(tmp_path: Path, stack: str, target: str = "t") -> tuple[Plan, Pat
 
     Implementations are modules of this folder, pinned by their file hashes.
     """
-    from oneiricc.compiler import compile_project
-    from oneiricc.project import load_project
+    from oneiricc._build.pipeline import compile_project
+    from oneiricc._build.project import load_project
 
     root = tmp_path / "project"
     (root / "stacks").mkdir(parents=True, exist_ok=True)

@@ -1,3 +1,3 @@
-from .launcher import main
+from oneiricc._cli.launcher import main
 
 main()

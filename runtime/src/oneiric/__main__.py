@@ -1,3 +1,3 @@
-from .cli import main
+from oneiric._cli.main import main
 
 main()

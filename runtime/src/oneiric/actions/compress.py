@@ -15,7 +15,7 @@ import lzma
 import zlib
 from typing import Any
 
-from . import ActionError, require
+from oneiric.actions import ActionError, require
 
 FORMATS = ("gzip", "zlib", "bz2", "xz")
 DEFAULT_MAX_OUTPUT = 64 * 1024 * 1024

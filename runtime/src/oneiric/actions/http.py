@@ -14,7 +14,7 @@ import contextlib
 import json
 from typing import Any
 
-from . import ActionError, require, seconds
+from oneiric.actions import ActionError, require, seconds
 
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024

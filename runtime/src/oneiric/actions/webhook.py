@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 
-from . import ActionError, require, seconds
+from oneiric.actions import ActionError, require, seconds
 
 LEVELS = ("info", "warning", "error", "critical")
 FORMATS = ("slack", "discord", "teams", "generic")

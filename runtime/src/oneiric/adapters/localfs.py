@@ -6,7 +6,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from oneiric.state import atomic_write
+from oneiric._delivery.store import atomic_write
 
 
 class LocalStorage:

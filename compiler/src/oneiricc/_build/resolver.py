@@ -1,0 +1,721 @@
+"""Resolution: for one target, pick exactly one provider per (domain, key).
+
+Input: the checked `Program` and a target name.  Output: a `Resolution` with
+one `Decision` per key, each carrying the deciding rule, the winner and every
+loser with the reason it lost (DESIGN §3, the contract):
+
+1. selection   an explicit `select`, the latest layer's winning;
+2. capability  candidates lacking a capability a consumer requires drop out;
+3. priority    higher wins;
+4. layer       a later layer in the target wins;
+5. declaration a later declaration wins (a warning; an error under --strict).
+
+Keys are resolved consumers first, so only winners' requirements constrain
+the keys they depend on.  Every step is linear in the number of candidates.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any
+
+from oneiric._plan.document import Domain, Rule
+
+from oneiricc._build import graphs
+from oneiricc._incremental.cache import LatestBuild
+from oneiricc._build.checker import (
+    Decl,
+    Graph,
+    Place,
+    Program,
+    Req,
+    Select,
+    TargetDecl,
+    config_kind,
+)
+from oneiricc._language.diagnostics import Diagnostic, Note, Severity, did_you_mean
+from oneiricc._build.loader import Sources
+
+Key = tuple[str, str]  # (domain, key)
+# Everything one key's decision is made from, but the target's name and strictness:
+# each candidate's declarations and layer position, the selection, and each consumer
+# (its declarations and position) with its requirement.  Equal inputs, equal decision.
+# (Compared by value; a declaration of an unchanged file is the very same object, and
+# costs a pointer comparison.)
+Inputs = tuple[object, ...]
+
+
+def component_id(key: Key) -> str:
+    return f"{key[0]}:{key[1]}"
+
+
+@dataclass(slots=True)
+class Candidate:
+    """One provider of a key in the target: its declaration, refinements folded in.
+
+    Never changed once made (a refinement makes a new one: `_refined`), so a
+    long-running process may use it again (`CandidateMemo`).  `priority`,
+    `provides`, `requires` and `graph` are read from `fields` once rather than
+    at every use: a build reads them tens of thousands of times, from
+    candidates all over memory.
+    """
+
+    domain: Domain
+    key: str
+    provider: str
+    layer: str
+    layer_index: int
+    order: int
+    place: Place
+    fields: dict[str, Any]
+    field_places: dict[str, Place]
+    layers: list[str]
+    decls: tuple[Decl, ...]  # the declaration, then each refinement: all it is made of
+    refined_by: list[tuple[str, Place]] = field(default_factory=list)
+    priority: int = field(init=False)
+    provides: tuple[str, ...] = field(init=False)
+    requires: tuple[Req, ...] = field(init=False)
+    graph: Graph | None = field(init=False)
+    origin: tuple[tuple[Decl, ...], int] = field(init=False)  # what it is made of (`Inputs`)
+
+    def __post_init__(self) -> None:
+        fields = self.fields
+        self.priority = int(fields.get("priority", 0))
+        self.provides = tuple(fields.get("provides", ()))
+        self.requires = tuple(fields.get("requires", ()))
+        self.graph = fields.get("graph")
+        self.origin = (self.decls, self.layer_index)
+
+
+# Candidates a long-running process keeps from one build to the next, a layer's at a
+# time, by (identity of the layer's declarations, layer position): the candidates made
+# of single declarations (not refined) are the same in every build in which that
+# layer's declarations are the very same objects, as an unchanged file's are.  The
+# value holds the declarations too, so that their id stays their own.
+CandidateMemo = LatestBuild[tuple[int, int], tuple[list[Decl], list["Candidate"]]]
+
+
+@dataclass(slots=True)  # not frozen: a frozen dataclass takes three times as long to make
+class Loss:
+    candidate: Candidate
+    rule: Rule
+    reason: str
+
+
+@dataclass(slots=True)
+class Decision:
+    key: Key
+    winner: Candidate
+    rule: Rule
+    summary: str
+    losers: list[Loss]
+    selection: Select | None
+    required: dict[str, list[str]]  # capability -> consumer ids
+    inputs: Inputs | None = None  # what it was decided from, when asked (`resolve`)
+
+
+@dataclass(slots=True)
+class Resolution:
+    target: TargetDecl
+    files: list[str]  # the target's file and everything it imports
+    decisions: dict[Key, Decision]
+    diagnostics: list[Diagnostic]
+
+
+class _Reporter:
+    def __init__(self) -> None:
+        self.diagnostics: list[Diagnostic] = []
+
+    def error(
+        self,
+        code: str,
+        message: str,
+        place: Place | None,
+        help: str | None = None,
+        notes: tuple[Note, ...] = (),
+        severity: Severity = Severity.ERROR,
+    ) -> None:
+        self.diagnostics.append(
+            Diagnostic(
+                code,
+                message,
+                place.file if place else None,
+                place.pos if place else None,
+                help,
+                severity,
+                notes,
+            )
+        )
+
+
+def note(place: Place, message: str) -> Note:
+    return Note(place.file, place.pos, message)
+
+
+def resolve(
+    program: Program,
+    sources: Sources,
+    target_name: str,
+    *,
+    strict: bool,
+    memo: CandidateMemo | None = None,
+    decided: DecisionMemo | None = None,
+) -> Resolution:
+    """`memo`, in a long-running process: candidates made by earlier builds, and each
+    decision keeps what it was made from (`Decision.inputs`), so that the planner can
+    tell which are the same as the last build's.  `decided`: this target's decisions
+    (at this strictness) from the last build, reused where made of the same objects."""
+    target = program.targets[target_name]
+    report = _Reporter()
+    files = sources.visible_from(target.place.file)
+    layers = _target_layers(program, target, set(files), report)
+    candidates = _merge_candidates(program, layers, report, memo)
+    selections = _selections(program, layers, candidates, report)
+    record_inputs = memo is not None
+    decisions = _decide_all(candidates, selections, target, strict, report, record_inputs, decided)
+    _check_requirements(decisions, candidates, report)
+    return Resolution(target, files, decisions, report.diagnostics)
+
+
+def _target_layers(
+    program: Program, target: TargetDecl, visible: set[str], report: _Reporter
+) -> list[str]:
+    layers = []
+    for name, place in target.layers:
+        layer = program.layers.get(name)
+        if layer is None:
+            report.error(
+                "E0201",
+                f"unknown layer {name} in target {target.name}",
+                place,
+                help=did_you_mean(name, program.layers) or "a layer is a `stack` declaration",
+            )
+            continue
+        if layer.place.file not in visible:
+            report.error(
+                "E0208",
+                f"layer {name} is declared in {layer.place.file}, which {place.file} does not "
+                "import",
+                place,
+                help=f'add `import "{_relative_import(place.file, layer.place.file)}"`',
+            )  # then resolve as if imported, so its components cause no further errors
+        if name not in layers:
+            layers.append(name)
+    return layers
+
+
+def _relative_import(from_file: str, to_file: str) -> str:
+    return posixpath.relpath(to_file, posixpath.dirname(from_file) or ".")
+
+
+def _merge_candidates(
+    program: Program, layers: list[str], report: _Reporter, memo: CandidateMemo | None
+) -> dict[Key, list[Candidate]]:
+    """Candidates per key in (layer, declaration) order, refinements folded in."""
+    by_key: dict[Key, list[Candidate]] = {}
+    # (domain, key, provider) -> the list of its key's candidates, and its position there
+    by_identity: dict[tuple[str, str, str], tuple[list[Candidate], int]] = {}
+    for index, layer_name in enumerate(layers):
+        decls = program.layers[layer_name].decls
+        for decl, cand in zip(decls, _candidates(decls, layer_name, index, memo), strict=True):
+            identity = (decl.domain, decl.key, decl.provider)
+            found = by_identity.get(identity)
+            if found is None:
+                same_key = by_key.setdefault(decl.component_key, [])
+                by_identity[identity] = (same_key, len(same_key))
+                same_key.append(cand)
+            else:
+                same_key, position = found
+                same_key[position] = _refined(same_key[position], decl, report)
+    return by_key
+
+
+def _candidates(
+    decls: list[Decl], layer_name: str, index: int, memo: CandidateMemo | None
+) -> list[Candidate]:
+    """A candidate of each declaration of a layer (those that refine are folded in later)."""
+    if memo is None:
+        return [_candidate(decl, layer_name, index) for decl in decls]
+    made = memo.get((id(decls), index))
+    if made is None or made[0] is not decls or (made[1] and made[1][0].layer != layer_name):
+        made = (decls, [_candidate(decl, layer_name, index) for decl in decls])
+    memo.put((id(decls), index), made)
+    return made[1]
+
+
+def _candidate(decl: Decl, layer_name: str, index: int) -> Candidate:
+    return Candidate(
+        decl.domain,
+        decl.key,
+        decl.provider,
+        layer_name,
+        index,
+        decl.order,
+        decl.place,
+        decl.fields,  # shared with the declaration: neither is ever changed
+        decl.field_places,
+        [layer_name],
+        (decl,),
+    )
+
+
+def _refined(cand: Candidate, decl: Decl, report: _Reporter) -> Candidate:
+    """`cand` with the refinement `decl` folded in: a new candidate."""
+    fields = dict(cand.fields)
+    field_places = dict(cand.field_places)
+    for name, value in decl.fields.items():
+        if name == "config" and "config" in fields:
+            fields["config"] = _merge_config(fields["config"], value, decl, report, prefix="")
+        else:
+            fields[name] = value
+        field_places[name] = decl.field_places[name]
+    return Candidate(
+        cand.domain,
+        cand.key,
+        cand.provider,
+        cand.layer,
+        cand.layer_index,
+        cand.order,
+        cand.place,
+        fields,
+        field_places,
+        [*cand.layers, decl.layer],
+        (*cand.decls, decl),
+        [*cand.refined_by, (decl.layer, decl.place)],
+    )
+
+
+_UNTYPED = {"env reference", "secret reference"}
+
+
+def _merge_config(
+    old: dict[str, Any], new: dict[str, Any], decl: Decl, report: _Reporter, prefix: str
+) -> dict[str, Any]:
+    merged = dict(old)
+    for key, value in new.items():
+        if key not in merged:
+            merged[key] = value
+            continue
+        before, after = config_kind(merged[key]), config_kind(value)
+        if before == after == "map":
+            merged[key] = _merge_config(merged[key], value, decl, report, f"{prefix}{key}.")
+        elif before == after or before in _UNTYPED or after in _UNTYPED:
+            merged[key] = value
+        else:
+            report.error(
+                "E0402",
+                f"config {prefix}{key} changes type from {before} to {after} in stack {decl.layer}",
+                decl.field_places["config"],
+                help=f"keep {prefix}{key} {'an' if before[0] in 'aeiou' else 'a'} {before}, "
+                "as earlier layers declare it",
+            )
+    return merged
+
+
+def _selections(
+    program: Program,
+    layers: list[str],
+    candidates: dict[Key, list[Candidate]],
+    report: _Reporter,
+) -> dict[Key, Select]:
+    """The effective selection per key: a later layer's replaces an earlier one's."""
+    effective: dict[Key, Select] = {}
+    for layer_name in layers:
+        for key, sel in program.layers[layer_name].selections.items():
+            if key not in candidates:
+                known = [k for d, k in candidates if d == key[0]]
+                report.error(
+                    "E0207",
+                    f"selection of unknown component {key[0]} {key[1]}",
+                    sel.place,
+                    help=did_you_mean(key[1], known),
+                )
+                continue
+            effective[key] = sel
+    return effective
+
+
+Consumer = tuple[Candidate, Req]  # a candidate and one of its requirements
+
+
+@dataclass(slots=True)  # not frozen: made for every key of every build in a server
+class _Decided:
+    """A decision (None: an error) with what it was made of and what it reported."""
+
+    cands: list[Candidate]
+    selection: Select | None
+    consumers: list[Consumer]
+    decision: Decision | None
+    diagnostics: list[Diagnostic]
+
+    def made_of(
+        self, cands: list[Candidate], selection: Select | None, consumers: list[Consumer]
+    ) -> bool:
+        """Made of these very objects: then deciding again would give the same."""
+        return (
+            self.selection is selection
+            and len(self.cands) == len(cands)
+            and all(a is b for a, b in zip(self.cands, cands, strict=True))
+            and len(self.consumers) == len(consumers)
+            and all(
+                a[0] is b[0] and a[1] is b[1]
+                for a, b in zip(self.consumers, consumers, strict=True)
+            )
+        )
+
+
+class DecisionMemo:
+    """One target's decisions at one strictness, kept by a long-running process from
+    one build to the next.  A decision depends on its key's candidates, selection and
+    consumers alone (and on the target's name and the strictness, fixed per memo):
+    when those are the very objects of the last build (candidates and declarations
+    are never changed once made), the last decision and its diagnostics stand."""
+
+    def __init__(self) -> None:
+        self.last: dict[Key, _Decided] = {}
+
+
+def _decide_all(
+    candidates: dict[Key, list[Candidate]],
+    selections: dict[Key, Select],
+    target: TargetDecl,
+    strict: bool,
+    report: _Reporter,
+    record_inputs: bool,
+    memo: DecisionMemo | None,
+) -> dict[Key, Decision]:
+    keys = sorted(candidates)  # keys are numbered in this order from here on
+    requirers, order = _requirements(candidates, {key: i for i, key in enumerate(keys)})
+    decided: list[Decision | None] = [None] * len(keys)
+    made: dict[Key, _Decided] = {}
+    for i in order:
+        key = keys[i]
+        cands = candidates[key]
+        consumers = [
+            (cand, req)
+            for consumer, cand, req in requirers[i]
+            if (decision := decided[consumer]) is None or decision.winner is cand
+        ]
+        selection = selections.get(key)
+        last = memo.last.get(key) if memo is not None else None
+        if last is not None and last.made_of(cands, selection, consumers):
+            report.diagnostics.extend(last.diagnostics)
+            decided[i], made[key] = last.decision, last
+            continue
+        reported = len(report.diagnostics)
+        decision = _decide(key, cands, selection, consumers, target, strict, report)
+        if decision is not None and record_inputs:
+            decision.inputs = _inputs(cands, selection, consumers)
+        decided[i] = decision
+        if memo is not None:
+            made[key] = _Decided(
+                cands, selection, consumers, decision, report.diagnostics[reported:]
+            )
+    if memo is not None:
+        memo.last = made
+    return {
+        key: decision for key, decision in zip(keys, decided, strict=True) if decision is not None
+    }
+
+
+def _requirements(
+    candidates: dict[Key, list[Candidate]], number: dict[Key, int]
+) -> tuple[list[list[tuple[int, Candidate, Req]]], list[int]]:
+    """Who requires each key, and the order to decide keys in, by key number.
+
+    Requirements of each key come in candidate order.  The order puts consumers
+    before the keys they require (a workflow requires its tasks); ties are
+    broken by key for determinism.  Numbers, not keys, because ordering them
+    compares and hashes small integers instead of tuples of strings.
+    """
+    requirers: list[list[tuple[int, Candidate, Req]]] = [[] for _ in number]
+    edges: list[tuple[int, int]] = []  # repeated edges change no order
+    for key, cands in candidates.items():
+        consumer = number[key]
+        for cand in cands:
+            for req in cand.requires:
+                dep = number.get((req.domain, req.key))
+                if dep is not None:
+                    requirers[dep].append((consumer, cand, req))
+                    if dep != consumer:
+                        edges.append((consumer, dep))
+            if cand.graph is not None:
+                for node in cand.graph.nodes.values():
+                    dep = number.get(("task", node.task))
+                    if dep is not None and dep != consumer:
+                        edges.append((consumer, dep))
+    return requirers, graphs.condensed_order(range(len(number)), edges)
+
+
+def _inputs(cands: list[Candidate], selection: Select | None, consumers: list[Consumer]) -> Inputs:
+    return (
+        tuple(c.origin for c in cands),
+        selection,
+        tuple((c.origin, req) for c, req in consumers),
+    )
+
+
+def _first_requiring(consumers: list[Consumer], cap: str) -> Place:
+    """Where `cap` is first required, in source order: the same place in every target.
+
+    (Consumers come in the target's layer order; a diagnostic that pointed at the
+    first of those would differ between targets and be reported once per target.)
+    """
+    return min(req.place for _, req in consumers if cap in req.capabilities)
+
+
+def _describe(cand: Candidate) -> str:
+    return f'{cand.domain} {cand.key} "{cand.provider}"'
+
+
+def _decide(
+    key: Key,
+    cands: list[Candidate],
+    selection: Select | None,
+    consumers: list[Consumer],
+    target: TargetDecl,
+    strict: bool,
+    report: _Reporter,
+) -> Decision | None:
+    name = f"{key[0]} {key[1]}"
+    required: dict[str, list[str]] = {}
+    for consumer, req in consumers:
+        if req.capabilities:
+            who = _describe(consumer)
+            for cap in req.capabilities:
+                required.setdefault(cap, []).append(who)
+    required = {cap: sorted(set(who)) for cap, who in sorted(required.items())}
+    losers: list[Loss] = []
+
+    # 1. selection
+    if selection is not None:
+        chosen = next((c for c in cands if c.provider == selection.provider), None)
+        if chosen is None:
+            report.error(
+                "E0203",
+                f'unknown provider "{selection.provider}" for {name}',
+                selection.provider_place,
+                help=did_you_mean(selection.provider, [c.provider for c in cands])
+                or f"providers of {name}: {', '.join(sorted(c.provider for c in cands))}",
+            )
+            return None
+        missing = [cap for cap in required if cap not in chosen.provides]
+        for cap in missing:
+            consumer_place = _first_requiring(consumers, cap)
+            report.error(
+                "E0502",
+                f'selected provider "{chosen.provider}" of {name} lacks capability {cap}, '
+                f"required by {', '.join(required[cap])}",
+                selection.provider_place,
+                help=_providers_of(cands, cap, name),
+                notes=(note(consumer_place, f"{cap} is required here"),),
+            )
+        if missing:
+            return None
+        sel_at = selection.place.span
+        for cand in cands:
+            if cand is not chosen:
+                losers.append(
+                    Loss(
+                        cand,
+                        "selection",
+                        f'not selected: select {name} = "{chosen.provider}" at {sel_at}',
+                    )
+                )
+        summary = f'"{chosen.provider}" is selected explicitly at {sel_at}'
+        return Decision(key, chosen, "selection", summary, losers, selection, required)
+
+    # 2. capability
+    remaining = cands
+    if required:
+        remaining = []
+        for cand in cands:
+            provides = cand.provides
+            lacking = [cap for cap in required if cap not in provides]
+            if lacking:
+                cap = lacking[0]
+                losers.append(
+                    Loss(
+                        cand,
+                        "capability",
+                        f"lacks capability {cap}, required by {', '.join(required[cap])}",
+                    )
+                )
+            else:
+                remaining.append(cand)
+        if not remaining:
+            cap = next(iter(required))
+            consumer_place = _first_requiring(consumers, cap)
+            report.error(
+                "E0501",
+                f"no provider of {name} provides {', '.join(required)}, required by "
+                f"{', '.join(sorted({w for who in required.values() for w in who}))}",
+                consumer_place,
+                help=_providers_of(cands, cap, name),
+            )
+            return None
+        if len(remaining) == 1 and len(cands) > 1:
+            winner = remaining[0]
+            summary = (
+                f'"{winner.provider}" is the only provider of {name} with {", ".join(required)}'
+            )
+            return Decision(key, winner, "capability", summary, losers, None, required)
+
+    if len(remaining) == 1:
+        winner = remaining[0]
+        return Decision(
+            key,
+            winner,
+            "only",
+            f'"{winner.provider}" is the only provider of {name}',
+            losers,
+            None,
+            required,
+        )
+
+    # 3. priority
+    top = max(c.priority for c in remaining)
+    best = []
+    for cand in remaining:
+        if cand.priority == top:
+            best.append(cand)
+        else:
+            losers.append(Loss(cand, "priority", f"priority {cand.priority} < {top}"))
+    if len(best) == 1:
+        winner = best[0]
+        return Decision(
+            key,
+            winner,
+            "priority",
+            f'"{winner.provider}" has the highest priority ({top})',
+            losers,
+            None,
+            required,
+        )
+
+    # 4. layer
+    last_layer = max(c.layer_index for c in best)
+    best_layer = [c for c in best if c.layer_index == last_layer]
+    winner_layer = best_layer[0].layer
+    for cand in best:
+        if cand.layer_index != last_layer:
+            losers.append(
+                Loss(
+                    cand,
+                    "layer",
+                    f"layer {cand.layer} comes before {winner_layer} in target {target.name}",
+                )
+            )
+    if len(best_layer) == 1:
+        winner = best_layer[0]
+        return Decision(
+            key,
+            winner,
+            "layer",
+            f'"{winner.provider}" is in {winner_layer}, the latest layer with priority {top}',
+            losers,
+            None,
+            required,
+        )
+
+    # 5. declaration
+    winner = max(best_layer, key=lambda c: c.order)
+    for cand in best_layer:
+        if cand is not winner:
+            losers.append(
+                Loss(
+                    cand,
+                    "declaration",
+                    f"declared before {winner.provider} in stack {winner_layer}",
+                )
+            )
+    tied = ", ".join(
+        f'"{c.provider}"' for c in sorted(best_layer, key=lambda c: c.provider) if c is not winner
+    )
+    report.error(
+        "W0503",
+        f'{name}: "{winner.provider}" wins over {tied} only because it '
+        f"is declared later (same priority {top}, same layer {winner_layer})",
+        winner.place,
+        help=f'give them different priorities, or add `select {name} = "{winner.provider}"`',
+        notes=tuple(
+            note(c.place, f'"{c.provider}" declared here') for c in best_layer if c is not winner
+        ),
+        severity=Severity.ERROR if strict else Severity.WARNING,
+    )
+    return Decision(
+        key,
+        winner,
+        "declaration",
+        f'"{winner.provider}" is declared last among equals in {winner_layer}',
+        losers,
+        None,
+        required,
+    )
+
+
+def _providers_of(cands: list[Candidate], cap: str, name: str) -> str:
+    listing = "; ".join(
+        f'"{c.provider}" provides {", ".join(c.provides) or "nothing"}' for c in cands
+    )
+    return f"providers of {name}: {listing}"
+
+
+def _check_requirements(
+    decisions: dict[Key, Decision], candidates: dict[Key, list[Candidate]], report: _Reporter
+) -> None:
+    """Requirements and workflow tasks name winners; the winners' graph has no cycle."""
+    edge_places: dict[tuple[Key, Key], Place] = {}
+    for key, decision in decisions.items():
+        for req in decision.winner.requires:
+            dep = (req.domain, req.key)
+            if dep not in candidates:
+                known = [k for d, k in candidates if d == req.domain]
+                report.error(
+                    "E0206",
+                    f"{component_id(key)} requires unknown component {req.domain} {req.key}",
+                    req.key_place,
+                    help=did_you_mean(req.key, known),
+                )
+                continue
+            edge_places.setdefault((key, dep), req.place)
+        workflow = decision.winner.graph
+        if workflow is not None:
+            _check_workflow(key, workflow, candidates, report)
+            for node in workflow.nodes.values():
+                if ("task", node.task) in candidates:
+                    edge_places.setdefault((key, ("task", node.task)), node.task_place)
+    for cycle in graphs.cycles(list(decisions), list(edge_places)):
+        path = " → ".join(component_id(k) for k in [*cycle, cycle[0]])
+        report.error(
+            "E0301",
+            f"dependency cycle: {path}",
+            edge_places[(cycle[0], cycle[1 % len(cycle)])],
+            help="break the cycle: one of these components must not require the next",
+        )
+
+
+def _check_workflow(
+    key: Key, workflow: Graph, candidates: dict[Key, list[Candidate]], report: _Reporter
+) -> None:
+    for node in workflow.nodes.values():
+        if ("task", node.task) not in candidates:
+            tasks = [k for d, k in candidates if d == "task"]
+            report.error(
+                "E0303",
+                f"node {node.name} of workflow {key[1]} runs unknown task {node.task}",
+                node.task_place,
+                help=did_you_mean(node.task, tasks) or 'declare `task NAME "provider" { ... }`',
+            )
+    places: dict[tuple[str, str], Place] = {}
+    for a, b, place in workflow.edges:
+        places.setdefault((a, b), place)
+    for cycle in graphs.cycles(sorted(workflow.nodes), list(places)):
+        path = " → ".join([*cycle, cycle[0]])
+        report.error(
+            "E0302",
+            f"workflow {key[1]} has a cycle: {path}",
+            places[(cycle[0], cycle[1 % len(cycle)])],
+            help="a workflow is a DAG: remove one edge of the cycle",
+        )

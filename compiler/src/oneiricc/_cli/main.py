@@ -1,0 +1,432 @@
+"""`oneiricc`: the compiler's command line.
+
+Exit codes (DESIGN §7): 0 success; 1 the input was checked and found wrong
+(diagnostics, `build --check` differences); 2 usage, configuration or I/O.
+Human output goes to stderr for diagnostics and stdout for results;
+`--format json` prints one JSON document on stdout, errors included.
+"""
+
+from __future__ import annotations
+
+import difflib
+import gc
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+from oneiric._cli.main import LazyGroup
+from oneiric._delivery.store import atomic_write
+
+from oneiricc._authoring.ci import CI_FORMATS, check_format_option, render_ci
+from oneiricc._authoring.errordocs import CODE as ERROR_CODE
+from oneiricc._build.pipeline import Build, WarmState, compile_project
+from oneiricc._build.planner import CompiledPlan
+from oneiricc._build.project import Project, ProjectError, load_project
+from oneiricc._language.diagnostics import Diagnostic, render_human, render_json, summary_line
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def use_color(stream: Any) -> bool:
+    return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
+
+
+class CliState:
+    def __init__(self, root: Path | None, output: str, warm: WarmState | None = None) -> None:
+        self._root = root
+        self.output = output
+        self.warm = warm  # what a build server keeps between builds
+        self._project: Project | None = None
+
+    @property
+    def project(self) -> Project:
+        if self._project is None:
+            try:
+                self._project = load_project(self._root)
+            except ProjectError as exc:
+                fail_usage(str(exc))
+        return self._project
+
+
+def fail_usage(message: str) -> NoReturn:
+    """Exit 2 with a one-line error (JSON on stdout under --format json)."""
+    click_ctx = click.get_current_context(silent=True)
+    state = click_ctx.find_object(CliState) if click_ctx is not None else None
+    if state is not None and state.output == "json":
+        click.echo(json.dumps({"format": "oneiric-error", "error": message}))
+    else:
+        click.echo(f"oneiricc: error: {message}", err=True)
+    sys.exit(2)
+
+
+def format_option(func: F) -> F:
+    return click.option(
+        "--format",
+        "output",
+        type=click.Choice(["human", "json"]),
+        default=None,
+        help="Output format; json prints one machine-readable document on stdout.",
+    )(func)
+
+
+def build_options(func: F) -> F:
+    func = click.option(
+        "--strict",
+        is_flag=True,
+        default=None,
+        help="Treat decisions made by declaration order as errors.",
+    )(func)
+    func = click.option("--no-cache", is_flag=True, help="Do not read or write the parse cache.")(
+        func
+    )
+    func = click.option(
+        "--module-path",
+        multiple=True,
+        type=click.Path(path_type=Path, file_okay=False),
+        help="Extra directory to find implementation modules in (repeatable).",
+    )(func)
+    return func
+
+
+# Commands defined in their own modules, imported only when invoked (keeps start-up lean).
+LAZY_COMMANDS = {
+    "keygen": "oneiricc._signing:keygen",
+    "sign": "oneiricc._signing:sign",
+    "trust": "oneiricc._signing:trust_group",
+    "fmt": "oneiricc._cli.authoring:fmt",
+    "diff": "oneiricc._cli.authoring:diff",
+    "lsp": "oneiricc._cli.authoring:lsp_command",
+    "graph": "oneiricc._cli.graph:graph",
+    "server": "oneiricc._incremental.server:server",
+}
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy_commands=LAZY_COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Project root (default: nearest directory with oneiric.toml).",
+)
+@format_option
+@click.version_option(package_name="oneiric-compiler", prog_name="oneiricc")
+@click.pass_context
+def main(ctx: click.Context, root: Path | None, output: str | None) -> None:
+    """oneiricc: compile .oneiric stacks into deterministic, explained, hash-pinned plans."""
+    # A short-lived process full of long-lived acyclic objects: the cyclic
+    # collector only costs time here (see oneiric.gcpause).
+    gc.disable()
+    # A build server runs commands in its own process, passing what it keeps as `obj`.
+    warm = ctx.obj if isinstance(ctx.obj, WarmState) else None
+    ctx.obj = CliState(root, output or "human", warm)
+
+
+def _ctx(output: str | None) -> CliState:
+    context = click.get_current_context().find_object(CliState)
+    assert context is not None
+    if output:
+        context.output = output
+    return context
+
+
+def _compile(
+    ctx: CliState,
+    paths: tuple[Path, ...],
+    targets: list[str] | None,
+    strict: bool | None,
+    no_cache: bool,
+    module_path: tuple[Path, ...],
+    *,
+    reuse_outputs: bool = False,
+) -> Build:
+    """`reuse_outputs`: the command needs only outputs, diagnostics and source texts."""
+    try:
+        return compile_project(
+            ctx.project,
+            list(paths) or None,
+            targets,
+            strict=strict,
+            use_cache=not no_cache,
+            module_path=list(module_path),
+            reuse_outputs=reuse_outputs,
+            warm=ctx.warm,
+        )
+    except ProjectError as exc:
+        fail_usage(str(exc))
+
+
+def _report(ctx: CliState, build: Build, extra: dict[str, Any] | None = None) -> None:
+    diagnostics = build.diagnostics
+    if ctx.output == "json":
+        document = json.loads(render_json(diagnostics))
+        document.update(extra or {})
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+        return
+    if diagnostics:
+        texts = build.sources.texts()
+        click.echo(
+            render_human(diagnostics, texts, color=use_color(sys.stderr)), err=True, nl=False
+        )
+        click.echo(summary_line(diagnostics), err=True)
+
+
+def _describe(plan: CompiledPlan) -> str:
+    parts = plan.parts
+    return (
+        f"{parts.components} components, {parts.workflows} workflows, "
+        f"{parts.routes} routes, {plan.digest}"
+    )
+
+
+def _pretty(data: bytes) -> list[str]:
+    return json.dumps(json.loads(data), indent=2, sort_keys=True, ensure_ascii=False).splitlines(
+        keepends=True
+    )
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path, exists=True))
+@click.option(
+    "--target", "-t", "targets", multiple=True, help="Build only this target (repeatable)."
+)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+    help="Write the plan here ('-' for stdout) instead of the golden directory.",
+)
+@click.option(
+    "--check",
+    "check_only",
+    is_flag=True,
+    help="Write nothing; exit 1 with a diff when a golden plan is stale.",
+)
+@build_options
+@format_option
+def build(
+    paths: tuple[Path, ...],
+    targets: tuple[str, ...],
+    out: Path | None,
+    check_only: bool,
+    strict: bool | None,
+    no_cache: bool,
+    module_path: tuple[Path, ...],
+    output: str | None,
+) -> None:
+    """Compile targets into plans (by default every target, into the golden directory)."""
+    ctx = _ctx(output)
+    if out is not None and len(targets) != 1:
+        fail_usage("--out needs exactly one --target")
+    if out is not None and check_only:
+        fail_usage("--out and --check cannot be combined")
+    result = _compile(
+        ctx, paths, list(targets) or None, strict, no_cache, module_path, reuse_outputs=True
+    )
+    if result.failed:
+        _report(ctx, result)
+        sys.exit(1)
+    project = ctx.project
+    plans = {name: plan.data for name, plan in result.outputs.items()}
+    summary = [
+        {
+            "target": name,
+            "digest": result.outputs[name].digest,
+            "path": "-"
+            if out == Path("-")
+            else (
+                str(out) if out else project.golden_file(name).relative_to(project.root).as_posix()
+            ),
+        }
+        for name in plans
+    ]
+    if check_only:
+        stale = _stale_golden(project, plans, all_targets=not targets and not paths)
+        _report(ctx, result, {"plans": summary, "stale": sorted(stale)})
+        if ctx.output != "json":
+            for diff in stale.values():
+                sys.stdout.writelines(diff)
+            if stale:
+                click.echo(
+                    f"{len(stale)} golden plan(s) out of date: {', '.join(sorted(stale))}; "
+                    "run `oneiricc build` and commit the result",
+                    err=True,
+                )
+            else:
+                click.echo(f"{len(plans)} golden plan(s) up to date", err=True)
+        sys.exit(1 if stale else 0)
+    if out == Path("-"):
+        sys.stdout.buffer.write(next(iter(plans.values())))
+        sys.stdout.flush()
+        _report(ctx, result) if ctx.output != "json" else None
+        return
+    written = []
+    for name, data in plans.items():
+        path = out if out is not None else project.golden_file(name)
+        try:
+            if not path.exists() or path.read_bytes() != data:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(path, data)
+                written.append(name)
+        except OSError as exc:
+            fail_usage(f"cannot write {path}: {exc.strerror or exc}")
+    if out is None and not targets and not paths:
+        for stale_file in sorted(project.golden_dir.glob("*.plan.json")):
+            if stale_file.name.removesuffix(".plan.json") not in plans:
+                stale_file.unlink()
+    _report(ctx, result, {"plans": summary})
+    if ctx.output != "json":
+        for name, plan in result.outputs.items():
+            destination = next(item["path"] for item in summary if item["target"] == name)
+            click.echo(f"{name}: {_describe(plan)} → {destination}")
+
+
+def _stale_golden(
+    project: Project, plans: dict[str, bytes], *, all_targets: bool
+) -> dict[str, list[str]]:
+    stale: dict[str, list[str]] = {}
+    for name, data in sorted(plans.items()):
+        path = project.golden_file(name)
+        rel = path.relative_to(project.root).as_posix()
+        old = path.read_bytes() if path.exists() else None
+        if old == data:
+            continue
+        try:
+            before = _pretty(old) if old is not None else []
+        except ValueError:
+            before = old.decode("utf-8", "replace").splitlines(keepends=True) if old else []
+        stale[name] = list(difflib.unified_diff(before, _pretty(data), f"a/{rel}", f"b/{rel}"))
+    if all_targets and project.golden_dir.is_dir():
+        for extra in sorted(project.golden_dir.glob("*.plan.json")):
+            name = extra.name.removesuffix(".plan.json")
+            if name not in plans:
+                rel = extra.relative_to(project.root).as_posix()
+                stale[name] = [
+                    f"--- a/{rel}\n",
+                    "+++ /dev/null\n",
+                    f"@@ target {name} no longer exists @@\n",
+                ]
+    return stale
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path, exists=True))
+@build_options
+@check_format_option
+def check(
+    paths: tuple[Path, ...],
+    strict: bool | None,
+    no_cache: bool,
+    module_path: tuple[Path, ...],
+    output: str | None,
+) -> None:
+    """Check sources and resolve every target without writing anything."""
+    ctx = _ctx(output)
+    result = _compile(ctx, paths, None, strict, no_cache, module_path, reuse_outputs=True)
+    if ctx.output in CI_FORMATS:
+        click.echo(render_ci(ctx.output, result.diagnostics, ctx.project.root), nl=False)
+        sys.exit(1 if result.failed else 0)
+    _report(ctx, result, {"targets": sorted(result.outputs)})
+    if ctx.output != "json" and not result.failed:
+        click.echo(
+            f"ok: {len(result.sources.files)} files, {len(result.outputs)} targets "
+            f"({summary_line(result.diagnostics)})",
+            err=True,
+        )
+    sys.exit(1 if result.failed else 0)
+
+
+@main.command()
+@click.argument("component")
+@click.option("--target", "-t", help="The target whose decision to explain (for DOMAIN:KEY).")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path, exists=True))
+@build_options
+@format_option
+def explain(
+    component: str,
+    target: str | None,
+    paths: tuple[Path, ...],
+    strict: bool | None,
+    no_cache: bool,
+    module_path: tuple[Path, ...],
+    output: str | None,
+) -> None:
+    """Explain why DOMAIN:KEY resolved as it did in a target, or what an error CODE means.
+
+    `oneiricc explain adapter:cache -t prod` shows the decision and its losers;
+    `oneiricc explain E0203` prints the documentation of a diagnostic code.
+    """
+    ctx = _ctx(output)
+    if ERROR_CODE.fullmatch(component.upper()):
+        from oneiricc._cli.authoring import explain_code
+
+        explain_code(ctx, component)
+        return
+    if target is None:
+        fail_usage("--target is required to explain DOMAIN:KEY")
+    if ":" not in component:
+        fail_usage(f'expected DOMAIN:KEY (for example adapter:cache), got "{component}"')
+    result = _compile(ctx, paths, [target], strict, no_cache, module_path)
+    if result.failed:
+        _report(ctx, result)
+        sys.exit(1)
+    plan = result.plans[target]
+    found = plan.component(component)
+    if found is None:
+        known = [c.id for c in plan.components]
+        from oneiricc._language.diagnostics import did_you_mean
+
+        hint = did_you_mean(component, known)
+        diag = Diagnostic("E0206", f"no component {component} in target {target}", help=hint)
+        result.diagnostics = [diag]
+        _report(ctx, result)
+        sys.exit(1)
+    if ctx.output == "json":
+        document = {
+            "format": "oneiric-explanation",
+            "version": 1,
+            "target": target,
+            "component": found.id,
+            "provider": found.provider,
+            "implementation": found.implementation.model_dump(mode="json")
+            if found.implementation
+            else None,
+            "explanation": found.explanation.model_dump(mode="json"),
+        }
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+        return
+    click.echo(render_explanation(found, target))
+
+
+def render_explanation(component: Any, target: str) -> str:
+    exp = component.explanation
+    impl = component.implementation
+    lines = [
+        f'{component.domain} {component.key} → "{component.provider}"   [target {target}]',
+        f"  decided by: {exp.rule} — {exp.summary}",
+        f"  winner:     {exp.winner['provider']} (layer {exp.winner['layer']}) at "
+        f"{exp.winner['span']}",
+    ]
+    if impl is not None:
+        pin = component.pin
+        lines.append(
+            f"  runs:       {impl.module}:{impl.attr}"
+            + (f"  sha256:{pin.sha256[:12]}…" if pin and pin.sha256 else "")
+        )
+    for refined in exp.refined_by:
+        lines.append(f"  refined in: layer {refined['layer']} at {refined['span']}")
+    if exp.required_capabilities:
+        for cap, who in exp.required_capabilities.items():
+            lines.append(f"  requires:   {cap} (by {', '.join(who)})")
+    if exp.losers:
+        lines.append("  losers:")
+        for loser in exp.losers:
+            lines.append(f"    {loser['provider']} (layer {loser['layer']}) at {loser['span']}")
+            lines.append(f"      lost by {loser['rule']}: {loser['reason']}")
+    return "\n".join(lines)

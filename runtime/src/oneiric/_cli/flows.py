@@ -1,0 +1,518 @@
+"""`oneiric workflow|event|action`: run workflows, deliver events, invoke actions.
+
+These commands run the work in their own process, on the running runtime's
+plan (STATE/last-good.json, verified when `oneiric run` accepted it) or an
+`--unsigned-plan` file, activating only the components they need through
+the same `Runtime` (pins, config, lifecycle).  Records are shared through the
+state dir's flows.db: a run started here can be resumed, inspected or
+cancelled from any other process.
+
+Exit codes: 0 success; 1 bad input (unknown workflow, topic, action, run or
+dead letter; malformed JSON; a run that cannot be resumed) or the work failed
+(failed run, a dead-lettered delivery, a failed action); 2 no plan or an I/O
+or configuration error.  Heavy modules (anyio, pydantic, httpx) load only
+inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from oneiric._cli.runtime import FORMAT, STATE, _duration_s, _emit, _fail
+from oneiric._lifecycle import snapshots
+
+if TYPE_CHECKING:
+    from oneiric._flows.store import FlowStore, RunRecord
+    from oneiric._flows.workflows import Workflows
+    from oneiric._plan.model import Plan
+
+UNSIGNED = click.option(
+    "--unsigned-plan",
+    "unsigned",
+    metavar="PATH",
+    help="Use this UNSIGNED plan file instead of the running plan (development only).",
+)
+
+
+def _json_arg(fmt: str, text: str | None, what: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        _fail(fmt, f"{what} is not valid JSON: {exc}", 1)
+
+
+def _plan(fmt: str, unsigned: str | None, state: Path, required: bool = True) -> Plan | None:
+    from oneiric._flows.host import PlanUnavailable, read_plan
+
+    if unsigned is not None:
+        click.echo(
+            f"warning: using the UNSIGNED plan {unsigned}; its origin is not verified", err=True
+        )
+        path = Path(unsigned)
+    else:
+        path = state / snapshots.LAST_GOOD
+        if not path.exists():
+            if not required:
+                return None
+            _fail(
+                fmt,
+                f"no running plan in {state} (start `oneiric run --state {state}` "
+                "or pass --unsigned-plan PATH)",
+            )
+    try:
+        return read_plan(path)
+    except PlanUnavailable as exc:
+        _fail(fmt, str(exc))
+
+
+def _store(fmt: str, state: Path) -> FlowStore:
+    from oneiric._flows.store import FlowStore
+
+    try:
+        return FlowStore(state)
+    except Exception as exc:  # sqlite3.Error or OSError
+        _fail(fmt, f"{state}: cannot open the flows database: {exc}")
+
+
+def _setup(
+    fmt: str, unsigned: str | None, state: str | None, check: Callable[[Plan], object]
+) -> tuple[Plan, FlowStore]:
+    """The plan (checked by `check`: an unknown name exits 1), logging, and the store."""
+    from oneiric._flows.host import Unknown
+
+    directory = snapshots.state_dir(state)
+    plan = _plan(fmt, unsigned, directory)
+    assert plan is not None
+    try:
+        check(plan)
+    except Unknown as exc:
+        _fail(fmt, str(exc), 1)
+    _configure_logs(fmt)
+    return plan, _store(fmt, directory)
+
+
+def _configure_logs(fmt: str) -> None:
+    from oneiric._cli import logs
+
+    try:
+        logs.configure()
+    except ValueError as exc:
+        _fail(fmt, str(exc))
+
+
+def _run_async(fmt: str, main: Any) -> Any:
+    """anyio.run(main) with activation failures reported as errors (exit 2)."""
+    import anyio
+
+    from oneiric._lifecycle.runtime import PlanRejected, SwapAborted
+
+    try:
+        try:
+            return anyio.run(main)
+        except BaseExceptionGroup as group:
+            raise _sole(group) from None
+    except (PlanRejected, SwapAborted) as exc:
+        _fail(fmt, f"cannot activate the plan's components: {exc}")
+
+
+def _sole(error: BaseException) -> BaseException:
+    """The one exception inside nested single-member task-group exception groups."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
+
+
+# -- workflow ------------------------------------------------------------------------------
+@click.group()
+def workflow() -> None:
+    """Run workflows and inspect, resume or cancel their runs."""
+
+
+def _run_text(record: RunRecord) -> str:
+    lines = [
+        f"run {record.id}  workflow {record.workflow}  {record.status.upper()}"
+        + (f"  ({record.error})" if record.error else "")
+    ]
+    for node in record.nodes.values():
+        duration = "" if node.duration_ms is None else f"{node.duration_ms:9.1f} ms"
+        attempts = f"{node.attempts} attempt{'s' if node.attempts != 1 else ''}"
+        lines.append(f"  {node.name:<20} {node.status:<10} {attempts:<11} {duration}")
+        if node.error:
+            lines.append(f"      {node.error}")
+    return "\n".join(lines)
+
+
+async def _drive(workflows: Any, work: Any) -> Any:
+    """Run `work()`; SIGINT/SIGTERM cancel this process's runs (recorded, resumable)."""
+    import signal
+
+    import anyio
+
+    result: Any = None
+    async with anyio.create_task_group() as group:
+
+        async def watch() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    workflows.cancel_all()
+
+        async def body() -> None:
+            nonlocal result
+            result = await work()
+            group.cancel_scope.cancel()
+
+        group.start_soon(watch)
+        group.start_soon(body)
+    return result
+
+
+def _execute(
+    fmt: str,
+    plan: Plan,
+    store: FlowStore,
+    tasks: list[str],
+    start: Callable[[Workflows], Awaitable[RunRecord]],
+) -> None:
+    """Activate `tasks`, drive the run `start` begins, report it and exit with its outcome."""
+    from oneiric._flows.host import activated
+    from oneiric._flows.workflows import WorkflowError, Workflows
+
+    async def main() -> RunRecord:
+        async with activated(plan, tasks) as runtime:
+            flows = Workflows(plan, runtime, store)
+            record: RunRecord = await _drive(flows, lambda: start(flows))
+            return record
+
+    try:
+        record = _run_async(fmt, main)
+    except WorkflowError as exc:
+        _fail(fmt, str(exc), 1)
+    _finish_run(fmt, record)
+
+
+def _finish_run(fmt: str, record: RunRecord) -> None:
+    _emit(fmt, record.as_json(), _run_text(record))
+    if record.status == "cancelled":
+        click.echo(f"resume with: oneiric workflow resume {record.id}", err=True)
+    sys.exit(0 if record.status == "succeeded" else 1)
+
+
+@workflow.command("run")
+@click.argument("name")
+@click.option("--input", "input_text", metavar="JSON", help="The run's input (JSON).")
+@UNSIGNED
+@STATE
+@FORMAT
+def workflow_run(
+    name: str, input_text: str | None, unsigned: str | None, state: str | None, fmt: str
+) -> None:
+    """Run workflow NAME to its end, checkpointing every node (exit 1 if it fails)."""
+    data = _json_arg(fmt, input_text, "--input")
+    from oneiric._flows.workflows import Workflows, find
+
+    plan, store = _setup(fmt, unsigned, state, lambda plan: find(plan, name))
+    tasks = Workflows.task_ids(plan, [name])
+    _execute(fmt, plan, store, tasks, lambda flows: flows.run(name, data, trigger="cli"))
+
+
+@workflow.command("resume")
+@click.argument("run_id")
+@UNSIGNED
+@STATE
+@FORMAT
+def workflow_resume(run_id: str, unsigned: str | None, state: str | None, fmt: str) -> None:
+    """Resume RUN_ID: run only the nodes that have not succeeded."""
+    directory = snapshots.state_dir(state)
+    store = _store(fmt, directory)
+    found = store.run(run_id)
+    if found is None:
+        _fail(fmt, f'no workflow run "{run_id}" in {store.path}', 1)
+    if found.status == "succeeded":
+        _fail(fmt, f"run {run_id} already finished (succeeded); nothing to resume", 1)
+    plan = _plan(fmt, unsigned, directory)
+    assert plan is not None
+    _configure_logs(fmt)
+    tasks = sorted({f"task:{node['task']}" for node in found.definition})
+    _execute(fmt, plan, store, tasks, lambda flows: flows.resume(run_id))
+
+
+@workflow.command("status")
+@click.argument("run_id")
+@STATE
+@FORMAT
+def workflow_status(run_id: str, state: str | None, fmt: str) -> None:
+    """A run's state and each node's state, attempts and duration."""
+    store = _store(fmt, snapshots.state_dir(state))
+    record = store.run(run_id)
+    if record is None:
+        _fail(fmt, f'no workflow run "{run_id}" in {store.path}', 1)
+    _emit(fmt, record.as_json(), _run_text(record))
+
+
+@workflow.command("list")
+@click.option("--workflow", "name", metavar="NAME", help="Only runs of this workflow.")
+@click.option("--limit", default=20, show_default=True, help="How many runs, newest first.")
+@STATE
+@FORMAT
+def workflow_list(name: str | None, limit: int, state: str | None, fmt: str) -> None:
+    """Recent runs, newest first."""
+    import time
+
+    store = _store(fmt, snapshots.state_dir(state))
+    runs = store.runs(limit, name)
+    lines = [
+        f"{r.id}  {r.workflow:<16} {r.status:<10} "
+        f"{sum(n.status == 'succeeded' for n in r.nodes.values())}/{len(r.nodes)} nodes  "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r.created_at))}  {r.trigger}"
+        for r in runs
+    ]
+    _emit(
+        fmt,
+        {"runs": [{k: v for k, v in r.as_json().items() if k != "nodes"} for r in runs]},
+        "\n".join(lines) or "no runs",
+    )
+
+
+@workflow.command("cancel")
+@click.argument("run_id")
+@STATE
+@FORMAT
+def workflow_cancel(run_id: str, state: str | None, fmt: str) -> None:
+    """Ask the process running RUN_ID to cancel it (it stays resumable)."""
+    from oneiric._flows.store import StoreError
+
+    store = _store(fmt, snapshots.state_dir(state))
+    try:
+        record = store.request_cancel(run_id)
+    except StoreError as exc:
+        _fail(fmt, str(exc), 1)
+    _emit(
+        fmt,
+        {"run": run_id, "cancel_requested": True, "owner_pid": record.owner_pid},
+        f"cancel requested for run {run_id} (process {record.owner_pid})",
+    )
+
+
+# -- event ---------------------------------------------------------------------------------
+@click.group()
+def event() -> None:
+    """Emit events to the plan's handlers; list and replay dead letters."""
+
+
+def _headers(fmt: str, pairs: tuple[str, ...]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            _fail(fmt, f"--header {pair!r} is not KEY=VALUE", 1)
+        headers[key.strip().lower()] = value
+    return headers
+
+
+def _delivery_text(data: dict[str, Any]) -> str:
+    lines = [
+        f"event {data['event_id']} on {data['topic']} ({data['fanout']}): "
+        f"{len(data['matched'])} handler(s)"
+        + (f", filtered out: {', '.join(data['skipped'])}" if data["skipped"] else "")
+    ]
+    for o in data["outcomes"]:
+        tail = f"  → {json.dumps(o['result'])}" if o["result"] is not None else ""
+        if o["dead_letter"] is not None:
+            tail = f"  {o['error']}  (dead letter {o['dead_letter']})"
+        lines.append(
+            f"  {o['handler']:<16} {o['status']:<14} {o['attempts']} attempt(s) "
+            f"{o['ms']:8.1f} ms{tail}"
+        )
+    return "\n".join(lines)
+
+
+async def _event_host(plan: Plan, store: FlowStore, timeout_s: float, work: Any) -> Any:
+    """Activate handlers and workflow tasks; run `work(bus)`; wait for started workflows."""
+    from oneiric._flows.events import EventBus
+    from oneiric._flows.host import activated
+    from oneiric._flows.workflows import Workflows
+
+    ids = EventBus.handler_ids(plan) + Workflows.task_ids(plan)
+    async with activated(plan, ids) as runtime, Workflows(plan, runtime, store) as flows:
+        bus = EventBus(plan, runtime, store, workflows=flows, handler_timeout_s=timeout_s)
+        return await work(bus)
+
+
+TIMEOUT = click.option(
+    "--handler-timeout", default="30s", show_default=True, help="Bound on each handler attempt."
+)
+
+
+@event.command("emit")
+@click.argument("topic")
+@click.option("--payload", "payload_text", metavar="JSON", help="The event payload (JSON).")
+@click.option("--header", "header_pairs", multiple=True, metavar="K=V", help="A header (repeat).")
+@TIMEOUT
+@UNSIGNED
+@STATE
+@FORMAT
+def event_emit(
+    topic: str,
+    payload_text: str | None,
+    header_pairs: tuple[str, ...],
+    handler_timeout: str,
+    unsigned: str | None,
+    state: str | None,
+    fmt: str,
+) -> None:
+    """Deliver one event on TOPIC; exit 1 if a handler exhausted its retries."""
+    payload = _json_arg(fmt, payload_text, "--payload")
+    headers = _headers(fmt, header_pairs)
+    from oneiric._flows.events import find_route
+
+    plan, store = _setup(fmt, unsigned, state, lambda plan: find_route(plan, topic))
+    timeout_s = _duration_s(handler_timeout)
+
+    async def work(bus: Any) -> dict[str, Any]:
+        delivery = await bus.emit(topic, payload, headers)
+        data: dict[str, Any] = delivery.as_json()
+        return data
+
+    data = _run_async(fmt, lambda: _event_host(plan, store, timeout_s, work))
+    runs = [
+        o["result"]["run"]
+        for o in data["outcomes"]
+        if isinstance(o["result"], dict) and isinstance(o["result"].get("run"), str)
+    ]
+    data["workflow_runs"] = [r.as_json() for rid in runs if (r := store.run(rid)) is not None]
+    text = _delivery_text(data)
+    for run in data["workflow_runs"]:
+        text += f"\n  workflow run {run['id']} ({run['workflow']}): {run['status']}"
+    _emit(fmt, data, text)
+    sys.exit(0 if data["ok"] else 1)
+
+
+@event.command("dead-letters")
+@click.option("--all", "show_all", is_flag=True, help="Include dead letters already replayed.")
+@click.option("--limit", default=100, show_default=True)
+@STATE
+@FORMAT
+def event_dead_letters(show_all: bool, limit: int, state: str | None, fmt: str) -> None:
+    """Deliveries that exhausted their retries (oldest first)."""
+    store = _store(fmt, snapshots.state_dir(state))
+    letters = store.dead_letters(show_all, limit)
+    lines = [
+        f"{d.id:>5}  {d.topic:<20} {d.handler:<16} {d.attempts} attempt(s)  "
+        f"{'resolved' if d.resolved_at else 'open':<8}  {d.error}"
+        for d in letters
+    ]
+    _emit(fmt, {"dead_letters": [d.as_json() for d in letters]}, "\n".join(lines) or "none")
+
+
+@event.command("replay")
+@click.argument("letter_id", type=int)
+@TIMEOUT
+@UNSIGNED
+@STATE
+@FORMAT
+def event_replay(
+    letter_id: int, handler_timeout: str, unsigned: str | None, state: str | None, fmt: str
+) -> None:
+    """Deliver dead letter LETTER_ID again to its handler (resolved on success)."""
+    from oneiric._flows.events import EventError
+
+    directory = snapshots.state_dir(state)
+    store = _store(fmt, directory)
+    letter = store.dead_letter(letter_id)
+    if letter is None:
+        _fail(fmt, f"no dead letter {letter_id} in {store.path}", 1)
+    if letter.resolved_at is not None:
+        _fail(fmt, f"dead letter {letter_id} was already replayed successfully", 1)
+    plan = _plan(fmt, unsigned, directory)
+    assert plan is not None
+    _configure_logs(fmt)
+
+    async def work(bus: Any) -> Any:
+        return await bus.replay(letter_id)
+
+    try:
+        _, outcome = _run_async(
+            fmt, lambda: _event_host(plan, store, _duration_s(handler_timeout), work)
+        )
+    except EventError as exc:
+        _fail(fmt, str(exc), 1)
+    data = {"dead_letter": letter_id, **outcome.as_json()}
+    ok = outcome.status == "delivered"
+    _emit(
+        fmt,
+        data,
+        f"dead letter {letter_id} → {letter.handler}: "
+        + ("delivered, resolved" if ok else f"failed again: {outcome.error}"),
+    )
+    sys.exit(0 if ok else 1)
+
+
+# -- action --------------------------------------------------------------------------------
+@click.group()
+def action() -> None:
+    """Invoke actions: the plan's action components, or a built-in by name."""
+
+
+@action.command("invoke")
+@click.argument("key")
+@click.option("--payload", "payload_text", metavar="JSON", help="The action's payload (JSON).")
+@click.option("--timeout", default="60s", show_default=True, help="Bound on the action.")
+@UNSIGNED
+@STATE
+@FORMAT
+def action_invoke(
+    key: str,
+    payload_text: str | None,
+    timeout: str,
+    unsigned: str | None,
+    state: str | None,
+    fmt: str,
+) -> None:
+    """Invoke action KEY (the plan's action:KEY, else a built-in) with a JSON payload."""
+    from oneiric.actions import BUILTINS, ActionError, builtin
+
+    payload = _json_arg(fmt, payload_text, "--payload")
+    plan = _plan(fmt, unsigned, snapshots.state_dir(state), required=unsigned is not None)
+    from oneiric._flows.host import Unknown, lookup
+
+    cid = f"action:{key}"
+    actions = {name: "built-in" for name in BUILTINS}
+    if plan is not None:
+        actions.update({c.key: "plan" for c in plan.components if c.domain == "action"})
+    try:
+        in_plan = lookup(actions, key, "action") == "plan"
+    except Unknown as exc:
+        _fail(fmt, str(exc), 1)
+    limit = _duration_s(timeout)
+    _configure_logs(fmt)
+
+    async def main() -> Any:
+        import anyio
+
+        from oneiric._flows.host import activated
+        from oneiric._flows.workflows import _call
+
+        with anyio.fail_after(limit):
+            if not in_plan:
+                return await _call(builtin(key), payload)
+            assert plan is not None
+            async with activated(plan, [cid]) as runtime:
+                return await _call(runtime.handle(cid), payload)
+
+    try:
+        result = _run_async(fmt, main)
+    except ActionError as exc:
+        _fail(fmt, f"action {key}: {exc}", 1)
+    except TimeoutError:
+        _fail(fmt, f"action {key}: no result within {limit:g}s", 1)
+    except Exception as exc:
+        _fail(fmt, f"action {key} failed: {type(exc).__name__}: {exc}", 1)
+    _emit(fmt, {"action": key, "result": result}, json.dumps(result, indent=2, default=repr))

@@ -1,0 +1,406 @@
+"""Events: routed by topic and the plan's compiled filters to handler components.
+
+`await bus.emit(topic, payload, headers)` delivers one event and returns a
+`Delivery` saying what each handler did.  Routing follows the plan's
+`routes`: the handlers of the topic, highest priority first, keep those whose
+subscription filter matches the event document `{"topic", "payload",
+"headers"}`; a `broadcast` route delivers to all of them concurrently, an
+`exclusive` route to the first one only.
+
+Each delivery to a handler is isolated: attempts and backoff come from the
+subscription's `retry` (else the component's, else one attempt), each attempt
+is bounded by the bus's handler timeout, and an exception or a timeout is
+caught, so a failing or hanging handler never aborts or blocks its siblings.
+A subscription's `concurrency` caps how many calls of that handler run at
+once, across all events of this bus.  A delivery that exhausts its attempts
+is written to the dead-letter table (`oneiric.flowstore`) with the event and
+the last error; `replay` delivers it again to the same handler.
+
+A handler is called as `handler(event)` with an `Event`; sync handlers run in
+a worker thread.  `await event.start_workflow(name)` starts a workflow run
+from a handler (the built-in handler `oneiric.events:start_workflow` does
+exactly that, with `config { workflow = "NAME" }`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import structlog
+
+from oneiric._flows.host import lookup
+from oneiric._flows.store import DeadLetter, FlowStore
+from oneiric._flows.workflows import DEFAULT_BACKOFF_MS, Workflows, _call, backoff_s, to_json
+from oneiric._lifecycle.runtime import Runtime
+from oneiric._plan.model import Component, Plan, Retry, Route
+
+DEFAULT_HANDLER_TIMEOUT_S = 30.0
+_MISSING = object()
+
+
+class EventError(Exception):
+    """The event cannot be delivered as asked (unknown topic, bad payload, unknown letter)."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """What a handler receives.  `payload` and `headers` are decoded afresh per handler."""
+
+    id: str
+    topic: str
+    payload: Any
+    headers: dict[str, str]
+    emitted_at: float
+    attempt: int = 1
+    _workflows: Workflows | None = field(default=None, repr=False, compare=False)
+
+    def document(self) -> dict[str, Any]:
+        """What filters see."""
+        return {"topic": self.topic, "payload": self.payload, "headers": self.headers}
+
+    async def start_workflow(self, name: str, input: Any = _MISSING) -> str:
+        """Start workflow `name` (input: this event's payload by default); return the run id.
+
+        The run id is derived from the event id, so a redelivered event does not
+        start the workflow twice.
+        """
+        if self._workflows is None:
+            raise RuntimeError("this event bus has no workflows to start")
+        return await self._workflows.start(
+            name,
+            self.payload if input is _MISSING else input,
+            run_id=f"{name}-{self.id}",
+            trigger=f"event:{self.topic}:{self.id}",
+        )
+
+
+async def start_workflow(event: Event, workflow: str) -> dict[str, str]:
+    """Built-in handler: start `workflow` with the event's payload as input."""
+    return {"run": await event.start_workflow(workflow)}
+
+
+def find_route(plan: Plan, topic: str) -> Route:
+    """The plan's route for `topic`; `flowhost.Unknown` naming the known topics otherwise."""
+    return lookup({r.topic: r for r in plan.routes}, topic, "handler subscribed to topic")
+
+
+# -- filters ------------------------------------------------------------------------------
+def matches(expr: Mapping[str, Any] | None, document: Mapping[str, Any]) -> bool:
+    """Evaluate a compiled filter.  A missing path or mismatched types make a test false."""
+    if expr is None:
+        return True
+    if "and" in expr:
+        return all(matches(e, document) for e in expr["and"])
+    if "or" in expr:
+        return any(matches(e, document) for e in expr["or"])
+    if "not" in expr:
+        return not matches(expr["not"], document)
+    if "exists" in expr:
+        return _lookup(document, expr["exists"]) is not _MISSING
+    found = _lookup(document, expr["path"])
+    if found is _MISSING:
+        return False
+    op, value = expr["op"], expr["value"]
+    if op == "==":
+        return _equal(found, value)
+    if op == "!=":
+        return not _equal(found, value)
+    if op == "in":
+        return any(_equal(found, v) for v in value)
+    if op == "not in":
+        return not any(_equal(found, v) for v in value)
+    if not _comparable(found, value):
+        return False
+    if op == "<":
+        return bool(found < value)
+    if op == "<=":
+        return bool(found <= value)
+    if op == ">":
+        return bool(found > value)
+    if op == ">=":
+        return bool(found >= value)
+    raise ValueError(f"unknown filter operator {op!r}")
+
+
+def _lookup(document: Any, path: list[Any]) -> Any:
+    current = document
+    for part in path:
+        if (isinstance(current, Mapping) and part in current) or (
+            isinstance(current, list)
+            and isinstance(part, int)
+            and -len(current) <= part < len(current)
+        ):
+            current = current[part]
+        else:
+            return _MISSING
+    return current
+
+
+def _equal(a: Any, b: Any) -> bool:
+    """JSON equality: true is not 1."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    return bool(a == b)
+
+
+def _comparable(a: Any, b: Any) -> bool:
+    numbers = (int, float)
+    if isinstance(a, bool) or isinstance(b, bool):
+        return False
+    return (isinstance(a, numbers) and isinstance(b, numbers)) or (
+        isinstance(a, str) and isinstance(b, str)
+    )
+
+
+# -- delivery -------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    handler: str  # event key
+    status: str  # 'delivered' | 'dead-lettered'
+    attempts: int
+    error: str | None = None
+    result: Any = None
+    dead_letter: int | None = None
+    ms: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "handler": self.handler,
+            "status": self.status,
+            "attempts": self.attempts,
+            "error": self.error,
+            "result": self.result,
+            "dead_letter": self.dead_letter,
+            "ms": round(self.ms, 3),
+        }
+
+
+@dataclass
+class Delivery:
+    event_id: str
+    topic: str
+    fanout: str
+    matched: list[str]
+    skipped: list[str]  # handlers whose filter did not match (or not first, exclusive)
+    outcomes: list[Outcome]
+
+    @property
+    def ok(self) -> bool:
+        return all(o.status == "delivered" for o in self.outcomes)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "topic": self.topic,
+            "fanout": self.fanout,
+            "matched": self.matched,
+            "skipped": self.skipped,
+            "ok": self.ok,
+            "outcomes": [o.as_json() for o in self.outcomes],
+        }
+
+
+class EventBus:
+    """Delivers events to the plan's handler components running on a `Runtime`."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        runtime: Runtime,
+        store: FlowStore,
+        *,
+        workflows: Workflows | None = None,
+        handler_timeout_s: float = DEFAULT_HANDLER_TIMEOUT_S,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.plan = plan
+        self.runtime = runtime
+        self.store = store
+        self.workflows = workflows
+        self.handler_timeout_s = handler_timeout_s
+        self._limiters: dict[str, anyio.CapacityLimiter] = {}
+        self._rng = rng or random.Random()
+        self._log = structlog.get_logger("oneiric.events").bind(plan=plan.digest)
+
+    @staticmethod
+    def handler_ids(plan: Plan, topic: str | None = None) -> list[str]:
+        """Event components of a topic's route (all routes by default)."""
+        return sorted(
+            {
+                f"event:{key}"
+                for route in plan.routes
+                if topic is None or route.topic == topic
+                for key in route.handlers
+            }
+        )
+
+    def route(self, topic: str) -> Route:
+        return find_route(self.plan, topic)
+
+    async def emit(
+        self,
+        topic: str,
+        payload: Any = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        event_id: str | None = None,
+    ) -> Delivery:
+        """Deliver one event to its matching handlers; never raises for a handler's failure."""
+        route = self.route(topic)
+        payload_json = to_json(payload, "the event payload")
+        header_map = {str(k): str(v) for k, v in (headers or {}).items()}
+        eid = event_id or uuid.uuid4().hex
+        document = {"topic": topic, "payload": json.loads(payload_json), "headers": header_map}
+        matched: list[str] = []
+        skipped: list[str] = []
+        for key in route.handlers:
+            component = self._component(key)
+            sub = component.subscription
+            if matches(sub.filter if sub else None, document) and not (
+                route.fanout == "exclusive" and matched
+            ):
+                matched.append(key)
+            else:
+                skipped.append(key)
+        outcomes: dict[str, Outcome] = {}
+
+        async def deliver(key: str) -> None:
+            outcomes[key] = await self._deliver(key, eid, topic, payload_json, header_map)
+
+        started = time.time()
+        async with anyio.create_task_group() as group:
+            for key in matched:
+                group.start_soon(deliver, key)
+        delivery = Delivery(
+            eid, topic, route.fanout, matched, skipped, [outcomes[k] for k in matched]
+        )
+        self._log.info(
+            "event delivered",
+            event_id=eid,
+            topic=topic,
+            handlers=matched,
+            ok=delivery.ok,
+            ms=round((time.time() - started) * 1000, 3),
+        )
+        return delivery
+
+    async def replay(self, letter_id: int) -> tuple[DeadLetter, Outcome]:
+        """Deliver a dead letter again to its handler; resolve it on success."""
+        letter = self.store.dead_letter(letter_id)
+        if letter is None:
+            raise EventError(f"no dead letter {letter_id}")
+        if letter.resolved_at is not None:
+            raise EventError(f"dead letter {letter_id} was already replayed successfully")
+        if f"event:{letter.handler}" not in self.runtime.handles:
+            raise EventError(
+                f'dead letter {letter_id}: handler "{letter.handler}" is not in the plan'
+            )
+        outcome = await self._deliver(
+            letter.handler,
+            letter.event_id,
+            letter.topic,
+            json.dumps(letter.payload, sort_keys=True),
+            letter.headers,
+            record=False,
+        )
+        self.store.replayed(letter_id, outcome.error, outcome.attempts)
+        return letter, outcome
+
+    def _component(self, key: str) -> Component:
+        component = self.plan.component(f"event:{key}")
+        if component is None:
+            raise EventError(f'route handler "{key}" is not an event component of the plan')
+        return component
+
+    async def _deliver(
+        self,
+        key: str,
+        event_id: str,
+        topic: str,
+        payload_json: str,
+        headers: dict[str, str],
+        *,
+        record: bool = True,
+    ) -> Outcome:
+        component = self._component(key)
+        sub = component.subscription
+        retry: Retry | None = (sub.retry if sub else None) or component.retry
+        attempts = max(1, retry.attempts) if retry else 1
+        backoff_ms = (retry.backoff_ms if retry else None) or DEFAULT_BACKOFF_MS
+        concurrency = (sub.concurrency if sub else None) or component.concurrency
+        limiter = self._limiter(key, concurrency)
+        handle = self.runtime.handle(component.id)
+        log = self._log.bind(event_id=event_id, topic=topic, handler=component.id)
+        started = time.perf_counter()
+        error = ""
+        emitted_at = time.time()
+        for attempt in range(1, attempts + 1):
+            event = Event(
+                event_id,
+                topic,
+                json.loads(payload_json),
+                dict(headers),
+                emitted_at,
+                attempt,
+                self.workflows,
+            )
+            try:
+                async with limiter or contextlib.nullcontext():
+                    with anyio.move_on_after(self.handler_timeout_s) as deadline:
+                        result = await _call(handle, event)
+                if not deadline.cancelled_caught:
+                    return Outcome(
+                        key,
+                        "delivered",
+                        attempt,
+                        result=_jsonable(result),
+                        ms=(time.perf_counter() - started) * 1000,
+                    )
+                error = f"timed out after {self.handler_timeout_s:g}s"
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            if attempt < attempts:
+                delay = backoff_s(backoff_ms, attempt, self._rng)
+                log.warning(
+                    "handler attempt failed", attempt=attempt, error=error, retry_in_s=delay
+                )
+                await anyio.sleep(delay)
+        letter = (
+            self.store.add_dead_letter(event_id, topic, key, payload_json, headers, error, attempts)
+            if record
+            else None
+        )
+        log.error("handler exhausted", attempts=attempts, error=error, dead_letter=letter)
+        return Outcome(
+            key,
+            "dead-lettered",
+            attempts,
+            error=error,
+            dead_letter=letter,
+            ms=(time.perf_counter() - started) * 1000,
+        )
+
+    def _limiter(self, key: str, concurrency: int | None) -> anyio.CapacityLimiter | None:
+        if not concurrency or concurrency < 1:
+            return None
+        limiter = self._limiters.get(key)
+        if limiter is None:
+            limiter = self._limiters[key] = anyio.CapacityLimiter(concurrency)
+        return limiter
+
+
+def _jsonable(value: Any) -> Any:
+    """A handler's return value as JSON data (its repr when it is not)."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value

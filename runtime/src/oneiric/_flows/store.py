@@ -1,0 +1,456 @@
+"""Durable records of workflow runs and event dead letters: STATE/flows.db (SQLite, WAL).
+
+Every change is one SQLite transaction, so a reader, or a process that
+restarts after SIGKILL, sees a run as it was before or after a checkpoint,
+never between.  `synchronous=NORMAL` in WAL mode survives the death of the
+process at any instant; after a power loss the last few checkpoints may be
+lost, never corrupted (a lost checkpoint only means a node runs again).
+Standard library only: `workflow status|list` and `event dead-letters` must
+start fast.  The schema is documented in docs/workflows.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from oneiric._lifecycle.snapshots import pid_alive
+
+FILENAME = "flows.db"
+RUN_STATES = ("running", "succeeded", "failed", "cancelled")
+NODE_STATES = ("pending", "running", "succeeded", "failed", "skipped", "cancelled")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    plan_digest TEXT,
+    definition TEXT NOT NULL,
+    input TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'cancelled')),
+    error TEXT,
+    trigger TEXT NOT NULL,
+    owner_pid INTEGER,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS runs_by_time ON runs (created_at);
+CREATE TABLE IF NOT EXISTS nodes (
+    run_id TEXT NOT NULL REFERENCES runs (id),
+    name TEXT NOT NULL,
+    task TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN
+        ('pending', 'running', 'succeeded', 'failed', 'skipped', 'cancelled')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    result TEXT,
+    error TEXT,
+    started_at REAL,
+    finished_at REAL,
+    duration_ms REAL,
+    PRIMARY KEY (run_id, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    handler TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    error TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    replays INTEGER NOT NULL DEFAULT 0,
+    resolved_at REAL
+);
+"""
+
+
+class StoreError(Exception):
+    """A record is missing or in a state that forbids the operation (exit 1 at the CLI)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    name: str
+    task: str
+    status: str
+    attempts: int
+    result: Any
+    error: str | None
+    started_at: float | None
+    finished_at: float | None
+    duration_ms: float | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "task": self.task,
+            "status": self.status,
+            "attempts": self.attempts,
+            "result": self.result,
+            "error": self.error,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration_ms": self.duration_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    id: str
+    workflow: str
+    plan_digest: str | None
+    definition: list[dict[str, Any]]
+    input: Any
+    status: str
+    error: str | None
+    trigger: str
+    owner_pid: int | None
+    cancel_requested: bool
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    nodes: dict[str, NodeRecord]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "workflow": self.workflow,
+            "plan_digest": self.plan_digest,
+            "input": self.input,
+            "status": self.status,
+            "error": self.error,
+            "trigger": self.trigger,
+            "owner_pid": self.owner_pid,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+            "nodes": [n.as_json() for n in self.nodes.values()],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: int
+    event_id: str
+    topic: str
+    handler: str
+    payload: Any
+    headers: dict[str, str]
+    error: str
+    attempts: int
+    created_at: float
+    replays: int
+    resolved_at: float | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "event_id": self.event_id,
+            "topic": self.topic,
+            "handler": self.handler,
+            "payload": self.payload,
+            "headers": self.headers,
+            "error": self.error,
+            "attempts": self.attempts,
+            "created_at": self.created_at,
+            "replays": self.replays,
+            "resolved_at": self.resolved_at,
+        }
+
+
+class FlowStore:
+    """One connection to STATE/flows.db; use from one thread (the event loop's) at a time."""
+
+    def __init__(self, state_dir: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.path = state_dir / FILENAME
+        self._db = sqlite3.connect(
+            self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (never half-written)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- runs --------------------------------------------------------------------------
+    def create_run(
+        self,
+        run_id: str,
+        workflow: str,
+        plan_digest: str | None,
+        definition: list[dict[str, Any]],
+        input_json: str,
+        trigger: str,
+    ) -> bool:
+        """Record a new run and all its nodes as pending; False if `run_id` already exists."""
+        now = time.time()
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
+                return False
+            db.execute(
+                "INSERT INTO runs (id, workflow, plan_digest, definition, input, status, trigger,"
+                " owner_pid, created_at, updated_at) VALUES (?,?,?,?,?,'running',?,?,?,?)",
+                (
+                    run_id,
+                    workflow,
+                    plan_digest,
+                    json.dumps(definition, sort_keys=True),
+                    input_json,
+                    trigger,
+                    os.getpid(),
+                    now,
+                    now,
+                ),
+            )
+            db.executemany(
+                "INSERT INTO nodes (run_id, name, task, status) VALUES (?, ?, ?, 'pending')",
+                [(run_id, node["name"], node["task"]) for node in definition],
+            )
+        return True
+
+    def claim_for_resume(self, run_id: str) -> RunRecord:
+        """Take over a stopped run: reset its unfinished nodes to pending, mark it running.
+
+        Refused (StoreError) for an unknown run, a succeeded one, or one whose
+        owner process is still alive.
+        """
+        with self._transaction() as db:
+            run = self._run(db, run_id)
+            if run is None:
+                raise StoreError(f'no workflow run "{run_id}"')
+            if run.status == "succeeded":
+                raise StoreError(f"run {run_id} already finished (succeeded); nothing to resume")
+            owner = run.owner_pid
+            if (
+                run.status == "running"
+                and owner is not None
+                and owner != os.getpid()
+                and pid_alive(owner)
+            ):
+                raise StoreError(f"run {run_id} is still running in process {owner}")
+            db.execute(
+                "UPDATE nodes SET status = 'pending', error = NULL "
+                "WHERE run_id = ? AND status != 'succeeded'",
+                (run_id,),
+            )
+            db.execute(
+                "UPDATE runs SET status = 'running', error = NULL, owner_pid = ?, "
+                "cancel_requested = 0, updated_at = ?, finished_at = NULL WHERE id = ?",
+                (os.getpid(), time.time(), run_id),
+            )
+            claimed = self._run(db, run_id)
+        assert claimed is not None
+        return claimed
+
+    def node_started(self, run_id: str, name: str, attempt: int, now: float) -> None:
+        self._db.execute(
+            "UPDATE nodes SET status = 'running', attempts = ?, "
+            "started_at = coalesce(started_at, ?) WHERE run_id = ? AND name = ?",
+            (attempt, now, run_id, name),
+        )
+
+    def node_finished(
+        self,
+        run_id: str,
+        name: str,
+        status: str,
+        attempts: int,
+        result_json: str | None,
+        error: str | None,
+        started_at: float,
+        now: float,
+    ) -> None:
+        """The checkpoint after a node: one statement, atomic on its own."""
+        self._db.execute(
+            "UPDATE nodes SET status = ?, attempts = ?, result = ?, error = ?, "
+            "finished_at = ?, duration_ms = ? WHERE run_id = ? AND name = ?",
+            (status, attempts, result_json, error, now, (now - started_at) * 1000, run_id, name),
+        )
+
+    def finish_run(
+        self, run_id: str, status: str, error: str | None, node_updates: Iterable[tuple[str, str]]
+    ) -> None:
+        """Final state of a run, with the nodes that end with it (skipped, cancelled)."""
+        now = time.time()
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE nodes SET status = ? WHERE run_id = ? AND name = ?",
+                [(state, run_id, name) for name, state in node_updates],
+            )
+            db.execute(
+                "UPDATE runs SET status = ?, error = ?, updated_at = ?, finished_at = ? "
+                "WHERE id = ?",
+                (status, error, now, now, run_id),
+            )
+
+    def request_cancel(self, run_id: str) -> RunRecord:
+        with self._transaction() as db:
+            run = self._run(db, run_id)
+            if run is None:
+                raise StoreError(f'no workflow run "{run_id}"')
+            if run.status != "running":
+                raise StoreError(f"run {run_id} is not running (it {run.status})")
+            db.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
+        return run
+
+    def cancel_requested(self, run_id: str) -> bool:
+        row = self._db.execute(
+            "SELECT cancel_requested FROM runs WHERE id = ?", (run_id,)
+        ).fetchone()
+        return bool(row and row[0])
+
+    def data_version(self) -> int:
+        """Changes when another connection commits (cheap to poll)."""
+        version: int = self._db.execute("PRAGMA data_version").fetchone()[0]
+        return version
+
+    def run(self, run_id: str) -> RunRecord | None:
+        return self._run(self._db, run_id)
+
+    def runs(self, limit: int = 50, workflow: str | None = None) -> list[RunRecord]:
+        """The most recent runs, newest first."""
+        where, args = ("WHERE workflow = ?", (workflow,)) if workflow else ("", ())
+        ids = self._db.execute(
+            f"SELECT id FROM runs {where} ORDER BY created_at DESC, id LIMIT ?", (*args, limit)
+        ).fetchall()
+        found = [self._run(self._db, row[0]) for row in ids]
+        return [run for run in found if run is not None]
+
+    @staticmethod
+    def _run(db: sqlite3.Connection, run_id: str) -> RunRecord | None:
+        row = db.execute(
+            "SELECT id, workflow, plan_digest, definition, input, status, error, trigger, "
+            "owner_pid, cancel_requested, created_at, updated_at, finished_at "
+            "FROM runs WHERE id = ?",
+            (run_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        definition = json.loads(row[3])
+        order = {node["name"]: index for index, node in enumerate(definition)}
+        node_rows = db.execute(
+            "SELECT name, task, status, attempts, result, error, started_at, finished_at, "
+            "duration_ms FROM nodes WHERE run_id = ?",
+            (run_id,),
+        ).fetchall()
+        node_rows.sort(key=lambda r: order.get(r[0], len(order)))
+        nodes = {
+            r[0]: NodeRecord(
+                r[0], r[1], r[2], r[3], None if r[4] is None else json.loads(r[4]), *r[5:]
+            )
+            for r in node_rows
+        }
+        return RunRecord(
+            row[0],
+            row[1],
+            row[2],
+            definition,
+            json.loads(row[4]),
+            row[5],
+            row[6],
+            row[7],
+            row[8],
+            bool(row[9]),
+            row[10],
+            row[11],
+            row[12],
+            nodes,
+        )
+
+    # -- dead letters --------------------------------------------------------------------
+    def add_dead_letter(
+        self,
+        event_id: str,
+        topic: str,
+        handler: str,
+        payload_json: str,
+        headers: dict[str, str],
+        error: str,
+        attempts: int,
+    ) -> int:
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO dead_letters (event_id, topic, handler, payload, headers, error, "
+                "attempts, created_at) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    event_id,
+                    topic,
+                    handler,
+                    payload_json,
+                    json.dumps(headers, sort_keys=True),
+                    error,
+                    attempts,
+                    time.time(),
+                ),
+            )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def dead_letters(self, include_resolved: bool = False, limit: int = 100) -> list[DeadLetter]:
+        where = "" if include_resolved else "WHERE resolved_at IS NULL"
+        rows = self._db.execute(
+            "SELECT id, event_id, topic, handler, payload, headers, error, attempts, created_at, "
+            f"replays, resolved_at FROM dead_letters {where} ORDER BY id LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [_dead_letter(row) for row in rows]
+
+    def dead_letter(self, letter_id: int) -> DeadLetter | None:
+        row = self._db.execute(
+            "SELECT id, event_id, topic, handler, payload, headers, error, attempts, created_at, "
+            "replays, resolved_at FROM dead_letters WHERE id = ?",
+            (letter_id,),
+        ).fetchone()
+        return None if row is None else _dead_letter(row)
+
+    def replayed(self, letter_id: int, error: str | None, attempts: int) -> None:
+        """Record a replay: resolved when `error` is None, otherwise the new error."""
+        with self._transaction() as db:
+            if error is None:
+                db.execute(
+                    "UPDATE dead_letters SET replays = replays + 1, resolved_at = ? WHERE id = ?",
+                    (time.time(), letter_id),
+                )
+            else:
+                db.execute(
+                    "UPDATE dead_letters SET replays = replays + 1, error = ?, "
+                    "attempts = attempts + ? WHERE id = ?",
+                    (error, attempts, letter_id),
+                )
+
+
+def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:
+    return DeadLetter(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        json.loads(row[4]),
+        json.loads(row[5]),
+        row[6],
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+    )

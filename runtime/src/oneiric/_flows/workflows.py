@@ -1,0 +1,383 @@
+"""Workflow runs: a plan's DAG executed with anyio and checkpointed after every node.
+
+A node starts as soon as all its upstream nodes have succeeded (independent
+nodes run concurrently) and calls its task as `task(input, upstream)`: the
+run's input and a dict of upstream node name -> result, both decoded afresh
+from their JSON checkpoint, so a resumed run feeds a node exactly what an
+uninterrupted one would.  Tasks may be sync (run in a worker thread) or
+async, and must return JSON-serialisable data.
+
+Per node: attempts and backoff come from the node's `retry`, else the task
+component's, else one attempt; backoff doubles each attempt with jitter
+(uniform between half and all of it, capped at `MAX_BACKOFF_S`); `timeout`
+bounds each attempt (a sync task that overruns is abandoned in its thread).
+A task component's `concurrency` caps how many of its calls run at once.
+
+Durability (`oneiric.flowstore`): the run and all its nodes are recorded
+before the first node starts; each attempt and each node's outcome is one
+SQLite write.  A node whose success was recorded never runs again in that
+run: `resume` (after a crash, SIGKILL, failure or cancellation) re-runs the
+nodes that had not succeeded, so a node that was running when the process
+died runs again (at-least-once for in-flight nodes, exactly-once for
+completed ones).  A failed node fails the run: independent branches finish,
+nodes below it are recorded as skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+
+from oneiric._flows.host import lookup
+from oneiric._flows.store import FlowStore, RunRecord, StoreError
+from oneiric._lifecycle.runtime import Runtime, _is_async
+from oneiric._plan.model import Plan, Retry, Workflow, WorkflowNode
+
+MAX_BACKOFF_S = 300.0
+DEFAULT_BACKOFF_MS = 100
+CANCEL_POLL_S = 0.25
+
+
+class WorkflowError(Exception):
+    """The request cannot be run (unknown workflow or task, bad input, run not resumable)."""
+
+
+def backoff_s(backoff_ms: int, attempt: int, rng: random.Random) -> float:
+    """Delay before attempt `attempt + 1`: exponential, with jitter in [half, full]."""
+    full: float = min(MAX_BACKOFF_S, backoff_ms / 1000 * 2.0 ** (attempt - 1))
+    return full / 2 + rng.random() * full / 2
+
+
+def to_json(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise WorkflowError(f"{what} is not JSON data: {exc}") from None
+
+
+def find(plan: Plan, name: str) -> Workflow:
+    """The plan's workflow `name`; `flowhost.Unknown` naming the known ones otherwise."""
+    return lookup({w.key: w for w in plan.workflows}, name, "workflow")
+
+
+@dataclass
+class _Run:
+    id: str
+    workflow: str
+    nodes: dict[str, WorkflowNode]
+    input_json: str
+    results: dict[str, str]  # node -> result JSON, for succeeded nodes
+    states: dict[str, str] = field(default_factory=dict)
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    failure: str | None = None
+
+
+class Workflows:
+    """Runs the plan's workflows on a `Runtime`'s task components, checkpointing in a store.
+
+    `await run(name, input)` runs to the end in the calling task; inside
+    `async with workflows:` , `start()` runs in the background (used by
+    events), and leaving the block waits for those runs.
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        runtime: Runtime,
+        store: FlowStore,
+        *,
+        rng: random.Random | None = None,
+        cancel_poll_s: float | None = CANCEL_POLL_S,
+    ) -> None:
+        self.plan = plan
+        self.runtime = runtime
+        self.store = store
+        self._rng = rng or random.Random()
+        self._cancel_poll_s = cancel_poll_s
+        self._limiters: dict[str, anyio.CapacityLimiter] = {}
+        self._active: dict[str, _Run] = {}
+        self._group: TaskGroup | None = None
+        self._log = structlog.get_logger("oneiric.workflows").bind(plan=plan.digest)
+
+    async def __aenter__(self) -> Workflows:
+        self._group = anyio.create_task_group()
+        await self._group.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        group, self._group = self._group, None
+        assert group is not None
+        return await group.__aexit__(*exc)
+
+    # -- what a workflow needs -------------------------------------------------------
+    def workflow(self, name: str) -> Workflow:
+        return find(self.plan, name)
+
+    @staticmethod
+    def task_ids(plan: Plan, names: list[str] | None = None) -> list[str]:
+        """Task components the named workflows (all by default) run."""
+        return sorted(
+            {
+                f"task:{node.task}"
+                for w in plan.workflows
+                if names is None or w.key in names
+                for node in w.nodes
+            }
+        )
+
+    # -- in-process API --------------------------------------------------------------
+    async def run(
+        self, name: str, input: Any = None, *, run_id: str | None = None, trigger: str = "api"
+    ) -> RunRecord:
+        """Run workflow `name` to its end in this task; return the final record."""
+        run = self._create(name, input, run_id, trigger)
+        if run is None:
+            raise WorkflowError(f'a run "{run_id}" already exists')
+        return await self._execute(run)
+
+    async def resume(self, run_id: str) -> RunRecord:
+        """Run what a stopped, failed or cancelled run has not completed; return its record."""
+        try:
+            record = self.store.claim_for_resume(run_id)
+        except StoreError as exc:
+            raise WorkflowError(str(exc)) from None
+        nodes = {n["name"]: WorkflowNode.model_validate(n) for n in record.definition}
+        self._check_tasks(record.workflow, nodes.values())
+        if record.plan_digest != self.plan.digest:
+            self._log.warning(
+                "resuming under another plan", run=run_id, started_under=record.plan_digest
+            )
+        done = {
+            name: json.dumps(n.result, sort_keys=True)
+            for name, n in record.nodes.items()
+            if n.status == "succeeded"
+        }
+        run = _Run(run_id, record.workflow, nodes, json.dumps(record.input), done)
+        self._log.info("run resumed", run=run_id, workflow=record.workflow, completed=sorted(done))
+        return await self._execute(run)
+
+    async def start(
+        self, name: str, input: Any = None, *, run_id: str | None = None, trigger: str = "api"
+    ) -> str:
+        """Record a run and run it in the background (inside `async with`); return its id.
+
+        With an explicit `run_id` that already exists nothing new starts (so an
+        event delivered twice starts its workflow once).
+        """
+        if self._group is None:
+            raise RuntimeError("Workflows.start() needs `async with workflows:`")
+        run = self._create(name, input, run_id, trigger)
+        if run is None:
+            assert run_id is not None
+            return run_id
+        self._group.start_soon(self._execute, run)
+        return run.id
+
+    async def wait(self, run_id: str) -> RunRecord:
+        """The final record of a run started by this process (or already finished)."""
+        active = self._active.get(run_id)
+        if active is not None:
+            await active.done.wait()
+        record = self.store.run(run_id)
+        if record is None:
+            raise WorkflowError(f'no workflow run "{run_id}"')
+        return record
+
+    def cancel_all(self) -> None:
+        """Cancel every run of this process (each is recorded as cancelled, resumable)."""
+        for run in list(self._active.values()):
+            run.scope.cancel()
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a run of this process; False when it is not running here."""
+        active = self._active.get(run_id)
+        if active is None:
+            return False
+        active.scope.cancel()
+        return True
+
+    # -- execution ---------------------------------------------------------------------
+    def _check_tasks(self, workflow: str, nodes: Any) -> None:
+        for node in nodes:
+            if f"task:{node.task}" not in self.runtime.handles:
+                raise WorkflowError(
+                    f'workflow "{workflow}" node "{node.name}": task "{node.task}" '
+                    "is not running (not in the plan or not activated)"
+                )
+
+    def _create(self, name: str, input: Any, run_id: str | None, trigger: str) -> _Run | None:
+        workflow = self.workflow(name)
+        self._check_tasks(name, workflow.nodes)
+        input_json = to_json(input, "the workflow input")
+        rid = run_id or uuid.uuid4().hex[:16]
+        by_name = {node.name: node for node in workflow.nodes}
+        ordered = [by_name[name] for level in workflow.generations for name in level]
+        definition = [node.model_dump(mode="json") for node in ordered]
+        if not self.store.create_run(rid, name, self.plan.digest, definition, input_json, trigger):
+            return None
+        self._log.info("run started", run=rid, workflow=name, trigger=trigger)
+        return _Run(rid, name, {n.name: n for n in workflow.nodes}, input_json, {})
+
+    async def _execute(self, run: _Run) -> RunRecord:
+        self._active[run.id] = run
+        started = time.perf_counter()
+        try:
+            try:
+                async with anyio.create_task_group() as outer:
+                    if self._cancel_poll_s:
+                        outer.start_soon(self._watch_cancel, run, self._cancel_poll_s)
+                    with run.scope:
+                        await self._schedule(run)
+                    outer.cancel_scope.cancel()
+            except BaseException:
+                # Cancelled from outside (or a bug): record it, then let it propagate.
+                self._finish(run, cancelled=True)
+                raise
+            self._finish(run, cancelled=run.scope.cancel_called)
+        finally:
+            self._active.pop(run.id, None)
+            run.done.set()
+        record = self.store.run(run.id)
+        assert record is not None
+        self._log.info(
+            "run finished",
+            run=run.id,
+            workflow=run.workflow,
+            status=record.status,
+            ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+        return record
+
+    async def _schedule(self, run: _Run) -> None:
+        dependents: dict[str, list[str]] = {name: [] for name in run.nodes}
+        waiting: dict[str, int] = {}
+        for name, node in run.nodes.items():
+            for upstream in node.depends_on:
+                dependents[upstream].append(name)
+            waiting[name] = sum(1 for up in node.depends_on if up not in run.results)
+
+        async with anyio.create_task_group() as group:
+
+            async def node_task(name: str) -> None:
+                if await self._node(run, run.nodes[name]):
+                    for below in dependents[name]:
+                        waiting[below] -= 1
+                        if waiting[below] == 0:
+                            group.start_soon(node_task, below)
+
+            for name in run.nodes:
+                if name not in run.results and waiting[name] == 0:
+                    group.start_soon(node_task, name)
+
+    async def _node(self, run: _Run, node: WorkflowNode) -> bool:
+        """Run one node with its retries and timeout; checkpoint; True on success."""
+        task_id = f"task:{node.task}"
+        component = self.plan.component(task_id)
+        retry: Retry | None = node.retry or (component.retry if component else None)
+        attempts = max(1, retry.attempts) if retry else 1
+        backoff_ms = (
+            retry.backoff_ms if retry is not None and retry.backoff_ms is not None else None
+        ) or DEFAULT_BACKOFF_MS
+        timeout = None if node.timeout_ms is None else node.timeout_ms / 1000
+        limiter = self._limiter(node.task, component.concurrency if component else None)
+        handle = self.runtime.handle(task_id)
+        log = self._log.bind(run=run.id, node=node.name, task=task_id)
+        started = time.time()
+        error = ""
+        for attempt in range(1, attempts + 1):
+            run.states[node.name] = "running"
+            self.store.node_started(run.id, node.name, attempt, time.time())
+            upstream = {up: json.loads(run.results[up]) for up in node.depends_on}
+            try:
+                async with limiter or contextlib.nullcontext():
+                    with anyio.move_on_after(timeout) as deadline:
+                        result = await _call(handle, json.loads(run.input_json), upstream)
+                if deadline.cancelled_caught:
+                    assert timeout is not None
+                    error = f"timed out after {timeout:g}s"
+                else:
+                    result_json = to_json(result, f"the result of node {node.name}")
+                    run.results[node.name] = result_json
+                    run.states[node.name] = "succeeded"
+                    self.store.node_finished(
+                        run.id,
+                        node.name,
+                        "succeeded",
+                        attempt,
+                        result_json,
+                        None,
+                        started,
+                        time.time(),
+                    )
+                    return True
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            if attempt < attempts:
+                delay = backoff_s(backoff_ms, attempt, self._rng)
+                log.warning("node attempt failed", attempt=attempt, error=error, retry_in_s=delay)
+                await anyio.sleep(delay)
+        log.error("node failed", attempts=attempts, error=error)
+        run.states[node.name] = "failed"
+        run.failure = run.failure or f"node {node.name} failed: {error}"
+        self.store.node_finished(
+            run.id, node.name, "failed", attempts, None, error, started, time.time()
+        )
+        return False
+
+    def _finish(self, run: _Run, *, cancelled: bool) -> None:
+        if cancelled:
+            status, error = "cancelled", "cancelled"
+            ends = [(n, "cancelled") for n, s in run.states.items() if s == "running"]
+        elif run.failure is not None:
+            status, error = "failed", run.failure
+            ends = [(n, "skipped") for n in run.nodes if n not in run.states]
+        else:
+            status, error, ends = "succeeded", None, []
+        self.store.finish_run(run.id, status, error, ends)
+
+    async def _watch_cancel(self, run: _Run, interval: float) -> None:
+        """Obey `oneiric workflow cancel` from another process (polls the store)."""
+        version = self.store.data_version()
+        while True:
+            await anyio.sleep(interval)
+            now = self.store.data_version()
+            if now != version:
+                version = now
+                if self.store.cancel_requested(run.id):
+                    self._log.info("run cancel requested", run=run.id)
+                    run.scope.cancel()
+                    return
+
+    def _limiter(self, task: str, concurrency: int | None) -> anyio.CapacityLimiter | None:
+        if not concurrency or concurrency < 1:
+            return None
+        limiter = self._limiters.get(task)
+        if limiter is None:
+            limiter = self._limiters[task] = anyio.CapacityLimiter(concurrency)
+        return limiter
+
+
+async def _call(target: Callable[..., Any], *args: Any) -> Any:
+    """Call a handle's current instance: awaited if async, in a worker thread if sync."""
+    slot = getattr(target, "slot", None)
+    instance = slot.instance if slot is not None else target
+    if _is_async(instance):
+        return await target(*args)
+    result = await anyio.to_thread.run_sync(
+        functools.partial(target, *args), abandon_on_cancel=True
+    )
+    if hasattr(result, "__await__"):
+        return await result
+    return result

@@ -1,0 +1,508 @@
+"""`oneiric run`: a `Runtime` fed by a plan source, obeying controls, writing snapshots.
+
+Loops, each in its own task:
+
+* source: a file watch (watchfiles, on the parent directory so atomic renames
+  are seen, debounced) or an HTTP poll (ETag / If-None-Match); each change
+  wakes the applier.  Not started under the serverless profile (SIGHUP still
+  asks for one re-read).
+* applier: reads the source, and applies its plan when the digest differs
+  from the running one.  Triggers that arrive during a swap coalesce into one
+  more read, so a burst of writes is one swap and v2, v3 back to back end on
+  v3.  A rejected plan changes nothing and is counted in status.json; an
+  unreachable source keeps the last known good plan serving.
+* control: polls control.db (about four times a second) and obeys pause,
+  resume and drain.
+* health: runs the components' health checks at their intervals and writes
+  health.json; status.json is refreshed every second.
+
+Start: the last known good plan in the state dir if there is one (so a crash
+mid-swap restarts on what last passed probation), then the source's plan as
+an ordinary swap; with no last good plan, the source's plan.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+
+from oneiric._delivery.sources import Candidate, PlanInvalid, Source, SourceUnavailable
+from oneiric._lifecycle import snapshots
+from oneiric._lifecycle.control import ControlStore
+from oneiric._lifecycle.runtime import (
+    Instance,
+    PlanRejected,
+    RolledBack,
+    Runtime,
+    SwapAborted,
+    check_health,
+)
+from oneiric._plan.model import Plan, load_plan
+
+SERVERLESS = "serverless"
+PROFILE_ENV = "ONEIRIC_PROFILE"
+DEFAULT_HEALTH_INTERVAL_S = 10.0
+CONTROL_INTERVAL_S = 0.25
+STATUS_INTERVAL_S = 1.0
+WATCH_TIMEOUT_MS = 250
+APP_GRACE_S = 5.0  # at shutdown, how long the --app function gets to return
+MAX_SETTLE_S = 2.0  # a source that keeps changing is applied after this long anyway
+
+
+class StartError(Exception):
+    """The runtime could not start (no usable plan, or the plan failed to activate)."""
+
+
+@dataclass
+class Settings:
+    state: Path
+    source: Source
+    profile: str | None = None  # ONEIRIC_PROFILE; None: the plan's own profile
+    poll_interval_s: float = 5.0
+    watch_step_ms: int = 10  # the watcher reports once the file has been quiet this long
+    watch_debounce_ms: int = 400  # ... or after this long at most
+    watch_settle_ms: int = 10  # then the applier reads again if it changed within this
+    probation_s: float = 0.0
+    handle_signals: bool = True
+    app: Callable[[Supervisor], Any] | None = None
+    # `oneiric run` starts with the cyclic garbage collector off; ready turns it on.
+    collect_garbage_when_ready: bool = False
+
+
+@dataclass
+class Counters:
+    swaps: int = 0
+    rejected: int = 0
+    aborted: int = 0
+    rolled_back: int = 0
+    unreachable: int = 0
+    last_swap: dict[str, Any] | None = None
+    last_problem: dict[str, Any] | None = None
+    history: list[str] = field(default_factory=list)  # digests applied, oldest first
+
+
+class Supervisor:
+    """Runs one runtime until stopped; `ready` is set once the first plan is bound."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.runtime = Runtime(probation_s=settings.probation_s)
+        self.counters = Counters()
+        self.ready = threading.Event()
+        self.stopping = threading.Event()
+        self.started_at = time.time()
+        self._wake: anyio.Event | None = None
+        self._stop: anyio.Event | None = None
+        self._health: dict[str, dict[str, Any]] = {}
+        self._log = structlog.get_logger("oneiric.supervisor")
+        self._store: ControlStore | None = None
+        self._app_done: anyio.Event | None = None
+        self.watching = False  # a file watch is registered (status.json "watching")
+
+    @property
+    def profile(self) -> str:
+        plan = self.runtime.plan
+        return self.settings.profile or (plan.profile if plan else "default")
+
+    def handle(self, component_id: str) -> Any:
+        return self.runtime.handle(component_id)
+
+    # -- entry points ----------------------------------------------------------
+    async def run(self) -> list[str]:
+        """Start, serve until stopped, shut down; return components whose cleanup failed."""
+        state = self.settings.state
+        state.mkdir(parents=True, exist_ok=True)
+        self._wake, self._stop = anyio.Event(), anyio.Event()
+        self._store = ControlStore(state)
+        try:
+            await self._start()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._applier)
+                tg.start_soon(self._controls)
+                tg.start_soon(self._health_loop)
+                if self.profile != SERVERLESS:
+                    tg.start_soon(self._watch)
+                if self.settings.handle_signals:
+                    tg.start_soon(self._signals)
+                if self.settings.app is not None:
+                    tg.start_soon(self._run_app, self.settings.app)
+                self.ready.set()
+                self._write_status()
+                if self.settings.collect_garbage_when_ready:
+                    gc.freeze()  # what starting allocated is never scanned again
+                    gc.enable()
+                self._log.info(
+                    "ready",
+                    plan=self._digest(),
+                    serial=self.runtime.serial,
+                    profile=self.profile,
+                    pid=os.getpid(),
+                )
+                await self._stop.wait()
+                if self._app_done is not None:
+                    # The app sees `stopping` and should return; its calls finish first.
+                    with anyio.move_on_after(APP_GRACE_S):
+                        await self._app_done.wait()
+                tg.cancel_scope.cancel()
+            return await self._shutdown()
+        finally:
+            self._store.close()
+
+    def request_stop(self) -> None:
+        """Ask `run` to shut down (call from the event loop's thread)."""
+        self.stopping.set()
+        if self._stop is not None:
+            self._stop.set()
+
+    # -- start and stop --------------------------------------------------------
+    async def _start(self) -> None:
+        good = self._last_good()
+        candidate: Candidate | None = None
+        try:
+            candidate = await self.settings.source.fetch()
+        except SourceUnavailable as exc:
+            if good is None:
+                raise StartError(f"no plan: {exc}") from None
+            self._problem("unreachable", str(exc))
+        except PlanInvalid as exc:
+            if good is None:
+                raise StartError(str(exc)) from None
+            self._problem("rejected", str(exc))
+        first = good if good is not None else candidate
+        assert first is not None
+        try:
+            await self.runtime.apply(first.plan, first.serial)
+        except (PlanRejected, SwapAborted) as exc:
+            raise StartError(str(exc)) from None
+        self._applied(first, report=None)
+        await self._obey_controls()
+        if candidate is not None and candidate.plan.digest != first.plan.digest:
+            self.wake()  # the source's newer plan is applied as an ordinary swap, once ready
+        await self._check_health()
+
+    async def _shutdown(self) -> list[str]:
+        self._log.info("stopping", plan=self._digest())
+        self.stopping.set()
+        with anyio.CancelScope(shield=True):
+            failures = await self.runtime.stop()
+            self._write_status(stopped=True)
+            snapshots.write_json(
+                self.settings.state / snapshots.HEALTH,
+                {
+                    "healthy": False,
+                    "pid": os.getpid(),
+                    "checked_at": time.time(),
+                    "expires_at": time.time(),
+                    "components": {},
+                    "reason": "stopped",
+                },
+            )
+        self._log.info("stopped", cleanup_failures=failures)
+        return failures
+
+    # -- applying ----------------------------------------------------------------
+    async def _applier(self) -> None:
+        while True:
+            assert self._wake is not None
+            await self._wake.wait()
+            candidate = await self._settled_fetch()
+            if candidate is not None:
+                await self._consider(candidate)
+
+    async def _settled_fetch(self) -> Candidate | None:
+        """Read the source once a burst of changes has settled; None if nothing to apply.
+
+        The watcher already waits for a quiet `watch_step_ms`; a writer that
+        pauses longer mid-burst wakes the applier again while it reads, or
+        within `watch_settle_ms` after: then the source is read again (up to
+        `MAX_SETTLE_S`), so a burst ends in one swap to its last version.
+        """
+        settle = self.settings.watch_settle_ms / 1000 if self.settings.source.path else 0.0
+        give_up = time.monotonic() + MAX_SETTLE_S
+        while True:
+            self._wake = anyio.Event()
+            try:
+                candidate = await self.settings.source.fetch()
+            except SourceUnavailable as exc:
+                self._problem("unreachable", str(exc))
+                return None
+            except PlanInvalid as exc:
+                if not await self._more_changes(settle, give_up):
+                    self._problem("rejected", str(exc))
+                    return None
+                continue
+            if not await self._more_changes(settle, give_up):
+                return candidate
+
+    async def _more_changes(self, settle: float, give_up: float) -> bool:
+        """True when the source changed again within `settle` s (and there is time left)."""
+        assert self._wake is not None
+        if settle and not self._wake.is_set():
+            with anyio.move_on_after(settle):
+                await self._wake.wait()
+        return self._wake.is_set() and time.monotonic() < give_up
+
+    def wake(self) -> None:
+        """Ask the applier to re-read the source (call from the event loop's thread)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _consider(self, candidate: Candidate) -> None:
+        if candidate.plan.digest == self._digest():
+            return
+        try:
+            report = await self.runtime.apply(candidate.plan, candidate.serial)
+        except PlanRejected as exc:
+            self._problem("rejected", str(exc))
+        except SwapAborted as exc:
+            self._problem("aborted", str(exc))
+        except RolledBack as exc:
+            self._problem("rolled_back", str(exc))
+        else:
+            self._applied(candidate, report.as_json())
+            # health.json names the new instances at once, not at the next tick (their
+            # pre-bind check counts, so this calls nothing again).
+            await self._check_health()
+        self._write_status()
+
+    def _applied(self, candidate: Candidate, report: dict[str, Any] | None) -> None:
+        plan = candidate.plan
+        snapshots.write_last_good(
+            self.settings.state / snapshots.LAST_GOOD,
+            {
+                "serial": candidate.serial,
+                "source": self.settings.source.description,
+                "applied_at": time.time(),
+            },
+            candidate.data if candidate.data is not None else plan.to_bytes(),
+        )
+        self.counters.history.append(plan.digest or "")
+        if report is not None:
+            self.counters.swaps += 1
+            self.counters.last_swap = {**report, "at": time.time()}
+
+    def _problem(self, kind: str, message: str) -> None:
+        setattr(self.counters, kind, getattr(self.counters, kind) + 1)
+        self.counters.last_problem = {"kind": kind, "error": message, "at": time.time()}
+        self._log.error(
+            f"plan {kind.replace('_', ' ')}",
+            error=message,
+            plan=self._digest(),
+            serial=self.runtime.serial,
+        )
+        self._write_status()
+
+    def _last_good(self) -> Candidate | None:
+        data = snapshots.read_json(self.settings.state / snapshots.LAST_GOOD)
+        if data is None:
+            return None
+        try:
+            from oneiric._plan.canonical import dumps
+
+            plan = load_plan(dumps(data["plan"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            self._log.error("last good plan unusable; ignoring it", error=str(exc))
+            return None
+        return Candidate(plan, data.get("serial"))
+
+    # -- source --------------------------------------------------------------------
+    async def _watch(self) -> None:
+        source = self.settings.source
+        if source.path is not None:
+            await self._watch_file(source.path)
+        else:
+            while True:
+                await anyio.sleep(self.settings.poll_interval_s)
+                self.wake()
+
+    async def _watch_file(self, path: Path) -> None:
+        import watchfiles
+
+        target = os.path.realpath(path)
+        directory = os.path.dirname(target)
+
+        def only_target(change: watchfiles.Change, changed: str) -> bool:
+            return os.path.realpath(changed) == target
+
+        assert self._stop is not None
+        # yield_on_timeout: the first (possibly empty) yield proves the watch is registered;
+        # the source is then re-read once, so a change made before that is not missed.
+        async for changes in watchfiles.awatch(
+            directory,
+            watch_filter=only_target,
+            step=self.settings.watch_step_ms,
+            debounce=self.settings.watch_debounce_ms,
+            recursive=False,
+            stop_event=self._stop,
+            rust_timeout=WATCH_TIMEOUT_MS,
+            yield_on_timeout=True,
+        ):
+            if not self.watching:
+                self.watching = True
+                self._log.debug("watching", path=target)
+                self._write_status()
+            elif not changes:
+                continue
+            self._log.debug("source changed", changes=sorted(c[1] for c in changes))
+            self.wake()
+
+    async def _signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    self.wake()
+                else:
+                    self._log.info("signal", signal=signal.Signals(signum).name)
+                    self.request_stop()
+
+    async def _run_app(self, app: Callable[[Supervisor], Any]) -> None:
+        self._app_done = anyio.Event()
+        try:
+            await anyio.to_thread.run_sync(app, self, abandon_on_cancel=True)
+        except Exception as exc:
+            self._log.error("app failed", error=repr(exc))
+        finally:
+            self._app_done.set()
+
+    # -- controls ----------------------------------------------------------------
+    async def _controls(self) -> None:
+        while True:
+            await anyio.sleep(CONTROL_INTERVAL_S)
+            await self._obey_controls()
+
+    async def _obey_controls(self) -> None:
+        store = self._store
+        assert store is not None
+        if not store.changed():
+            return
+        wanted = store.controls()
+        for cid, handle in self.runtime.handles.items():
+            handle.paused = cid in wanted
+        for request in store.pending():
+            known = [c for c in request.components if c in self.runtime.handles]
+            unknown = [c for c in request.components if c not in self.runtime.handles]
+            result: dict[str, Any] = {"pid": os.getpid(), "applied": known, "unknown": unknown}
+            if request.op == "drain":
+                timeout = (request.deadline_ms or 0) / 1000
+                result["waited"] = await self.runtime.drain(known, timeout)
+            store.complete(request.id, result)
+            self._log.info(f"control {request.op}", components=known, unknown=unknown)
+        if self.ready.is_set():  # at start, the one status write is when ready
+            self._write_status()
+
+    # -- health and status -----------------------------------------------------------
+    async def _health_loop(self) -> None:
+        while True:
+            await anyio.sleep(STATUS_INTERVAL_S)
+            await self._check_health()
+            self._write_status()
+
+    async def _check_health(self) -> None:
+        """Run the checks that are due and write health.json.
+
+        A new instance's check before bind counts as its first one (no second
+        call right after activation, e.g. for every component at start).
+        """
+        now = time.time()
+        due: list[Instance] = []
+        for cid, instance in list(self.runtime.instances.items()):
+            interval = instance.component.health.interval_ms
+            every = interval / 1000 if interval else DEFAULT_HEALTH_INTERVAL_S
+            last = self._health.get(cid)
+            if last is None or last["generation"] != instance.slot.generation:
+                checked = instance.healthy_at
+                if checked is not None and now - checked < every:
+                    self._health[cid] = self._health_entry(instance, None, checked)
+                else:
+                    due.append(instance)
+            elif now - last["checked_at"] >= every:
+                due.append(instance)
+        problems = await check_health(due)
+        checked_at = time.time()
+        for instance in due:
+            entry = self._health_entry(instance, problems[instance.component.id], checked_at)
+            self._health[instance.component.id] = entry
+        for cid in list(self._health):
+            if cid not in self.runtime.instances:
+                del self._health[cid]
+        healthy = all(entry["healthy"] for entry in self._health.values())
+        snapshots.write_json(
+            self.settings.state / snapshots.HEALTH,
+            {
+                "healthy": healthy,
+                "pid": os.getpid(),
+                "checked_at": now,
+                "expires_at": now + 3 * STATUS_INTERVAL_S + 5,
+                "plan": self._digest(),
+                "components": self._health,
+            },
+        )
+
+    @staticmethod
+    def _health_entry(instance: Instance, problem: str | None, checked_at: float) -> dict[str, Any]:
+        return {
+            "healthy": problem is None,
+            "reason": problem,
+            "checked_at": checked_at,
+            "generation": instance.slot.generation,
+            "provider": instance.component.provider,
+        }
+
+    def _write_status(self, *, stopped: bool = False) -> None:
+        plan = self.runtime.plan
+        components = {}
+        for cid, handle in self.runtime.handles.items():
+            slot = handle.slot
+            components[cid] = {
+                "provider": slot.provider if slot else None,
+                "generation": slot.generation if slot else None,
+                "inflight": slot.inflight if slot else 0,
+                "calls": slot.calls if slot else 0,
+                "paused": handle.paused,
+            }
+        counters = self.counters
+        snapshots.write_json(
+            self.settings.state / snapshots.STATUS,
+            {
+                "pid": os.getpid(),
+                "state": "stopped"
+                if stopped
+                else ("running" if self.ready.is_set() else "starting"),
+                "started_at": self.started_at,
+                "updated_at": time.time(),
+                "source": self.settings.source.description,
+                "watching": self.watching,
+                "profile": self.profile,
+                "plan": {
+                    "digest": plan.digest,
+                    "target": plan.target,
+                    "profile": plan.profile,
+                    "serial": self.runtime.serial,
+                }
+                if plan
+                else None,
+                "components": components,
+                "swaps": counters.swaps,
+                "rejected": counters.rejected,
+                "aborted": counters.aborted,
+                "rolled_back": counters.rolled_back,
+                "unreachable": counters.unreachable,
+                "cleanup_failures": self.runtime.cleanup_failures,
+                "last_swap": counters.last_swap,
+                "last_problem": counters.last_problem,
+            },
+        )
+
+    def _digest(self) -> str | None:
+        plan: Plan | None = self.runtime.plan
+        return plan.digest if plan else None

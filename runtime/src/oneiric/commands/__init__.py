@@ -1,1 +1,0 @@
-"""One module per group of `oneiric` commands; registered in `oneiric.cli.COMMANDS`."""
