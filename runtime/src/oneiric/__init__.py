@@ -7,6 +7,7 @@ underscore package is private and may change.  The folders, lowest layer first:
     _delivery/   signed delivery: DSSE, keys, trust, manifests, fetching, the state store
     _lifecycle/  the runtime: activation, health, binding, draining, supervision
     _flows/      workflows, their store, events
+    protocols    what a cache, a database, a storage provide (typing.Protocol)
     _cli/        the `oneiric` command line
     adapters/, actions/   the built-in components (public: stacks name them in `impl`)
 
@@ -37,6 +38,15 @@ if TYPE_CHECKING:
     from oneiric._lifecycle.supervisor import Settings, StartError, Supervisor
     from oneiric._plan.model import Component, Plan, UnsupportedPlanVersion, load_plan
     from oneiric._plan.values import Secret
+    from oneiric.protocols import (
+        Cache,
+        CacheReader,
+        CacheWriter,
+        Closable,
+        Database,
+        Healthy,
+        Storage,
+    )
 
 _EXPORTS: dict[str, str] = {
     # the plan
@@ -73,16 +83,30 @@ _EXPORTS: dict[str, str] = {
     "Event": "oneiric._flows.events",
     "EventError": "oneiric._flows.events",
     "WorkflowError": "oneiric._flows.workflows",
+    # protocols of the built-in kinds
+    "Cache": "oneiric.protocols",
+    "CacheReader": "oneiric.protocols",
+    "CacheWriter": "oneiric.protocols",
+    "Closable": "oneiric.protocols",
+    "Database": "oneiric.protocols",
+    "Healthy": "oneiric.protocols",
+    "Storage": "oneiric.protocols",
 }
 
 __all__ = [
+    "Cache",
+    "CacheReader",
+    "CacheWriter",
     "Check",
+    "Closable",
     "Component",
     "ComponentPaused",
     "ComponentUnavailable",
+    "Database",
     "Event",
     "EventError",
     "Handle",
+    "Healthy",
     "ImplementationError",
     "Manifest",
     "PinMismatch",
@@ -95,6 +119,7 @@ __all__ = [
     "SecurityError",
     "Settings",
     "StartError",
+    "Storage",
     "Supervisor",
     "SwapAborted",
     "TransferError",
