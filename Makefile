@@ -7,7 +7,9 @@ export UV_PYTHON_DOWNLOADS := never
 # Installed packages get their bytecode compiled once, at install: every process the
 # demo and the tests start (dozens) then imports pydantic, click, lark from .pyc.
 export UV_COMPILE_BYTECODE := 1
-export UV_PYTHON := $(shell command -v python3)
+# The interpreter itself, not what `python3` on PATH is: a pyenv shim there would make uv
+# call the environment "incompatible" on every `uv run`.
+export UV_PYTHON := $(shell python3 -c 'import sys; print(sys.executable)')
 PATH := $(HOME)/.local/bin:$(PATH)
 export PATH
 UV := uv

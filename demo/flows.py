@@ -14,6 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from oneiric._text import plural
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -56,8 +58,8 @@ async def _demo(state: Path) -> None:
             )
             for outcome in delivery.outcomes:
                 print(
-                    f"  {outcome.handler:<8} {outcome.status} after {outcome.attempts} "
-                    f"attempt(s) → {outcome.result}"
+                    f"  {outcome.handler:<8} {outcome.status} after "
+                    f"{plural(outcome.attempts, 'attempt')} → {outcome.result}"
                 )
                 run = outcome.result.get("run") if isinstance(outcome.result, dict) else None
                 if run is not None:

@@ -184,7 +184,7 @@ def test_lifecycle_start_status_stop(project: Served) -> None:
         assert project.oneiricc("check").returncode == 0
         status = project.oneiricc("server", "status")
         assert status.returncode == 0
-        assert "1 build(s) served" in status.stdout
+        assert "1 build served" in status.stdout
         address = Path(server_address(str(project.root)))
         assert stat.S_IMODE(address.stat().st_mode) == 0o600
         assert stat.S_IMODE(address.parent.stat().st_mode) == 0o700

@@ -172,7 +172,7 @@ def test_installed_compiler_builds_a_stack_outside_the_repository(
     run(oneiricc, "server", "start", cwd=project)
     try:
         run(oneiricc, "build", "--check", cwd=project)
-        assert "1 build(s) served" in run(oneiricc, "server", "status", cwd=project)
+        assert "1 build served" in run(oneiricc, "server", "status", cwd=project)
     finally:
         run(oneiricc, "server", "stop", cwd=project)
     assert '"redis"' in run(oneiricc, "explain", "adapter:cache", "--target", "prod", cwd=project)

@@ -108,7 +108,7 @@ def test_golden_plans_survive_formatting(tmp_path: Path) -> None:
     assert run_cli("oneiricc", "--root", str(tmp_path), "fmt", "--check").returncode == 1
     result = run_cli("oneiricc", "--root", str(tmp_path), "fmt")
     assert result.returncode == 0, result.stderr
-    assert "3 file(s) reformatted" in result.stderr
+    assert "3 files reformatted" in result.stderr
     assert {name: plan.to_bytes() for name, plan in compile_at(tmp_path).plans.items()} == committed
 
 
@@ -247,7 +247,7 @@ def test_cli_check_diff_and_stdin(tmp_path: Path) -> None:
     check = run_cli("oneiricc", "fmt", "--check", cwd=tmp_path)
     assert check.returncode == 1
     assert check.stdout == "would reformat: stacks/bad.oneiric\n"
-    assert "1 file(s) would be reformatted, 1 file(s) already formatted" in check.stderr
+    assert "1 file would be reformatted, 1 file already formatted" in check.stderr
     diff = run_cli("oneiricc", "fmt", "--diff", "stacks", cwd=tmp_path)
     assert diff.returncode == 1
     assert "--- a/stacks/bad.oneiric\n+++ b/stacks/bad.oneiric\n" in diff.stdout

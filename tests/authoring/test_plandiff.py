@@ -117,8 +117,8 @@ def test_human_summary_names_changes_and_causes(plans: tuple[Path, Path, Path]) 
     assert "task a" not in out
     assert "task b" not in out
     assert out.endswith(
-        "Plan changes: 2 component(s) added, 1 removed, 2 changed, "
-        "1 workflow(s) changed, 1 route(s) changed.\n"
+        "Plan changes: 2 components added, 1 removed, 2 changed, "
+        "1 workflow changed, 1 route changed.\n"
     )
     verbose = run_cli("oneiricc", "diff", "-v", str(old), str(new), cwd=root).stdout
     assert '      · config currency: "EUR" → "USD"\n' in verbose
@@ -146,7 +146,7 @@ def test_json_and_exit_code(plans: tuple[Path, Path, Path]) -> None:
         "plan": 0,
     }
     same = run_cli("oneiricc", "diff", "--exit-code", str(new), str(new))
-    assert (same.returncode, same.stdout) == (0, "No changes: 1 plan(s) compared.\n")
+    assert (same.returncode, same.stdout) == (0, "No changes: 1 plan compared.\n")
 
 
 def test_markdown_comment(plans: tuple[Path, Path, Path]) -> None:
@@ -158,7 +158,7 @@ def test_markdown_comment(plans: tuple[Path, Path, Path]) -> None:
     assert "| ✏️ | `adapter cache` | memory → redis | because `select adapter cache = " in md
     assert "<details><summary>Details</summary>" in md
     assert '- config currency: "EUR" → "USD"' in md
-    assert md.rstrip().endswith("1 route(s) changed.**")
+    assert md.rstrip().endswith("1 route changed.**")
 
 
 def test_against_a_git_revision(plans: tuple[Path, Path, Path]) -> None:

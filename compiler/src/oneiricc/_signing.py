@@ -38,6 +38,7 @@ from oneiric._delivery.store import atomic_write
 from oneiric._delivery.trust import MAX_TRUST_BYTES, TRUST_PAYLOAD_TYPE, parse_trust, trust_bytes
 from oneiric._plan.canonical import MAX_SAFE_INTEGER
 from oneiric._plan.model import load_plan
+from oneiric._text import plural
 
 _FORMAT = click.option(
     "--format",
@@ -248,7 +249,7 @@ def sign(
             "payload_type": envelope.payload_type,
             "signatures": keyids,
         },
-        f"signed {out}: {len(keyids)} signature(s) ({', '.join(k[:16] for k in keyids)})",
+        f"signed {out}: {plural(len(keyids), 'signature')} ({', '.join(k[:16] for k in keyids)})",
     )
 
 
@@ -343,6 +344,6 @@ def trust_sign(new_trust: Path, keys: tuple[Path, ...], out: Path, output: str |
             "payload_type": TRUST_PAYLOAD_TYPE,
             "signatures": keyids,
         },
-        f"signed rotation {out}: {len(keyids)} signature(s); more can be added with "
+        f"signed rotation {out}: {plural(len(keyids), 'signature')}; more can be added with "
         f"`oneiricc sign --add-to {out} --key KEY --out {out}`",
     )

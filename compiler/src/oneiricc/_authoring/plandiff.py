@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from oneiric._plan.model import Component, Plan, Route, Workflow
+from oneiric._text import plural
 
 from oneiricc._language.diagnostics import Style
 
@@ -109,15 +110,15 @@ class PlanDiff:
     def total_line(self) -> str:
         counts = self.counts()
         if not self.different:
-            return f"No changes: {len(self.targets)} plan(s) compared."
+            return f"No changes: {plural(len(self.targets), 'plan')} compared."
         parts = [
-            f"{counts['added']} component(s) added",
+            f"{plural(counts['added'], 'component')} added",
             f"{counts['removed']} removed",
             f"{counts['changed']} changed",
         ]
-        for key, label in (("workflows", "workflow(s)"), ("routes", "route(s)")):
+        for key, label in (("workflows", "workflow"), ("routes", "route")):
             if counts[key]:
-                parts.append(f"{counts[key]} {label} changed")
+                parts.append(f"{plural(counts[key], label)} changed")
         if counts["targets_added"] or counts["targets_removed"]:
             parts.append(
                 f"targets: {counts['targets_added']} added, {counts['targets_removed']} removed"

@@ -2,13 +2,15 @@
 
 Every path a plan mentions is relative to the root, so a plan does not depend
 on where the compiler was started.  The root is the nearest directory, from
-the working directory upwards, that holds `oneiric.toml`; without one, the
-working directory itself.
+each path a command is given upwards, that holds `oneiric.toml` (the working
+directory is the default path); see `projectroot.root_of`.
 """
 
 from __future__ import annotations
 
+import os
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,9 +55,14 @@ def find_root(start: Path) -> Path:
     return Path(projectroot.find_root(str(start)))
 
 
-def load_project(root: Path | None = None) -> Project:
-    """Read `oneiric.toml` from `root` (found from the working directory when None)."""
-    root = (root or find_root(Path.cwd())).resolve()
+def load_project(root: Path | None = None, paths: Sequence[Path] = ()) -> Project:
+    """Read `oneiric.toml` from `root` (when None: found from `paths`, else the working dir)."""
+    if root is None:
+        try:
+            root = Path(projectroot.root_of([str(p) for p in paths], os.getcwd()))
+        except projectroot.MixedProjects as exc:
+            raise ProjectError(str(exc)) from None
+    root = root.resolve()
     config_file = root / CONFIG_FILE
     if not config_file.is_file():
         return Project(root=root)
@@ -67,7 +74,7 @@ def load_project(root: Path | None = None) -> Project:
     unknown = sorted(set(settings) - known)
     if unknown:
         raise ProjectError(
-            f"{config_file}: unknown setting(s) {', '.join(unknown)}; "
+            f"{config_file}: unknown {'setting' if len(unknown) == 1 else 'settings'} {', '.join(unknown)}; "
             f"known: {', '.join(sorted(known))}"
         )
     try:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
+from oneiric._text import plural
 
 from oneiricc._build.loader import SOURCE_SUFFIX
 from oneiricc._language.diagnostics import CompileError, Diagnostic, render_human, render_json
@@ -198,11 +199,11 @@ def _fmt_human(
             click.echo(f"would reformat: {result.label}")
     unchanged = sum(1 for r in results if r.after is not None and not r.changed)
     parts = [
-        f"{len(changed)} file(s) {'reformatted' if write else 'would be reformatted'}",
-        f"{unchanged} file(s) already formatted",
+        f"{plural(len(changed), 'file')} {'reformatted' if write else 'would be reformatted'}",
+        f"{plural(unchanged, 'file')} already formatted",
     ]
     if diagnostics:
-        parts.append(f"{len({d.file for d in diagnostics})} file(s) with syntax errors")
+        parts.append(f"{plural(len({d.file for d in diagnostics}), 'file')} with syntax errors")
     click.echo(", ".join(parts), err=True)
 
 

@@ -27,7 +27,7 @@ import stat
 import struct
 import sys
 
-from oneiricc._build.projectroot import find_root
+from oneiricc._build.projectroot import MixedProjects, root_of
 
 TYPE_CHECKING = False  # `typing` costs a forwarded build ~5 ms
 if TYPE_CHECKING:
@@ -87,12 +87,38 @@ def command_line(argv: list[str]) -> tuple[str | None, str | None]:
 def served_root(argv: list[str], cwd: str) -> str | None:
     """The project root of a `build` or `check` request; None for any other command.
 
-    The root is `--root` or the nearest directory with `oneiric.toml`.
+    The root is `--root`, else the one found from the command's paths (see
+    `projectroot.root_of`); None also when the paths span several projects.
     """
     command, root = command_line(argv)
     if command not in SERVED_COMMANDS:
         return None
-    return os.path.realpath(os.path.join(cwd, root)) if root is not None else find_root(cwd)
+    if root is not None:
+        return os.path.realpath(os.path.join(cwd, root))
+    try:
+        return root_of(path_arguments(argv[argv.index(command) + 1 :]), cwd)
+    except MixedProjects:
+        return None
+
+
+# The options of `build` and `check` that take a value (their value is no path argument).
+_VALUE_OPTIONS = frozenset({"-t", "--target", "-o", "--out", "--module-path", "--format"})
+
+
+def path_arguments(args: list[str]) -> list[str]:
+    """The positional arguments of a command's arguments `args` (its paths)."""
+    paths: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--":
+            continue
+        elif arg.startswith("-"):
+            skip = arg in _VALUE_OPTIONS
+        else:
+            paths.append(arg)
+    return paths
 
 
 def server_address(root: str) -> str:

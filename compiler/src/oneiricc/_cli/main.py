@@ -20,6 +20,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 from oneiric._cli.main import LazyGroup
 from oneiric._delivery.store import atomic_write
+from oneiric._text import plural
 
 from oneiricc._authoring.ci import CI_FORMATS, check_format_option, render_ci
 from oneiricc._authoring.errordocs import CODE as ERROR_CODE
@@ -41,12 +42,17 @@ class CliState:
         self.output = output
         self.warm = warm  # what a build server keeps between builds
         self._project: Project | None = None
+        self._paths: tuple[Path, ...] = ()
+
+    def locate(self, paths: tuple[Path, ...]) -> None:
+        """Find the project from the command's `paths` (before `project` is first read)."""
+        self._paths = paths
 
     @property
     def project(self) -> Project:
         if self._project is None:
             try:
-                self._project = load_project(self._root)
+                self._project = load_project(self._root, self._paths)
             except ProjectError as exc:
                 fail_usage(str(exc))
         return self._project
@@ -113,7 +119,8 @@ LAZY_COMMANDS = {
 @click.option(
     "--root",
     type=click.Path(path_type=Path, file_okay=False, exists=True),
-    help="Project root (default: nearest directory with oneiric.toml).",
+    help="Project root (default: the nearest directory with oneiric.toml above the paths "
+    "given, else above the working directory).",
 )
 @format_option
 @click.version_option(package_name="oneiric-compiler", prog_name="oneiricc")
@@ -147,6 +154,7 @@ def _compile(
     reuse_outputs: bool = False,
 ) -> Build:
     """`reuse_outputs`: the command needs only outputs, diagnostics and source texts."""
+    ctx.locate(paths)
     try:
         return compile_project(
             ctx.project,
@@ -180,8 +188,8 @@ def _report(ctx: CliState, build: Build, extra: dict[str, Any] | None = None) ->
 def _describe(plan: CompiledPlan) -> str:
     parts = plan.parts
     return (
-        f"{parts.components} components, {parts.workflows} workflows, "
-        f"{parts.routes} routes, {plan.digest}"
+        f"{plural(parts.components, 'component')}, {plural(parts.workflows, 'workflow')}, "
+        f"{plural(parts.routes, 'route')}, {plan.digest}"
     )
 
 
@@ -254,12 +262,12 @@ def build(
                 sys.stdout.writelines(diff)
             if stale:
                 click.echo(
-                    f"{len(stale)} golden plan(s) out of date: {', '.join(sorted(stale))}; "
+                    f"{plural(len(stale), 'golden plan')} out of date: {', '.join(sorted(stale))}; "
                     "run `oneiricc build` and commit the result",
                     err=True,
                 )
             else:
-                click.echo(f"{len(plans)} golden plan(s) up to date", err=True)
+                click.echo(f"{plural(len(plans), 'golden plan')} up to date", err=True)
         sys.exit(1 if stale else 0)
     if out == Path("-"):
         sys.stdout.buffer.write(next(iter(plans.values())))
@@ -335,7 +343,8 @@ def check(
     _report(ctx, result, {"targets": sorted(result.outputs)})
     if ctx.output != "json" and not result.failed:
         click.echo(
-            f"ok: {len(result.sources.files)} files, {len(result.outputs)} targets "
+            f"ok: {plural(len(result.sources.files), 'file')}, "
+            f"{plural(len(result.outputs), 'target')} "
             f"({summary_line(result.diagnostics)})",
             err=True,
         )

@@ -37,6 +37,7 @@ from types import FrameType
 from typing import Any, NoReturn, TextIO, TypeGuard
 
 import click
+from oneiric._text import plural
 
 from oneiricc._build.pipeline import WarmState
 from oneiricc._cli.launcher import (
@@ -489,6 +490,7 @@ def status() -> None:
     uptime = time.time() - float(answer.get("started", time.time()))
     click.echo(
         f"build server for {root}: pid {answer.get('pid')}, up {uptime:.0f} s, "
-        f"{answer.get('builds')} build(s) served, {answer.get('kept_files')} checked file(s) "
-        f"kept, peak memory {float(answer.get('max_rss_mib', 0)):.0f} MiB"
+        f"{plural(int(answer.get('builds', 0)), 'build')} served, "
+        f"{plural(int(answer.get('kept_files', 0)), 'checked file')} kept, "
+        f"peak memory {float(answer.get('max_rss_mib', 0)):.0f} MiB"
     )

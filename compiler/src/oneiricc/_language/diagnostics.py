@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from oneiric._text import plural
+
 from oneiricc._language.nodes import Pos
 
 DIAGNOSTICS_FORMAT = 1
@@ -123,7 +125,7 @@ class CompileError(Exception):
     """Raised when a build cannot produce a plan; carries every diagnostic found."""
 
     def __init__(self, diagnostics: list[Diagnostic]) -> None:
-        super().__init__(f"{len(diagnostics)} diagnostic(s)")
+        super().__init__(plural(len(diagnostics), "diagnostic"))
         self.diagnostics = diagnostics
 
 
@@ -211,4 +213,4 @@ def render_json(diagnostics: list[Diagnostic]) -> str:
 def summary_line(diagnostics: list[Diagnostic]) -> str:
     errors = sum(1 for d in diagnostics if d.severity is Severity.ERROR)
     warnings = len(diagnostics) - errors
-    return f"{errors} error(s), {warnings} warning(s)"
+    return f"{plural(errors, 'error')}, {plural(warnings, 'warning')}"

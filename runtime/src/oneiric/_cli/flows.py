@@ -8,9 +8,10 @@ state dir's flows.db: a run started here can be resumed, inspected or
 cancelled from any other process.
 
 Exit codes: 0 success; 1 bad input (unknown workflow, topic, action, run or
-dead letter; malformed JSON; a run that cannot be resumed) or the work failed
-(failed run, a dead-lettered delivery, a failed action); 2 no plan or an I/O
-or configuration error.  Heavy modules (anyio, pydantic, httpx) load only
+dead letter; malformed JSON; a run that cannot be resumed), a refused plan
+(pins, config or activation: the same rule as `oneiric run`) or the work
+failed (failed run, a dead-lettered delivery, a failed action); 2 no plan or
+an I/O or configuration error.  Heavy modules (anyio, pydantic, httpx) load only
 inside the commands that need them.
 """
 
@@ -26,12 +27,16 @@ import click
 
 from oneiric._cli.runtime import FORMAT, STATE, _duration_s, _emit, _fail
 from oneiric._lifecycle import snapshots
+from oneiric._text import plural
 
 if TYPE_CHECKING:
     from oneiric._flows.store import FlowStore, RunRecord
     from oneiric._flows.workflows import Workflows
     from oneiric._plan.model import Plan
 
+VERBOSE = click.option(
+    "--verbose", "-v", is_flag=True, help="Log from info level (default: warnings only)."
+)
 UNSIGNED = click.option(
     "--unsigned-plan",
     "unsigned",
@@ -102,14 +107,15 @@ def _setup(
 def _configure_logs(fmt: str) -> None:
     from oneiric._cli import logs
 
+    verbose = click.get_current_context().params.get("verbose", False)
     try:
-        logs.configure()
+        logs.configure("info" if verbose else "warning")
     except ValueError as exc:
         _fail(fmt, str(exc))
 
 
 def _run_async(fmt: str, main: Any) -> Any:
-    """anyio.run(main) with activation failures reported as errors (exit 2)."""
+    """anyio.run(main); a refused plan exits 1, as from `oneiric run` (see the docstring)."""
     import anyio
 
     from oneiric._lifecycle.runtime import PlanRejected, SwapAborted
@@ -120,7 +126,7 @@ def _run_async(fmt: str, main: Any) -> Any:
         except BaseExceptionGroup as group:
             raise _sole(group) from None
     except (PlanRejected, SwapAborted) as exc:
-        _fail(fmt, f"cannot activate the plan's components: {exc}")
+        _fail(fmt, f"cannot activate the plan's components: {exc}", 1)
 
 
 def _sole(error: BaseException) -> BaseException:
@@ -210,9 +216,15 @@ def _finish_run(fmt: str, record: RunRecord) -> None:
 @click.option("--input", "input_text", metavar="JSON", help="The run's input (JSON).")
 @UNSIGNED
 @STATE
+@VERBOSE
 @FORMAT
 def workflow_run(
-    name: str, input_text: str | None, unsigned: str | None, state: str | None, fmt: str
+    name: str,
+    input_text: str | None,
+    unsigned: str | None,
+    state: str | None,
+    fmt: str,
+    verbose: bool,
 ) -> None:
     """Run workflow NAME to its end, checkpointing every node (exit 1 if it fails)."""
     data = _json_arg(fmt, input_text, "--input")
@@ -227,8 +239,11 @@ def workflow_run(
 @click.argument("run_id")
 @UNSIGNED
 @STATE
+@VERBOSE
 @FORMAT
-def workflow_resume(run_id: str, unsigned: str | None, state: str | None, fmt: str) -> None:
+def workflow_resume(
+    run_id: str, unsigned: str | None, state: str | None, fmt: str, verbose: bool
+) -> None:
     """Resume RUN_ID: run only the nodes that have not succeeded."""
     directory = snapshots.state_dir(state)
     store = _store(fmt, directory)
@@ -320,7 +335,7 @@ def _headers(fmt: str, pairs: tuple[str, ...]) -> dict[str, str]:
 def _delivery_text(data: dict[str, Any]) -> str:
     lines = [
         f"event {data['event_id']} on {data['topic']} ({data['fanout']}): "
-        f"{len(data['matched'])} handler(s)"
+        f"{plural(len(data['matched']), 'handler')}"
         + (f", filtered out: {', '.join(data['skipped'])}" if data["skipped"] else "")
     ]
     for o in data["outcomes"]:
@@ -328,7 +343,7 @@ def _delivery_text(data: dict[str, Any]) -> str:
         if o["dead_letter"] is not None:
             tail = f"  {o['error']}  (dead letter {o['dead_letter']})"
         lines.append(
-            f"  {o['handler']:<16} {o['status']:<14} {o['attempts']} attempt(s) "
+            f"  {o['handler']:<16} {o['status']:<14} {plural(o['attempts'], 'attempt'):<10} "
             f"{o['ms']:8.1f} ms{tail}"
         )
     return "\n".join(lines)
@@ -358,6 +373,7 @@ TIMEOUT = click.option(
 @TIMEOUT
 @UNSIGNED
 @STATE
+@VERBOSE
 @FORMAT
 def event_emit(
     topic: str,
@@ -367,6 +383,7 @@ def event_emit(
     unsigned: str | None,
     state: str | None,
     fmt: str,
+    verbose: bool,
 ) -> None:
     """Deliver one event on TOPIC; exit 1 if a handler exhausted its retries."""
     payload = _json_arg(fmt, payload_text, "--payload")
@@ -405,7 +422,7 @@ def event_dead_letters(show_all: bool, limit: int, state: str | None, fmt: str) 
     store = _store(fmt, snapshots.state_dir(state))
     letters = store.dead_letters(show_all, limit)
     lines = [
-        f"{d.id:>5}  {d.topic:<20} {d.handler:<16} {d.attempts} attempt(s)  "
+        f"{d.id:>5}  {d.topic:<20} {d.handler:<16} {plural(d.attempts, 'attempt'):<10}  "
         f"{'resolved' if d.resolved_at else 'open':<8}  {d.error}"
         for d in letters
     ]
@@ -417,9 +434,15 @@ def event_dead_letters(show_all: bool, limit: int, state: str | None, fmt: str) 
 @TIMEOUT
 @UNSIGNED
 @STATE
+@VERBOSE
 @FORMAT
 def event_replay(
-    letter_id: int, handler_timeout: str, unsigned: str | None, state: str | None, fmt: str
+    letter_id: int,
+    handler_timeout: str,
+    unsigned: str | None,
+    state: str | None,
+    fmt: str,
+    verbose: bool,
 ) -> None:
     """Deliver dead letter LETTER_ID again to its handler (resolved on success)."""
     from oneiric._flows.events import EventError
@@ -467,6 +490,7 @@ def action() -> None:
 @click.option("--timeout", default="60s", show_default=True, help="Bound on the action.")
 @UNSIGNED
 @STATE
+@VERBOSE
 @FORMAT
 def action_invoke(
     key: str,
@@ -475,6 +499,7 @@ def action_invoke(
     unsigned: str | None,
     state: str | None,
     fmt: str,
+    verbose: bool,
 ) -> None:
     """Invoke action KEY (the plan's action:KEY, else a built-in) with a JSON payload."""
     from oneiric.actions import BUILTINS, ActionError, builtin

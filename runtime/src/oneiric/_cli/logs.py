@@ -1,6 +1,9 @@
 """Structured logs: one JSON object per line on stderr (structlog).
 
-`LOG_LEVEL` (debug, info, warning, error; default info) filters.  Every
+`LOG_LEVEL` (debug, info, warning, error) filters; without it, `oneiric run`
+(a service: its log is its output) logs from info, and the one-shot commands
+that activate components (`workflow`, `event`, `action`) from warning, so their
+result is not buried (`-v` there: info).  Every
 runtime event carries the plan digest and serial, and a component's domain,
 key and provider when it concerns one.  Config is logged as the plan has it
 (secrets are references there), never resolved.
@@ -17,9 +20,9 @@ import structlog
 LEVEL_ENV = "LOG_LEVEL"
 
 
-def configure() -> None:
-    """Set up JSON-lines logging; an unknown LOG_LEVEL is a configuration error."""
-    name = os.environ.get(LEVEL_ENV, "info").strip().lower()
+def configure(default: str = "info") -> None:
+    """Set up JSON-lines logging from `default` or LOG_LEVEL; an unknown level is an error."""
+    name = os.environ.get(LEVEL_ENV, default).strip().lower()
     level = logging.getLevelNamesMapping().get(name.upper())
     if level is None:
         raise ValueError(

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import click
 
 from oneiric._lifecycle import snapshots
+from oneiric._text import plural
 
 FORMAT = click.option(
     "--format",
@@ -202,12 +203,12 @@ def status(state: str | None, fmt: str) -> None:
     directory = snapshots.state_dir(state)
     data = _read(directory, snapshots.STATUS, fmt)
     data["alive"] = _running(data)
-    plan = data.get("plan") or {}
+    plan = data.get("plan")
     lines = [
         f"runtime pid {data['pid']} {data['state']}{'' if data['alive'] else ' (not running)'}"
-        f"  profile {data['profile']}",
-        f"plan {plan.get('target')} {plan.get('digest')} serial {plan.get('serial')}",
-        f"source {data['source']}",
+        f"  profile {data['profile'] or 'default'}",
+        _plan_line(plan),
+        f"source {data['source'] or '-'}",
         f"swaps {data['swaps']}  rejected {data['rejected']}  aborted {data['aborted']}  "
         f"rolled back {data['rolled_back']}  unreachable {data['unreachable']}",
     ]
@@ -221,6 +222,13 @@ def status(state: str | None, fmt: str) -> None:
         problem = data["last_problem"]
         lines.append(f"last problem ({problem['kind']}): {problem['error']}")
     _emit(fmt, data, "\n".join(lines))
+
+
+def _plan_line(plan: dict[str, Any] | None) -> str:
+    if not plan:
+        return "plan: none accepted yet"
+    serial = "no serial (unsigned)" if plan["serial"] is None else f"serial {plan['serial']}"
+    return f"plan {plan['target']} {plan['digest']} {serial}"
 
 
 # -- explain ---------------------------------------------------------------------------------
@@ -249,7 +257,10 @@ def explain(component: str, state: str | None, fmt: str) -> None:
     ]
     if exp.get("selection"):
         lines.append(f"  selected at {exp['selection']}")
-    lines.append(f"  plan {good['plan']['digest']} serial {good['serial']}")
+    serial = good["serial"]
+    lines.append(
+        f"  plan {good['plan']['digest']} " + ("unsigned" if serial is None else f"serial {serial}")
+    )
     _emit(
         fmt,
         {
@@ -397,7 +408,7 @@ def _control_text(result: dict[str, Any]) -> str:
     lines = [f"{result['op']} {', '.join(answer['applied'])}: done by runtime pid {answer['pid']}"]
     for cid, waited in sorted(answer.get("waited", {}).items()):
         lines.append(
-            f"  {cid}: waited for {waited['inflight']} in-flight call(s), "
+            f"  {cid}: waited for {plural(waited['inflight'], 'in-flight call')}, "
             f"{waited['remaining']} still running at the deadline"
         )
     if answer["unknown"]:

@@ -24,6 +24,7 @@ from nacl.signing import SigningKey, VerifyKey
 from oneiric._delivery.checks import Check, Rejected
 from oneiric._plan import strictjson
 from oneiric._plan.canonical import dumps
+from oneiric._text import plural
 
 SIGNATURE_BYTES = 64
 
@@ -171,5 +172,6 @@ def require_threshold(signed: frozenset[str], threshold: int, *, role: str = "")
         prefix = f"{role}: " if role else ""
         raise Rejected(
             Check.THRESHOLD,
-            f"{prefix}{len(signed)} distinct trusted signature(s), threshold is {threshold}",
+            f"{prefix}{plural(len(signed), 'distinct trusted signature')}, "
+            f"threshold is {threshold}",
         )

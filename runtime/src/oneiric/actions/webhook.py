@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 
+from oneiric._text import plural
 from oneiric.actions import ActionError, require, seconds
 
 LEVELS = ("info", "warning", "error", "critical")
@@ -93,4 +94,4 @@ async def notify(
                     break
             if attempt < attempts:
                 await anyio.sleep(delay * 2 ** (attempt - 1))
-    raise ActionError(f'webhook route "{route}" failed after {attempt} attempt(s): {error}')
+    raise ActionError(f'webhook route "{route}" failed after {plural(attempt, "attempt")}: {error}')
