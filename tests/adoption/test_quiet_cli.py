@@ -31,7 +31,8 @@ def project(tmp_path: Path) -> Path:
     root = write_mini(tmp_path / "project")
     built = cli("oneiricc", "build", cwd=root)
     assert built.returncode == 0, built.stderr
-    assert "1 workflow," in built.stdout and "1 route," in built.stdout
+    assert "1 workflow," in built.stdout
+    assert "1 route," in built.stdout
     return root
 
 
@@ -47,7 +48,8 @@ def test_one_shot_commands_log_warnings_only_unless_verbose(project: Path) -> No
     _no_logs(wf.stderr)
     ev = cli("oneiric", "event", "emit", "order.created", *plan, cwd=project, env=SRC)
     assert ev.returncode == 0, ev.stderr
-    assert "1 handler" in ev.stdout and "handler(s)" not in ev.stdout
+    assert "1 handler" in ev.stdout
+    assert "handler(s)" not in ev.stdout
     assert "1 attempt " in ev.stdout
     _no_logs(ev.stderr)
     act = cli(
@@ -100,7 +102,8 @@ def test_status_of_an_unsigned_plan_prints_no_none(project: Path) -> None:
             if status.returncode == 0 and " running" in status.stdout.splitlines()[0]:
                 break
             time.sleep(0.1)
-        assert status is not None and status.returncode == 0, status
+        assert status is not None
+        assert status.returncode == 0, status
         assert "None" not in status.stdout, status.stdout
         assert "no serial (unsigned)" in status.stdout
     finally:
