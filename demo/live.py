@@ -150,6 +150,8 @@ def main() -> int:
                 str(manifest),
                 "--trust",
                 str(trust),
+                "--target",
+                "prod",
                 "--state",
                 str(state),
                 "--app",

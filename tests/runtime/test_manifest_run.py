@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -99,7 +100,11 @@ def test_signed_manifest_polled_over_http(tmp_path: Path, server: ManifestServer
     assert made.returncode == 0, made.stderr
     v1, v2 = (plan(component(CACHE, p), target="prod") for p in ("v1", "v2"))
     server.body = sign(tmp_path, key, "v1", v1.to_bytes(), serial=1)
-    run = running(["--manifest", server.url, "--trust", str(trust)], "--poll-interval", "200ms")
+    run = running(
+        ["--manifest", server.url, "--trust", str(trust), "--target", "prod"],
+        "--poll-interval",
+        "200ms",
+    )
     status = run.wait_running(v1.digest, watching=False)
     assert status["plan"]["serial"] == 1
 
@@ -120,22 +125,46 @@ def test_signed_manifest_polled_over_http(tmp_path: Path, server: ManifestServer
     assert oneiric("status", "--state", str(run.state)).returncode == 0
 
 
+def refused_run(tmp_path: Path, manifest: Path, trust: Path, *extra: str):  # type: ignore[no-untyped-def]
+    state = tmp_path / "state"
+    result = oneiric(
+        "run", "--manifest", str(manifest), "--trust", str(trust), "--state", str(state), *extra
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (state / "manifests").exists() or not any((state / "manifests").glob("*/*"))
+    return result
+
+
 def test_unsigned_or_untrusted_manifest_refuses_to_start(tmp_path: Path) -> None:
     key, other = tmp_path / "a.key", tmp_path / "b.key"
     for k in (key, other):
         assert oneiric_c("keygen", "--out", str(k)).returncode == 0
     trust = tmp_path / "trust.json"
     oneiric_c("trust", "init", "--key", f"{other}.pub", "--threshold", "1", "--out", str(trust))
-    sign(tmp_path, key, "v1", plan(component(CACHE), target="prod").to_bytes(), serial=1)
-    result = oneiric(
-        "run",
-        "--manifest",
-        str(tmp_path / "v1.dsse.json"),
-        "--trust",
-        str(trust),
-        "--state",
-        str(tmp_path / "state"),
-    )
-    assert result.returncode == 1
-    assert "unknown-key" in result.stderr
-    assert "Traceback" not in result.stderr
+    signed = sign(tmp_path, key, "v1", plan(component(CACHE), target="prod").to_bytes(), serial=1)
+    untrusted = refused_run(tmp_path, tmp_path / "v1.dsse.json", trust, "--target", "prod")
+    assert "unknown-key" in untrusted.stderr
+
+    # The same envelope with its signature removed: an unsigned manifest.
+    envelope = json.loads(signed)
+    envelope["signatures"] = []
+    unsigned = tmp_path / "unsigned.dsse.json"
+    unsigned.write_text(json.dumps(envelope))
+    result = refused_run(tmp_path, unsigned, trust, "--target", "prod")
+    assert "threshold" in result.stderr
+
+
+def test_run_pinned_to_a_target_refuses_another_targets_manifest(tmp_path: Path) -> None:
+    """A validly signed dev manifest offered to a machine pinned to prod: refused, not stored."""
+    key = tmp_path / "ci.key"
+    assert oneiric_c("keygen", "--out", str(key)).returncode == 0
+    trust = tmp_path / "trust.json"
+    oneiric_c("trust", "init", "--key", f"{key}.pub", "--threshold", "1", "--out", str(trust))
+    sign(tmp_path, key, "dev", plan(component(CACHE), target="dev").to_bytes(), serial=1)
+    result = refused_run(tmp_path, tmp_path / "dev.dsse.json", trust, "--target", "prod")
+    assert "target" in result.stderr
+    unpinned = oneiric("run", "--manifest", str(tmp_path / "dev.dsse.json"), "--trust", str(trust))
+    assert unpinned.returncode == 2
+    assert "--any-target" in unpinned.stderr
+    assert "gives up target pinning" in " ".join(oneiric("run", "--help").stdout.split())

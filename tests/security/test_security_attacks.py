@@ -20,7 +20,13 @@ from oneiric._delivery.checks import Check, Rejected, SecurityError, TransferErr
 from oneiric._delivery.fetch import Fetcher
 from oneiric._delivery.manifest import parse_payload, sync, verify_manifest
 from oneiric._delivery.store import State
-from oneiric._delivery.trust import TRUST_PAYLOAD_TYPE, Trust, parse_trust
+from oneiric._delivery.trust import (
+    DEFAULT_MAX_VALIDITY_S,
+    TRUST_PAYLOAD_TYPE,
+    Trust,
+    parse_trust,
+    trust_bytes,
+)
 from oneiric._plan.canonical import dumps
 from seckit import (
     DEV_PLAN,
@@ -256,6 +262,45 @@ def test_expires_equal_to_now_is_expired(keys: Keys, trust: Trust) -> None:
         verify_manifest(data, trust, now=expires)
     assert caught.value.check is Check.EXPIRED
     assert verify_manifest(data, trust, now=expires - timedelta(seconds=1)).manifest.serial == 6
+
+
+def test_expiry_far_in_the_future_is_refused_by_the_default_validity_window(
+    tmp_path: Path, keys: Keys, trust: Trust, good_state: State, fetcher: Fetcher
+) -> None:
+    assert trust.max_validity_s == DEFAULT_MAX_VALIDITY_S == 30 * 86400
+    forever = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    data = manifest(keys[:2], serial=6, expires=forever)
+    error = assert_rejected(tmp_path, data, trust, good_state, fetcher, Check.VALIDITY)
+    assert "9999-12-31T23:59:59Z" in error.message
+    just_over = datetime.now(UTC) + timedelta(days=30, minutes=5)
+    data = manifest(keys[:2], serial=6, expires=just_over)
+    assert_rejected(tmp_path, data, trust, good_state, fetcher, Check.VALIDITY)
+
+
+def test_validity_window_travels_with_the_trust_file(
+    tmp_path: Path, keys: Keys, good_state: State, fetcher: Fetcher
+) -> None:
+    hour = parse_trust(trust_bytes(1, 2, [k.public for k in keys], 3600), "one hour")
+    assert hour.max_validity_s == 3600
+    two_hours = datetime.now(UTC) + timedelta(hours=2)
+    data = manifest(keys[:2], serial=6, expires=two_hours)
+    assert_rejected(tmp_path, data, hour, good_state, fetcher, Check.VALIDITY)
+    half_hour = manifest(keys[:2], serial=6, expires=datetime.now(UTC) + timedelta(minutes=30))
+    assert sync(deliver(tmp_path, half_hour), hour, good_state, fetcher).status == "accepted"
+
+
+def test_trust_file_without_a_validity_window_loads_with_the_default(keys: Keys) -> None:
+    old = {
+        "format": "oneiric-trust",
+        "version": 1,
+        "threshold": 2,
+        "keys": [k.public.to_json() for k in keys],
+    }
+    assert parse_trust(dumps(old), "old trust").max_validity_s == DEFAULT_MAX_VALIDITY_S
+    for bad in (0, -1, "30d", 1.5, True):
+        with pytest.raises(TrustError) as caught:
+            parse_trust(dumps({**old, "max_validity_seconds": bad}), "bad trust")
+        assert "max_validity_seconds" in caught.value.message
 
 
 # --- target -----------------------------------------------------------------------------------

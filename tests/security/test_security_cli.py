@@ -13,7 +13,20 @@ import pytest
 from nacl.signing import SigningKey
 from oneiric._delivery.keys import public_key_bytes, write_private_key
 from oneiric._delivery.trust import trust_bytes
-from seckit import PROD_PLAN, Key, Lines, Route, Server, manifest, run, spawn, variant_plan
+from seckit import (
+    DEV_PLAN,
+    PROD_PLAN,
+    Key,
+    Lines,
+    Route,
+    Server,
+    manifest,
+    run,
+    spawn,
+    variant_plan,
+)
+
+PROD = ("--target", "prod")
 
 
 @pytest.fixture
@@ -70,7 +83,7 @@ def test_keygen_writes_a_0600_key_it_never_prints(tmp_path: Path) -> None:
 def test_sign_then_verify_exit_codes_and_json(signer: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "m.json"
     sign(signer, out, 3, "k1", "k3")
-    ok = run("oneiric", "verify", out, "--trust", signer["trust"], "--format", "json")
+    ok = run("oneiric", "verify", out, "--trust", signer["trust"], *PROD, "--format", "json")
     assert ok.returncode == 0, ok.stderr
     document = json.loads(ok.stdout)
     assert document["valid"]
@@ -84,7 +97,14 @@ def test_sign_then_verify_exit_codes_and_json(signer: dict[str, Path], tmp_path:
     assert "Traceback" not in wrong.stderr
 
     missing = run(
-        "oneiric", "verify", tmp_path / "nope.json", "--trust", signer["trust"], "--format", "json"
+        "oneiric",
+        "verify",
+        tmp_path / "nope.json",
+        "--trust",
+        signer["trust"],
+        *PROD,
+        "--format",
+        "json",
     )
     assert missing.returncode == 2
     assert json.loads(missing.stdout)["check"] == "transfer"
@@ -93,14 +113,14 @@ def test_sign_then_verify_exit_codes_and_json(signer: dict[str, Path], tmp_path:
 def test_add_signature_to_an_existing_manifest(signer: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "m.json"
     sign(signer, out, 1, "k1")
-    one = run("oneiric", "verify", out, "--trust", signer["trust"], "--format", "json")
+    one = run("oneiric", "verify", out, "--trust", signer["trust"], *PROD, "--format", "json")
     assert one.returncode == 1
     assert json.loads(one.stdout)["check"] == "threshold"
     payload_before = json.loads(out.read_bytes())["payload"]
     added = run("oneiricc", "sign", "--add-to", out, "--key", signer["k2"], "--out", out)
     assert added.returncode == 0, added.stderr
     assert json.loads(out.read_bytes())["payload"] == payload_before  # exact payload kept
-    two = run("oneiric", "verify", out, "--trust", signer["trust"])
+    two = run("oneiric", "verify", out, "--trust", signer["trust"], *PROD)
     assert two.returncode == 0, two.stderr
 
 
@@ -110,9 +130,9 @@ def test_plan_by_url_next_to_the_manifest(signer: dict[str, Path], tmp_path: Pat
     assert (
         "data" not in json.loads(base64.b64decode(json.loads(out.read_bytes())["payload"]))["plan"]
     )
-    assert run("oneiric", "verify", out, "--trust", signer["trust"]).returncode == 0
+    assert run("oneiric", "verify", out, "--trust", signer["trust"], *PROD).returncode == 0
     signer["plan"].write_bytes(PROD_PLAN.replace(b'"prod"', b'"prox"', 1))
-    tampered = run("oneiric", "verify", out, "--trust", signer["trust"], "--format", "json")
+    tampered = run("oneiric", "verify", out, "--trust", signer["trust"], *PROD, "--format", "json")
     assert tampered.returncode == 1
     assert json.loads(tampered.stdout)["check"] == "plan-digest"
 
@@ -177,8 +197,8 @@ def test_trust_rotation_needs_both_thresholds(signer: dict[str, Path], tmp_path:
     old_signed, new_signed = tmp_path / "old.json", tmp_path / "new.json"
     sign(signer, old_signed, 1, "k1", "k2")
     sign(signer, new_signed, 1, "n1", "k3")
-    assert run("oneiric", "verify", new_signed, "--trust", signer["trust"]).returncode == 0
-    assert run("oneiric", "verify", old_signed, "--trust", signer["trust"]).returncode == 1
+    assert run("oneiric", "verify", new_signed, "--trust", signer["trust"], *PROD).returncode == 0
+    assert run("oneiric", "verify", old_signed, "--trust", signer["trust"], *PROD).returncode == 1
     replay = run(
         "oneiric",
         "trust",
@@ -198,7 +218,7 @@ def test_remote_sync_falls_back_to_last_good_when_unreachable(
 ) -> None:
     state = tmp_path / "state"
     server.routes["/m"] = Route(manifest(keys[:2], serial=5))
-    args = ("--trust", trust_file, "--state", state, "--format", "json")
+    args = ("--trust", trust_file, "--state", state, *PROD, "--format", "json")
     first = run("oneiric", "remote-sync", "--manifest", server.url("/m"), *args)
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["status"] == "accepted"
@@ -227,6 +247,7 @@ def test_remote_sync_watch_survives_bad_and_missing_manifests(
         trust_file,
         "--state",
         state,
+        *PROD,
         "--watch",
         "--interval",
         "0.1",
@@ -282,7 +303,7 @@ def test_sigkill_while_persisting_leaves_old_or_new_state(
     store = state / "manifests" / "prod"
     old = tmp_path / "old.json"
     old.write_bytes(manifest(keys[:2], serial=5))
-    args = ("--trust", trust_file, "--state", state)
+    args = ("--trust", trust_file, "--state", state, *PROD)
     assert run("oneiric", "remote-sync", "--manifest", old, *args).returncode == 0
     before = {p.name: p.read_bytes() for p in store.rglob("*") if p.is_file()}
     new = tmp_path / "new.json"
@@ -315,7 +336,9 @@ def test_sigkill_while_persisting_leaves_old_or_new_state(
     assert {name: after[name] for name in before} == before
     # the stored manifest inlines its plan, so it verifies as a file on its own
     assert (
-        run("oneiric", "verify", store / "manifest.dsse.json", "--trust", trust_file).returncode
+        run(
+            "oneiric", "verify", store / "manifest.dsse.json", "--trust", trust_file, *PROD
+        ).returncode
         == 0
     )
     resumed = run("oneiric", "remote-sync", "--manifest", new, *args, "--format", "json")
@@ -324,3 +347,85 @@ def test_sigkill_while_persisting_leaves_old_or_new_state(
     assert not list(store.rglob("*.tmp"))
     assert (store / "manifest.dsse.json").read_bytes() == new.read_bytes()
     assert len(list((store / "plans").iterdir())) == 1  # the old plan and leftovers are gone
+
+
+def test_target_must_be_pinned_or_explicitly_given_up(
+    keys: tuple[Key, Key, Key], trust_file: Path, tmp_path: Path
+) -> None:
+    """A validly signed dev manifest offered to a prod machine: refused, nothing stored."""
+    dev = tmp_path / "dev.dsse.json"
+    dev.write_bytes(manifest(keys[:2], serial=9, target="dev", plan=DEV_PLAN))
+    state = tmp_path / "state"
+    for command in (("verify", dev), ("remote-sync", "--manifest", dev, "--state", state)):
+        unpinned = run("oneiric", *command, "--trust", trust_file)
+        assert unpinned.returncode == 2, unpinned.stderr
+        assert "--target" in unpinned.stderr
+        assert "--any-target" in unpinned.stderr
+        refused = run("oneiric", *command, "--trust", trust_file, *PROD, "--format", "json")
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert json.loads(refused.stdout)["check"] == "target"
+        assert not (state / "manifests" / "dev").exists()
+    anything = run(
+        "oneiric",
+        "remote-sync",
+        "--manifest",
+        dev,
+        "--trust",
+        trust_file,
+        "--state",
+        state,
+        "--any-target",
+    )
+    assert anything.returncode == 0, anything.stderr
+    assert (state / "manifests" / "dev" / "manifest.dsse.json").read_bytes() == dev.read_bytes()
+    help_text = run("oneiric", "remote-sync", "--help").stdout
+    assert "gives up target" in " ".join(help_text.split())
+
+
+def test_sign_refuses_an_expiry_beyond_the_validity_window(
+    signer: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "m.json"
+    forever = run(
+        "oneiricc",
+        "--format",
+        "json",
+        "sign",
+        signer["plan"],
+        "--key",
+        signer["k1"],
+        "--serial",
+        "1",
+        "--expires",
+        "9999-12-31T23:59:59Z",
+        "--out",
+        out,
+    )
+    assert forever.returncode == 2, forever.stdout
+    assert json.loads(forever.stdout)["check"] == "validity"
+    assert not out.exists()
+    short = tmp_path / "short-trust.json"
+    made = run(
+        "oneiricc",
+        "trust",
+        "init",
+        "--key",
+        tmp_path / "k1.pub",
+        "--threshold",
+        "1",
+        "--max-validity",
+        "1h",
+        "--out",
+        short,
+    )
+    assert made.returncode == 0, made.stderr
+    assert json.loads(short.read_bytes())["max_validity_seconds"] == 3600
+    common = ("--key", signer["k1"], "--serial", "1", "--out", out, "--trust", short)
+    too_long = run("oneiricc", "sign", signer["plan"], "--expires", "2h", *common)
+    assert too_long.returncode == 2
+    assert "max_validity_seconds (3600 s" in too_long.stderr
+    assert not out.exists()
+    ok = run("oneiricc", "sign", signer["plan"], "--expires", "50m", *common)
+    assert ok.returncode == 0, ok.stderr
+    verified = run("oneiric", "verify", out, "--trust", short, *PROD)
+    assert verified.returncode == 0, verified.stderr

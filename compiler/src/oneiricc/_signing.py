@@ -29,13 +29,22 @@ from oneiric._delivery.keys import (
 from oneiric._delivery.limits import DEFAULT_MAX_PLAN_BYTES
 from oneiric._delivery.manifest import (
     MANIFEST_PAYLOAD_TYPE,
+    check_validity,
     format_utc,
     manifest_payload,
+    parse_duration,
     parse_expiry,
     utc_now,
 )
 from oneiric._delivery.store import atomic_write
-from oneiric._delivery.trust import MAX_TRUST_BYTES, TRUST_PAYLOAD_TYPE, parse_trust, trust_bytes
+from oneiric._delivery.trust import (
+    DEFAULT_MAX_VALIDITY_S,
+    MAX_TRUST_BYTES,
+    TRUST_PAYLOAD_TYPE,
+    load_trust,
+    parse_trust,
+    trust_bytes,
+)
 from oneiric._plan.canonical import MAX_SAFE_INTEGER
 from oneiric._plan.model import load_plan
 from oneiric._text import plural
@@ -170,6 +179,14 @@ def keygen(out: Path, output: str | None) -> None:
     "location, or absolute) instead of embedding it.",
 )
 @click.option(
+    "--trust",
+    "trust_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Trust file the manifest is meant for: --expires may lie at most its "
+    f"max_validity_seconds ahead (without it: the default, "
+    f"{DEFAULT_MAX_VALIDITY_S // 86400} days).",
+)
+@click.option(
     "--add-to",
     type=click.Path(path_type=Path, dir_okay=False),
     help="Add signatures to this existing envelope (manifest or trust rotation) "
@@ -188,6 +205,7 @@ def sign(
     serial: int | None,
     expires: str | None,
     plan_url: str | None,
+    trust_path: Path | None,
     add_to: Path | None,
     out: Path,
     output: str | None,
@@ -197,11 +215,11 @@ def sign(
     if (plan is None) == (add_to is None):
         _fail(fmt, 2, "give either PLAN or --add-to ENVELOPE")
     if add_to is not None:
-        if serial is not None or expires is not None or plan_url is not None:
+        if serial is not None or expires is not None or plan_url is not None or trust_path:
             _fail(
                 fmt,
                 2,
-                "--serial, --expires and --plan-url describe a new manifest; "
+                "--serial, --expires, --plan-url and --trust describe a new manifest; "
                 "--add-to keeps the existing payload",
             )
         try:
@@ -227,6 +245,16 @@ def sign(
             _fail(fmt, 2, f"--expires: {exc}")
         if expires_at <= now:
             _fail(fmt, 2, f"--expires {format_utc(expires_at)} is not in the future")
+        max_validity = DEFAULT_MAX_VALIDITY_S
+        if trust_path is not None:
+            try:
+                max_validity = load_trust(trust_path).max_validity_s
+            except TrustError as exc:
+                _fail_security(fmt, exc)
+        try:
+            check_validity(expires_at, now, max_validity)
+        except Rejected as exc:
+            _fail(fmt, 2, f"--expires: {exc.message}; runtimes would refuse it", str(exc.check))
         data = _read(plan, "plan", DEFAULT_MAX_PLAN_BYTES, fmt)
         try:
             loaded = load_plan(data)
@@ -281,10 +309,22 @@ def trust_group() -> None:
     show_default=True,
     help="Trust file version; a rotation must raise it.",
 )
+@click.option(
+    "--max-validity",
+    default=f"{DEFAULT_MAX_VALIDITY_S // 86400}d",
+    show_default=True,
+    help="How far ahead a manifest's expiry may lie (30d, 12h, 3600s, 2w); runtimes "
+    "refuse longer-lived manifests (check validity), and `oneiricc sign --trust` too.",
+)
 @click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
 @_FORMAT
 def trust_init(
-    keys: tuple[Path, ...], threshold: int, version: int, out: Path, output: str | None
+    keys: tuple[Path, ...],
+    threshold: int,
+    version: int,
+    max_validity: str,
+    out: Path,
+    output: str | None,
 ) -> None:
     """Write a trust file listing public keys and a threshold."""
     fmt = _output(output)
@@ -294,8 +334,13 @@ def trust_init(
             public.append(load_public_key(path))
         except KeyFileError as exc:
             _fail(fmt, 2, str(exc))
+    validity = parse_duration(max_validity)
+    if not validity:
+        _fail(
+            fmt, 2, f"--max-validity: expected a duration such as 30d or 12h, got {max_validity!r}"
+        )
     try:
-        data = trust_bytes(version, threshold, public)
+        data = trust_bytes(version, threshold, public, validity)
     except TrustError as exc:
         _fail_security(fmt, exc)
     _write(out, data, fmt)
@@ -306,9 +351,11 @@ def trust_init(
             "out": str(out),
             "version": version,
             "threshold": threshold,
+            "max_validity_seconds": validity,
             "keys": [k.keyid for k in public],
         },
-        f"trust file {out}: version {version}, threshold {threshold} of {len(public)} keys",
+        f"trust file {out}: version {version}, threshold {threshold} of {len(public)} keys, "
+        f"manifests valid for at most {validity} s",
     )
 
 

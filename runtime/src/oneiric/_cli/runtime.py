@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 import click
 
+from oneiric._cli.security import ANY_TARGET, TARGET, pinned_target
 from oneiric._lifecycle import snapshots
 from oneiric._text import plural
 
@@ -88,6 +89,8 @@ def _duration_s(text: str) -> float:
 @click.command()
 @click.option("--manifest", metavar="PATH|URL", help="Signed manifest to run (file or URL).")
 @click.option("--trust", metavar="TRUSTFILE", help="Trust file for --manifest.")
+@TARGET
+@ANY_TARGET
 @click.option(
     "--unsigned-plan",
     "unsigned",
@@ -115,6 +118,8 @@ def _duration_s(text: str) -> float:
 def run(
     manifest: str | None,
     trust: str | None,
+    target: str | None,
+    any_target: bool,
     unsigned: str | None,
     state: str | None,
     poll_interval: str,
@@ -130,6 +135,8 @@ def run(
         raise click.UsageError("give exactly one of --manifest (with --trust) or --unsigned-plan")
     if manifest is not None and trust is None:
         raise click.UsageError("--manifest needs --trust TRUSTFILE")
+    if manifest is not None or target is not None:
+        target = pinned_target(target, any_target)
     import gc
     import os
 
@@ -155,7 +162,7 @@ def run(
             "verified (use --manifest and --trust in production)",
             err=True,
         )
-        source = UnsignedPlanFile(Path(unsigned))
+        source = UnsignedPlanFile(Path(unsigned), target)
     else:
         from oneiric._delivery.sources import ManifestSource
 
@@ -164,7 +171,7 @@ def run(
         from oneiric._delivery.checks import SecurityError
 
         try:
-            source = ManifestSource(manifest, Path(trust), snapshots.state_dir(state))
+            source = ManifestSource(manifest, Path(trust), snapshots.state_dir(state), target)
         except SecurityError as exc:
             _fail("text", str(exc), exc.exit_code)
     settings = Settings(

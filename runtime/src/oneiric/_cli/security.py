@@ -40,7 +40,32 @@ _TRUST = click.option(
     type=click.Path(path_type=Path, dir_okay=False),
     help="Trust file: the accepted public keys and the threshold.",
 )
-_TARGET = click.option("--target", help="Accept only manifests for this target (recommended).")
+TARGET = click.option(
+    "--target",
+    metavar="TARGET",
+    help="Accept only manifests for this target (check `target`); required unless --any-target.",
+)
+ANY_TARGET = click.option(
+    "--any-target",
+    is_flag=True,
+    help="Accept a validly signed manifest for ANY target. This gives up target pinning: "
+    "whoever controls the manifest source and holds a signed manifest of another target "
+    "(dev, staging) can make this machine run that target's plan.",
+)
+
+
+def pinned_target(target: str | None, any_target: bool) -> str | None:
+    """The target to pin, after checking that exactly one of --target / --any-target is given."""
+    if target is not None and any_target:
+        raise click.UsageError("give --target TARGET or --any-target, not both")
+    if target is None and not any_target:
+        raise click.UsageError(
+            "give --target TARGET (the target this machine runs), or --any-target to "
+            "accept a manifest for any target (gives up target pinning)"
+        )
+    return target
+
+
 _TIMEOUT = click.option(
     "--timeout",
     type=click.FloatRange(min=0.1),
@@ -99,7 +124,8 @@ def _summary(accepted: Accepted) -> dict[str, Any]:
 @click.command()
 @click.argument("manifest")
 @_TRUST
-@_TARGET
+@TARGET
+@ANY_TARGET
 @click.option(
     "--state",
     "state_dir",
@@ -115,6 +141,7 @@ def verify(
     manifest: str,
     trust_path: Path,
     target: str | None,
+    any_target: bool,
     state_dir: Path | None,
     timeout: float,
     max_manifest_bytes: int,
@@ -126,6 +153,7 @@ def verify(
     Exit 0 when valid, 1 when rejected (the failed check is named), 2 on a
     usage, configuration or I/O error.
     """
+    target = pinned_target(target, any_target)
     from oneiric._delivery.checks import SecurityError
     from oneiric._delivery.fetch import Fetcher
     from oneiric._delivery.manifest import utc_now, verify_all
@@ -205,7 +233,8 @@ def _fallback_info(state: State, target: str | None) -> dict[str, Any]:
 @click.option(
     "--state", "state_option", help="State directory (default $ONEIRIC_STATE or .oneiric)."
 )
-@_TARGET
+@TARGET
+@ANY_TARGET
 @click.option(
     "--watch", is_flag=True, help="Keep polling; never exit on a bad or missing manifest."
 )
@@ -231,6 +260,7 @@ def remote_sync(
     trust_path: Path,
     state_option: str | None,
     target: str | None,
+    any_target: bool,
     watch: bool,
     interval: float,
     max_polls: int,
@@ -247,6 +277,7 @@ def remote_sync(
     If-None-Match, log one JSON line per poll with running counts, and keep
     the last good manifest whatever arrives; SIGTERM or SIGINT stop cleanly.
     """
+    target = pinned_target(target, any_target)
     from oneiric._delivery.checks import SecurityError
     from oneiric._delivery.fetch import Fetcher
     from oneiric._delivery.manifest import sync

@@ -25,6 +25,7 @@ class Check(StrEnum):
     VERSION = "version"  # manifest format version this runtime does not know
     TARGET = "target"  # manifest (or its plan) is for another target
     EXPIRED = "expired"  # expires <= now
+    VALIDITY = "validity"  # expires further ahead than the trust file's max validity
     ROLLBACK = "rollback"  # serial lower than the last accepted one
     SERIAL_REUSE = "serial-reuse"  # same serial as the last accepted one, other content
     PLAN_SIZE = "plan-size"  # plan bytes differ in length from the manifest's pin

@@ -14,7 +14,8 @@ Verification order, each step on bytes the previous step vouched for:
 size cap → strict envelope JSON → payloadType → every signature by a trusted
 key and valid → distinct signers ≥ threshold → strict payload JSON and schema
 (unknown fields rejected) → target → serial against the last accepted one
-(rollback, reuse) → expiry against one clock reading → plan size cap → plan
+(rollback, reuse) → expiry against one clock reading, and not further ahead
+than the trust file's max validity → plan size cap → plan
 bytes obtained under a cap of the pinned size → size → sha256 → only then the
 plan is parsed and validated, and its target compared.
 """
@@ -218,7 +219,23 @@ def verify_manifest(
         raise Rejected(
             Check.EXPIRED, f"manifest expired at {manifest.expires} (now {format_utc(now)})"
         )
+    check_validity(manifest.expires_at, now, trust.max_validity_s)
     return Verified(data, envelope.payload, manifest, signers, unchanged)
+
+
+def check_validity(expires: datetime, now: datetime, max_validity_s: int) -> None:
+    """Refuse an `expires` further ahead of `now` than the trust policy allows (`validity`)."""
+    if expires - now > timedelta(seconds=max_validity_s):
+        raise Rejected(
+            Check.VALIDITY,
+            f"manifest expires at {format_utc(expires)}, more than the trust file's "
+            f"max_validity_seconds ({max_validity_s} s, {_days(max_validity_s)}) after now "
+            f"({format_utc(now)})",
+        )
+
+
+def _days(seconds: int) -> str:
+    return f"{seconds / 86400:g} days"
 
 
 def check_plan(manifest: Manifest, data: bytes, *, previous: Accepted | None = None) -> Plan:
@@ -334,11 +351,17 @@ _DURATION = re.compile(r"^([0-9]{1,9})([smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+def parse_duration(text: str) -> int | None:
+    """Seconds of `30d`, `12h`, `90m`, `3600s`, `2w`; None when `text` is not one."""
+    match = _DURATION.match(text)
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)] if match else None
+
+
 def parse_expiry(text: str, now: datetime) -> datetime:
     """`30d`, `12h`, `90m`, `3600s`, `2w`, or an ISO 8601 timestamp with a UTC offset."""
-    match = _DURATION.match(text)
-    if match:
-        return now + timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    seconds = parse_duration(text)
+    if seconds is not None:
+        return now + timedelta(seconds=seconds)
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

@@ -63,8 +63,9 @@ def parse_plan(data: bytes, where: str) -> Plan:
 class UnsignedPlanFile(Source):
     """A local plan file taken without a signature (`--unsigned-plan`, development only)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, target: str | None = None) -> None:
         self.path = path
+        self.target = target
         self.description = f"unsigned plan file {path}"
         self._last: Candidate | None = None
 
@@ -79,7 +80,12 @@ class UnsignedPlanFile(Source):
             raise PlanInvalid(f"{path}: larger than {MAX_UNSIGNED_PLAN_BYTES} bytes")
         if self._last is not None and self._last.data == data:
             return self._last  # the same bytes are the same plan: no second parse
-        self._last = Candidate(parse_plan(data, str(path)), None, data)
+        plan = parse_plan(data, str(path))
+        if self.target is not None and plan.target != self.target:
+            raise PlanInvalid(
+                f"{path}: plan is for target {plan.target!r}, expected {self.target!r}"
+            )
+        self._last = Candidate(plan, None, data)
         return self._last
 
 
@@ -89,12 +95,16 @@ class ManifestSource(Source):
     Verification and persistence are `oneiric.manifest` and `oneiric.state`
     (the same code as `oneiric verify` and `remote-sync`): an accepted
     manifest is committed to STATE/manifests before its plan is offered to
-    the runtime, so serials only move forward across restarts.  The first
-    accepted manifest fixes the target; a manifest for another one is refused.
+    the runtime, so serials only move forward across restarts.  `target`
+    (`--target`) pins the target: a manifest for another one is refused before
+    anything is stored.  Without it (`--any-target`) the first accepted
+    manifest fixes the target for the life of the process.
     HTTP sources are polled with If-None-Match; a 304 is "no change".
     """
 
-    def __init__(self, location: str, trust_file: Path, state_dir: Path) -> None:
+    def __init__(
+        self, location: str, trust_file: Path, state_dir: Path, target: str | None = None
+    ) -> None:
         from oneiric._delivery.fetch import Fetcher, is_http
         from oneiric._delivery.store import State
         from oneiric._delivery.trust import load_trust
@@ -105,7 +115,7 @@ class ManifestSource(Source):
         self.fetcher = Fetcher()
         self.path = None if is_http(location) else Path(location)
         self.description = f"manifest {location}"
-        self.target: str | None = None
+        self.target = target
         self._etag: str | None = None
         self._accepted: Accepted | None = None  # the last one: its plan is not parsed again
 

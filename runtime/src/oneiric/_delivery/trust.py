@@ -1,7 +1,14 @@
 """Trust files (the keys a runtime accepts, and how many must sign) and their rotation.
 
     {"format": "oneiric-trust", "version": 1, "threshold": 2,
+     "max_validity_seconds": 2592000,
      "keys": [{"keyid": "<sha256 hex of the key>", "public": "<base64>", "scheme": "ed25519"}]}
+
+`max_validity_seconds` (optional; `DEFAULT_MAX_VALIDITY_S`, 30 days, when
+absent, so trust files written before it existed keep loading) bounds how
+far ahead a manifest's `expires` may lie: freeze protection does not rest on
+every signer choosing a short expiry.  It travels with the keys: only a
+rotation signed by both thresholds changes it.
 
 A trust file is installed out of band.  It is replaced only by `rotate`: a
 DSSE envelope (payloadType `TRUST_PAYLOAD_TYPE`) whose payload is the new
@@ -26,6 +33,9 @@ from oneiric._plan.canonical import MAX_SAFE_INTEGER, dumps
 TRUST_FORMAT = "oneiric-trust"
 TRUST_PAYLOAD_TYPE = "application/vnd.oneiric.trust+json"
 MAX_TRUST_BYTES = 1024 * 1024
+DEFAULT_MAX_VALIDITY_S = 30 * 86400
+_FIELDS = {"format", "version", "threshold", "keys"}
+_OPTIONAL = {"max_validity_seconds"}
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,7 @@ class Trust:
     version: int
     threshold: int
     keys: dict[str, PublicKey]
+    max_validity_s: int = DEFAULT_MAX_VALIDITY_S
     verifiers: dict[str, VerifyKey] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -40,13 +51,19 @@ class Trust:
         object.__setattr__(self, "verifiers", verifiers)
 
 
-def trust_bytes(version: int, threshold: int, keys: Iterable[PublicKey]) -> bytes:
+def trust_bytes(
+    version: int,
+    threshold: int,
+    keys: Iterable[PublicKey],
+    max_validity_s: int = DEFAULT_MAX_VALIDITY_S,
+) -> bytes:
     """Canonical bytes of a trust file; checked by `parse_trust` before returning."""
     data = (
         dumps(
             {
                 "format": TRUST_FORMAT,
                 "keys": [k.to_json() for k in keys],
+                "max_validity_seconds": max_validity_s,
                 "threshold": threshold,
                 "version": version,
             }
@@ -67,8 +84,8 @@ def parse_trust(data: bytes, where: str) -> Trust:
         raw = strictjson.loads(data)
     except strictjson.StrictJSONError as exc:
         raise bad(str(exc)) from None
-    if not isinstance(raw, dict) or set(raw) != {"format", "version", "threshold", "keys"}:
-        raise bad("expected exactly format, version, threshold and keys")
+    if not isinstance(raw, dict) or not _FIELDS <= set(raw) <= _FIELDS | _OPTIONAL:
+        raise bad("expected format, version, threshold, keys and optionally max_validity_seconds")
     if raw["format"] != TRUST_FORMAT:
         raise bad(f"format is {raw['format']!r}, expected {TRUST_FORMAT!r}")
     version, threshold, entries = raw["version"], raw["threshold"], raw["keys"]
@@ -90,7 +107,10 @@ def parse_trust(data: bytes, where: str) -> Trust:
         keys[key.keyid] = key
     if type(threshold) is not int or not 1 <= threshold <= len(keys):
         raise bad(f"threshold must be an integer from 1 to the number of keys ({len(keys)})")
-    return Trust(version, threshold, keys)
+    max_validity = raw.get("max_validity_seconds", DEFAULT_MAX_VALIDITY_S)
+    if type(max_validity) is not int or not 1 <= max_validity <= MAX_SAFE_INTEGER:
+        raise bad("max_validity_seconds must be a positive integer (seconds)")
+    return Trust(version, threshold, keys, max_validity)
 
 
 def load_trust(path: Path) -> Trust:
