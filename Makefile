@@ -38,3 +38,4 @@ lint: setup
 	$(RUN) ruff check .
 	$(RUN) ruff format --check compiler runtime demo tests bench
 	$(RUN) mypy
+	$(RUN) lint-imports

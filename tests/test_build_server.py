@@ -28,16 +28,17 @@ from typing import Any
 
 import pytest
 from oneiricc._build.pipeline import WarmState
-from oneiricc._cli.launcher import (
-    NO_SERVER_ENV,
+from oneiricc._cli.launcher import NO_SERVER_ENV
+from oneiricc._incremental.cache import MEMO_DIRECTORY
+from oneiricc._incremental.server import _CodeFiles
+from oneiricc._incremental.wire import (
     ProtocolError,
+    ask,
     code_identity,
     encode,
     receive,
     server_address,
 )
-from oneiricc._incremental.cache import MEMO_DIRECTORY
-from oneiricc._incremental.server import _CodeFiles, ask
 from support import ROOT, SMALL_PROJECT, SMALL_SETTINGS, compile_at, run_cli, write_project
 
 
@@ -54,7 +55,7 @@ class Served:
 
     def status(self) -> dict[str, Any]:
         """The running server's own status (asked in this process: a command costs more)."""
-        answer = ask(self.root, "status")
+        answer = ask(str(self.root), "status")
         assert answer is not None, "no build server answers"
         return answer
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from minikit import cli, write_mini
-from oneiricc._cli.launcher import path_arguments, served_root
+from oneiricc._incremental.wire import path_arguments, served_root
 
 LONE = 'oneiric 1\nstack s { adapter cache "m" { impl "json:dumps" } }\ntarget t { layers s }\n'
 

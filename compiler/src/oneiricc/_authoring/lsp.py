@@ -30,6 +30,7 @@ from oneiric._plan.model import DOMAINS, Plan
 from pygls import uris
 from pygls.lsp.server import LanguageServer
 
+from oneiricc._authoring.explanation import render_explanation
 from oneiricc._build.loader import SOURCE_SUFFIX
 from oneiricc._build.pipeline import Build, compile_project
 from oneiricc._build.project import Project, ProjectError, find_root, load_project
@@ -299,8 +300,6 @@ def _declarations(build: Build, component_id: str) -> list[tuple[str, n.Componen
 
 
 def hover_text(server: OneiricServer, build: Build, ref: Reference) -> str | None:
-    from oneiricc._cli.main import render_explanation
-
     if ref.kind == "layer":
         places = [
             f"{path}:{stack.pos.line}:{stack.pos.col}"

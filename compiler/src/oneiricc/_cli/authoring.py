@@ -2,8 +2,7 @@
 
 Exit codes follow DESIGN §7: 0 success; 1 the input was checked and found
 wrong (a file `fmt --check` would change, a syntax error, `diff --exit-code`
-differences); 2 usage, configuration or I/O.  Helpers shared with the other
-commands come from `cli` lazily, because `cli` registers these commands.
+differences); 2 usage, configuration or I/O.
 """
 
 from __future__ import annotations
@@ -17,12 +16,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from oneiric._text import plural
 
 from oneiricc._build.loader import SOURCE_SUFFIX
+from oneiricc._cli.context import CliState, cli_state, fail_usage, use_color
 from oneiricc._language.diagnostics import CompileError, Diagnostic, render_human, render_json
 from oneiricc._language.formatter import FormatterBug, format_source
 from oneiricc._language.parser import decode_source
@@ -30,21 +30,7 @@ from oneiricc._language.parser import decode_source
 if TYPE_CHECKING:
     from oneiric._plan.model import Plan
 
-    from oneiricc._cli.main import CliState
-
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _state(output: str | None) -> CliState:
-    from oneiricc._cli.main import _ctx
-
-    return _ctx(output)
-
-
-def _fail_usage(message: str) -> NoReturn:
-    from oneiricc._cli.main import fail_usage
-
-    fail_usage(message)
 
 
 def _format_option(*choices: str) -> Callable[[F], F]:
@@ -99,7 +85,7 @@ def _sources_to_format(state: CliState, paths: tuple[Path, ...]) -> list[tuple[s
         elif path.is_file():
             found.append((path.as_posix(), path))
         else:
-            _fail_usage(f"{path}: no such file or directory")
+            fail_usage(f"{path}: no such file or directory")
     return sorted(set(found))
 
 
@@ -114,7 +100,7 @@ def _format_one(label: str, path: Path | None, data: bytes) -> tuple[_Formatted,
     except CompileError as err:
         return _Formatted(label, path, data, None), err.diagnostics
     except FormatterBug as exc:
-        _fail_usage(f"internal error, please report it: {exc}")
+        fail_usage(f"internal error, please report it: {exc}")
 
 
 @click.command()
@@ -130,10 +116,10 @@ def fmt(paths: tuple[Path, ...], check_only: bool, show_diff: bool, output: str 
     With --check or --diff nothing is written, and the exit code is 1 when a
     file is not formatted.  Comments are kept; formatting twice changes nothing.
     """
-    state = _state(output)
+    state = cli_state(output)
     if Path("-") in paths:
         if len(paths) > 1:
-            _fail_usage("'-' (standard input) cannot be combined with other paths")
+            fail_usage("'-' (standard input) cannot be combined with other paths")
         jobs = [_format_one("<stdin>", None, sys.stdin.buffer.read())]
     else:
         jobs = []
@@ -141,7 +127,7 @@ def fmt(paths: tuple[Path, ...], check_only: bool, show_diff: bool, output: str 
             try:
                 data = path.read_bytes()
             except OSError as exc:
-                _fail_usage(f"cannot read {label}: {exc.strerror or exc}")
+                fail_usage(f"cannot read {label}: {exc.strerror or exc}")
             jobs.append(_format_one(label, path, data))
     results = [result for result, _ in jobs]
     diagnostics = [d for _, found in jobs for d in found]
@@ -177,7 +163,6 @@ def _fmt_human(
     show_diff: bool,
     write: bool,
 ) -> None:
-    from oneiricc._cli.main import use_color
 
     if diagnostics:
         texts = {r.label: r.before.decode("utf-8", "replace") for r in results}
@@ -213,7 +198,7 @@ def _rewrite(path: Path, text: str) -> None:
     try:
         atomic_write(path, text.encode("utf-8"), mode=stat.S_IMODE(os.stat(path).st_mode))
     except OSError as exc:
-        _fail_usage(f"cannot write {path}: {exc.strerror or exc}")
+        fail_usage(f"cannot write {path}: {exc.strerror or exc}")
 
 
 # --------------------------------------------------------------------- diff --
@@ -225,9 +210,9 @@ def _read_plan(path: Path) -> Plan:
     try:
         return load_plan(path.read_bytes())
     except OSError as exc:
-        _fail_usage(f"cannot read {path}: {exc.strerror or exc}")
+        fail_usage(f"cannot read {path}: {exc.strerror or exc}")
     except ValueError as exc:
-        _fail_usage(f"{path} is not a valid plan: {exc}")
+        fail_usage(f"{path} is not a valid plan: {exc}")
 
 
 def _git(project_root: Path, *args: str) -> bytes:
@@ -236,10 +221,10 @@ def _git(project_root: Path, *args: str) -> bytes:
             ["git", "-C", str(project_root), *args], capture_output=True, timeout=60, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        _fail_usage(f"cannot run git: {exc}")
+        fail_usage(f"cannot run git: {exc}")
     if done.returncode != 0:
         message = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        _fail_usage(f"git {' '.join(args)}: {message[-1] if message else 'failed'}")
+        fail_usage(f"git {' '.join(args)}: {message[-1] if message else 'failed'}")
     return done.stdout
 
 
@@ -260,7 +245,7 @@ def _golden_at(state: CliState, ref: str) -> tuple[dict[str, Plan], dict[str, Pl
         try:
             old[name.removesuffix(".plan.json")] = load_plan(data)
         except ValueError as exc:
-            _fail_usage(f"{ref}:{golden}/{name} is not a valid plan: {exc}")
+            fail_usage(f"{ref}:{golden}/{name} is not a valid plan: {exc}")
     new = {
         path.name.removesuffix(".plan.json"): _read_plan(path)
         for path in sorted(project.golden_dir.glob("*.plan.json"))
@@ -295,17 +280,16 @@ def diff(
     and reformatted files are not changes.
     """
     from oneiricc._authoring import plandiff
-    from oneiricc._cli.main import use_color
 
-    state = _state(output)
+    state = cli_state(output)
     if against is not None:
         if old is not None or new is not None:
-            _fail_usage("give either two plan files or --against REF, not both")
+            fail_usage("give either two plan files or --against REF, not both")
         before, after = _golden_at(state, against)
         result = plandiff.diff_plan_sets(before, after)
     else:
         if old is None or new is None:
-            _fail_usage("expected two plan files (OLD NEW) or --against REF")
+            fail_usage("expected two plan files (OLD NEW) or --against REF")
         old_plan, new_plan = _read_plan(old), _read_plan(new)
         result = plandiff.PlanDiff([plandiff.diff_plans(new_plan.target, old_plan, new_plan)])
     if state.output == "json":
@@ -330,7 +314,7 @@ def explain_code(state: CliState, code: str) -> None:
     doc = error_doc(code)
     if doc is None:
         hint = did_you_mean(code.upper(), CODES)
-        _fail_usage(
+        fail_usage(
             f"unknown error code {code}; "
             + (hint or f"codes are {min(CODES)}…{max(CODES)}, listed in docs/errors.md")
         )

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from oneiric._plan.model import Plan, Workflow
 
-from oneiricc._cli.main import _compile, _ctx, _report, build_options
+from oneiricc._cli.context import build_options, cli_state, compile_sources, report
 from oneiricc._language.diagnostics import Diagnostic, did_you_mean
 
 Edge = tuple[str, str, str]  # from, to, label
@@ -106,10 +106,10 @@ def graph(
     """Draw a workflow DAG (--workflow NAME) or the component graph (--components)."""
     if (workflow is None) == (not components):
         raise click.UsageError("give exactly one of --workflow NAME or --components")
-    ctx = _ctx(None)
-    result = _compile(ctx, paths, [target], strict, no_cache, module_path)
+    ctx = cli_state(None)
+    result = compile_sources(ctx, paths, [target], strict, no_cache, module_path)
     if result.failed:
-        _report(ctx, result)
+        report(ctx, result)
         sys.exit(1)
     plan = result.plans[target]
     if workflow is not None:
@@ -118,7 +118,7 @@ def graph(
             hint = did_you_mean(workflow, [w.key for w in plan.workflows])
             diag = Diagnostic("E0206", f"no workflow {workflow} in target {target}", help=hint)
             result.diagnostics = [diag]
-            _report(ctx, result)
+            report(ctx, result)
             sys.exit(1)
         nodes, edges = _workflow_graph(found)
         title = f"workflow {workflow}"

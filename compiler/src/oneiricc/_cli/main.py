@@ -11,11 +11,8 @@ from __future__ import annotations
 import difflib
 import gc
 import json
-import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
 
 import click
 from oneiric._cli.main import LazyGroup
@@ -24,79 +21,20 @@ from oneiric._text import plural
 
 from oneiricc._authoring.ci import CI_FORMATS, check_format_option, render_ci
 from oneiricc._authoring.errordocs import CODE as ERROR_CODE
-from oneiricc._build.pipeline import Build, WarmState, compile_project
+from oneiricc._authoring.explanation import render_explanation
+from oneiricc._build.pipeline import WarmState
 from oneiricc._build.planner import CompiledPlan
-from oneiricc._build.project import Project, ProjectError, load_project
-from oneiricc._language.diagnostics import Diagnostic, render_human, render_json, summary_line
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def use_color(stream: Any) -> bool:
-    return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
-
-
-class CliState:
-    def __init__(self, root: Path | None, output: str, warm: WarmState | None = None) -> None:
-        self._root = root
-        self.output = output
-        self.warm = warm  # what a build server keeps between builds
-        self._project: Project | None = None
-        self._paths: tuple[Path, ...] = ()
-
-    def locate(self, paths: tuple[Path, ...]) -> None:
-        """Find the project from the command's `paths` (before `project` is first read)."""
-        self._paths = paths
-
-    @property
-    def project(self) -> Project:
-        if self._project is None:
-            try:
-                self._project = load_project(self._root, self._paths)
-            except ProjectError as exc:
-                fail_usage(str(exc))
-        return self._project
-
-
-def fail_usage(message: str) -> NoReturn:
-    """Exit 2 with a one-line error (JSON on stdout under --format json)."""
-    click_ctx = click.get_current_context(silent=True)
-    state = click_ctx.find_object(CliState) if click_ctx is not None else None
-    if state is not None and state.output == "json":
-        click.echo(json.dumps({"format": "oneiric-error", "error": message}))
-    else:
-        click.echo(f"oneiricc: error: {message}", err=True)
-    sys.exit(2)
-
-
-def format_option(func: F) -> F:
-    return click.option(
-        "--format",
-        "output",
-        type=click.Choice(["human", "json"]),
-        default=None,
-        help="Output format; json prints one machine-readable document on stdout.",
-    )(func)
-
-
-def build_options(func: F) -> F:
-    func = click.option(
-        "--strict",
-        is_flag=True,
-        default=None,
-        help="Treat decisions made by declaration order as errors.",
-    )(func)
-    func = click.option("--no-cache", is_flag=True, help="Do not read or write the parse cache.")(
-        func
-    )
-    func = click.option(
-        "--module-path",
-        multiple=True,
-        type=click.Path(path_type=Path, file_okay=False),
-        help="Extra directory to find implementation modules in (repeatable).",
-    )(func)
-    return func
-
+from oneiricc._build.project import Project
+from oneiricc._cli.context import (
+    CliState,
+    build_options,
+    cli_state,
+    compile_sources,
+    fail_usage,
+    format_option,
+    report,
+)
+from oneiricc._language.diagnostics import Diagnostic, summary_line
 
 # Commands defined in their own modules, imported only when invoked (keeps start-up lean).
 LAZY_COMMANDS = {
@@ -107,7 +45,7 @@ LAZY_COMMANDS = {
     "diff": "oneiricc._cli.authoring:diff",
     "lsp": "oneiricc._cli.authoring:lsp_command",
     "graph": "oneiricc._cli.graph:graph",
-    "server": "oneiricc._incremental.server:server",
+    "server": "oneiricc._cli.server:server",
 }
 
 
@@ -133,56 +71,6 @@ def main(ctx: click.Context, root: Path | None, output: str | None) -> None:
     # A build server runs commands in its own process, passing what it keeps as `obj`.
     warm = ctx.obj if isinstance(ctx.obj, WarmState) else None
     ctx.obj = CliState(root, output or "human", warm)
-
-
-def _ctx(output: str | None) -> CliState:
-    context = click.get_current_context().find_object(CliState)
-    assert context is not None
-    if output:
-        context.output = output
-    return context
-
-
-def _compile(
-    ctx: CliState,
-    paths: tuple[Path, ...],
-    targets: list[str] | None,
-    strict: bool | None,
-    no_cache: bool,
-    module_path: tuple[Path, ...],
-    *,
-    reuse_outputs: bool = False,
-) -> Build:
-    """`reuse_outputs`: the command needs only outputs, diagnostics and source texts."""
-    ctx.locate(paths)
-    try:
-        return compile_project(
-            ctx.project,
-            list(paths) or None,
-            targets,
-            strict=strict,
-            use_cache=not no_cache,
-            module_path=list(module_path),
-            reuse_outputs=reuse_outputs,
-            warm=ctx.warm,
-        )
-    except ProjectError as exc:
-        fail_usage(str(exc))
-
-
-def _report(ctx: CliState, build: Build, extra: dict[str, Any] | None = None) -> None:
-    diagnostics = build.diagnostics
-    if ctx.output == "json":
-        document = json.loads(render_json(diagnostics))
-        document.update(extra or {})
-        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
-        return
-    if diagnostics:
-        texts = build.sources.texts()
-        click.echo(
-            render_human(diagnostics, texts, color=use_color(sys.stderr)), err=True, nl=False
-        )
-        click.echo(summary_line(diagnostics), err=True)
 
 
 def _describe(plan: CompiledPlan) -> str:
@@ -229,16 +117,16 @@ def build(
     output: str | None,
 ) -> None:
     """Compile targets into plans (by default every target, into the golden directory)."""
-    ctx = _ctx(output)
+    ctx = cli_state(output)
     if out is not None and len(targets) != 1:
         fail_usage("--out needs exactly one --target")
     if out is not None and check_only:
         fail_usage("--out and --check cannot be combined")
-    result = _compile(
+    result = compile_sources(
         ctx, paths, list(targets) or None, strict, no_cache, module_path, reuse_outputs=True
     )
     if result.failed:
-        _report(ctx, result)
+        report(ctx, result)
         sys.exit(1)
     project = ctx.project
     plans = {name: plan.data for name, plan in result.outputs.items()}
@@ -256,7 +144,7 @@ def build(
     ]
     if check_only:
         stale = _stale_golden(project, plans, all_targets=not targets and not paths)
-        _report(ctx, result, {"plans": summary, "stale": sorted(stale)})
+        report(ctx, result, {"plans": summary, "stale": sorted(stale)})
         if ctx.output != "json":
             for diff in stale.values():
                 sys.stdout.writelines(diff)
@@ -272,7 +160,7 @@ def build(
     if out == Path("-"):
         sys.stdout.buffer.write(next(iter(plans.values())))
         sys.stdout.flush()
-        _report(ctx, result) if ctx.output != "json" else None
+        report(ctx, result) if ctx.output != "json" else None
         return
     written = []
     for name, data in plans.items():
@@ -288,7 +176,7 @@ def build(
         for stale_file in sorted(project.golden_dir.glob("*.plan.json")):
             if stale_file.name.removesuffix(".plan.json") not in plans:
                 stale_file.unlink()
-    _report(ctx, result, {"plans": summary})
+    report(ctx, result, {"plans": summary})
     if ctx.output != "json":
         for name, plan in result.outputs.items():
             destination = next(item["path"] for item in summary if item["target"] == name)
@@ -335,12 +223,12 @@ def check(
     output: str | None,
 ) -> None:
     """Check sources and resolve every target without writing anything."""
-    ctx = _ctx(output)
-    result = _compile(ctx, paths, None, strict, no_cache, module_path, reuse_outputs=True)
+    ctx = cli_state(output)
+    result = compile_sources(ctx, paths, None, strict, no_cache, module_path, reuse_outputs=True)
     if ctx.output in CI_FORMATS:
         click.echo(render_ci(ctx.output, result.diagnostics, ctx.project.root), nl=False)
         sys.exit(1 if result.failed else 0)
-    _report(ctx, result, {"targets": sorted(result.outputs)})
+    report(ctx, result, {"targets": sorted(result.outputs)})
     if ctx.output != "json" and not result.failed:
         click.echo(
             f"ok: {plural(len(result.sources.files), 'file')}, "
@@ -371,7 +259,7 @@ def explain(
     `oneiricc explain adapter:cache -t prod` shows the decision and its losers;
     `oneiricc explain E0203` prints the documentation of a diagnostic code.
     """
-    ctx = _ctx(output)
+    ctx = cli_state(output)
     if ERROR_CODE.fullmatch(component.upper()):
         from oneiricc._cli.authoring import explain_code
 
@@ -381,9 +269,9 @@ def explain(
         fail_usage("--target is required to explain DOMAIN:KEY")
     if ":" not in component:
         fail_usage(f'expected DOMAIN:KEY (for example adapter:cache), got "{component}"')
-    result = _compile(ctx, paths, [target], strict, no_cache, module_path)
+    result = compile_sources(ctx, paths, [target], strict, no_cache, module_path)
     if result.failed:
-        _report(ctx, result)
+        report(ctx, result)
         sys.exit(1)
     plan = result.plans[target]
     found = plan.component(component)
@@ -394,7 +282,7 @@ def explain(
         hint = did_you_mean(component, known)
         diag = Diagnostic("E0206", f"no component {component} in target {target}", help=hint)
         result.diagnostics = [diag]
-        _report(ctx, result)
+        report(ctx, result)
         sys.exit(1)
     if ctx.output == "json":
         document = {
@@ -411,31 +299,3 @@ def explain(
         click.echo(json.dumps(document, indent=2, ensure_ascii=False))
         return
     click.echo(render_explanation(found, target))
-
-
-def render_explanation(component: Any, target: str) -> str:
-    exp = component.explanation
-    impl = component.implementation
-    lines = [
-        f'{component.domain} {component.key} → "{component.provider}"   [target {target}]',
-        f"  decided by: {exp.rule} — {exp.summary}",
-        f"  winner:     {exp.winner['provider']} (layer {exp.winner['layer']}) at "
-        f"{exp.winner['span']}",
-    ]
-    if impl is not None:
-        pin = component.pin
-        lines.append(
-            f"  runs:       {impl.module}:{impl.attr}"
-            + (f"  sha256:{pin.sha256[:12]}…" if pin and pin.sha256 else "")
-        )
-    for refined in exp.refined_by:
-        lines.append(f"  refined in: layer {refined['layer']} at {refined['span']}")
-    if exp.required_capabilities:
-        for cap, who in exp.required_capabilities.items():
-            lines.append(f"  requires:   {cap} (by {', '.join(who)})")
-    if exp.losers:
-        lines.append("  losers:")
-        for loser in exp.losers:
-            lines.append(f"    {loser['provider']} (layer {loser['layer']}) at {loser['span']}")
-            lines.append(f"      lost by {loser['rule']}: {loser['reason']}")
-    return "\n".join(lines)

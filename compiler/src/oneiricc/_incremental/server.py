@@ -26,21 +26,17 @@ import os
 import resource
 import signal
 import socket
-import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn, TextIO, TypeGuard
 
-import click
-from oneiric._text import plural
-
 from oneiricc._build.pipeline import WarmState
-from oneiricc._cli.launcher import (
+from oneiricc._incremental.wire import (
     PROTOCOL,
     ProtocolError,
     code_identity,
@@ -51,12 +47,14 @@ from oneiricc._cli.launcher import (
     served_root,
     server_address,
 )
-from oneiricc._cli.main import CliState, _ctx, fail_usage, main
+from oneiricc._language.parser import GRAMMAR_FILE
+
+# What the server runs for a request: the command line (argv, program name) with the
+# warm state, as the caller's process would (it exits by SystemExit, like click).
+Runner = Callable[[list[str], str, WarmState], object]
 
 REQUEST_TIMEOUT_S = 10.0  # to receive a request once connected
 COLLECT_AFTER_S = 1.0  # without a request, then collect garbage
-START_TIMEOUT_S = 20.0  # for `server start` to see the new server answer
-LOG_FILE = "server.log"  # in the project's cache directory
 
 
 class ServerError(Exception):
@@ -133,8 +131,9 @@ class _CodeFiles:
 
 
 class BuildServer:
-    def __init__(self, root: Path, idle_timeout_s: float | None) -> None:
+    def __init__(self, root: Path, idle_timeout_s: float | None, run: Runner) -> None:
         self.root = root
+        self.runner = run
         self.address = server_address(str(root))
         self.idle_timeout_s = idle_timeout_s
         self.warm = WarmState()
@@ -142,7 +141,7 @@ class BuildServer:
         self.builds = 0
         self._stopping = False
         self._log = sys.stderr
-        self._code = _CodeFiles(Path(__file__).resolve().parent / "oneiric.lark")
+        self._code = _CodeFiles(Path(GRAMMAR_FILE))
 
     def run(self) -> None:
         """Listen and serve until stopped; the socket is gone when this returns."""
@@ -249,12 +248,7 @@ class BuildServer:
         try:
             with _as_caller(request, fds):
                 try:
-                    main.main(
-                        args=request.argv,
-                        prog_name=request.prog,
-                        obj=self.warm,
-                        standalone_mode=True,
-                    )
+                    self.runner(request.argv, request.prog, self.warm)
                 except SystemExit as exc:
                     return _exit_code(exc.code)
                 except Exception:  # what the caller's own process would have shown
@@ -366,131 +360,3 @@ def _listen(address: str) -> tuple[socket.socket, int]:
     except BaseException:
         sock.close()
         raise
-
-
-def ask(root: Path, control: str, timeout_s: float = 30.0) -> dict[str, Any] | None:
-    """The running server's answer to a control message, or None when none answers."""
-    sock = connect(server_address(str(root)))
-    if sock is None:
-        return None
-    with contextlib.closing(sock):
-        try:
-            sock.settimeout(timeout_s)
-            sock.sendall(encode({"control": control}))
-            return receive(sock)
-        except (OSError, ProtocolError):
-            return None
-
-
-# -------------------------------------------------------------- commands --
-
-
-@click.group()
-def server() -> None:
-    """Keep a compiler warm for this project, so `build` and `check` skip start-up.
-
-    While a server runs for the project, `oneiricc build` and `oneiricc check`
-    run in it and answer exactly as they would in their own process.  Set
-    ONEIRICC_NO_SERVER=1 to build in-process regardless.
-    """
-
-
-def _idle_option(func: Any) -> Any:
-    return click.option(
-        "--idle-timeout",
-        type=click.IntRange(min=0),
-        default=3600,
-        show_default=True,
-        help="Stop after this many seconds without a request (0: never).",
-    )(func)
-
-
-def _root() -> Path:
-    state: CliState = _ctx(None)
-    return state.project.root
-
-
-@server.command("run")
-@_idle_option
-def run_command(idle_timeout: int) -> None:
-    """Serve in the foreground (what `start` runs in the background), logging to stderr."""
-    try:
-        BuildServer(_root(), idle_timeout or None).run()
-    except ServerError as exc:
-        fail_usage(str(exc))
-
-
-@server.command()
-@_idle_option
-def start(idle_timeout: int) -> None:
-    """Start a build server for this project in the background."""
-    root = _root()
-    running = ask(root, "status")
-    if running is not None:
-        click.echo(f"a build server already runs for {root} (pid {running.get('pid')})")
-        return
-    log_path = _ctx(None).project.cache_dir / LOG_FILE
-    try:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = log_path.open("w", encoding="utf-8")
-    except OSError as exc:
-        fail_usage(f"cannot write {log_path}: {exc.strerror or exc}")
-    with log:
-        command = [sys.executable, "-m", "oneiricc", "--root", str(root), "server", "run"]
-        process = subprocess.Popen(
-            [*command, "--idle-timeout", str(idle_timeout)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=root,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while (answer := ask(root, "status", timeout_s=1.0)) is None:
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            tail = log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
-            fail_usage(f"the build server did not start (log: {log_path}):\n{tail.rstrip()}")
-        time.sleep(0.02)
-    click.echo(
-        f"build server running for {root} (pid {answer.get('pid')}, log {log_path}); "
-        "stop it with `oneiricc server stop`"
-    )
-
-
-def _answer_of_running(control: str) -> tuple[Path, dict[str, Any] | None]:
-    """This project's root and its server's answer to `control`; None (and said so)
-    when no server runs."""
-    root = _root()
-    answer = ask(root, control)
-    if answer is None:
-        click.echo(f"no build server runs for {root}")
-    return root, answer
-
-
-@server.command()
-def stop() -> None:
-    """Stop this project's build server, if one runs."""
-    root, answer = _answer_of_running("stop")
-    if answer is None:
-        return
-    address = server_address(str(root))
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while os.path.exists(address) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    click.echo(f"stopped the build server for {root} (pid {answer.get('stopped')})")
-
-
-@server.command()
-def status() -> None:
-    """Say whether a build server runs for this project (exit 1 when none does)."""
-    root, answer = _answer_of_running("status")
-    if answer is None:
-        sys.exit(1)
-    uptime = time.time() - float(answer.get("started", time.time()))
-    click.echo(
-        f"build server for {root}: pid {answer.get('pid')}, up {uptime:.0f} s, "
-        f"{plural(int(answer.get('builds', 0)), 'build')} served, "
-        f"{plural(int(answer.get('kept_files', 0)), 'checked file')} kept, "
-        f"peak memory {float(answer.get('max_rss_mib', 0)):.0f} MiB"
-    )
