@@ -113,7 +113,7 @@ async def test_webhook_routes_by_channel_then_level_and_retries(server: str) -> 
     fallback = await notify({"text": "fyi"}, routes=routes, format="discord")
     assert fallback["route"] == "default"
     assert json.loads(Recorder.seen[-1]["body"]) == {"content": "[INFO]\nfyi"}
-    with pytest.raises(ActionError, match=r'route "default" failed after 1 attempt\(s\): HTTP 404'):
+    with pytest.raises(ActionError, match=r'route "default" failed after 1 attempt: HTTP 404'):
         await notify({"text": "x"}, url=f"{server}/missing")
     with pytest.raises(ActionError, match="no webhook route"):
         await notify({"text": "x", "channel": "nowhere"}, routes={"ops": f"{server}/ops"})
