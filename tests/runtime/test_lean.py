@@ -78,3 +78,22 @@ def test_help_and_status_start_fast_and_small(tmp_path: Path) -> None:
         seconds, peak_kib = measure(env, "-m", "oneiric", *args)
         assert seconds < 0.2, f"oneiric {' '.join(args)} used {seconds:.3f}s of CPU"
         assert peak_kib < 50 * 1024, f"oneiric {' '.join(args)} peaked at {peak_kib} KiB"
+
+
+def test_drivers_are_imported_only_when_used() -> None:
+    """redis-py and psycopg are optional extras: the flow modules and CLI load without them."""
+    probe = (
+        "import sys, json\n"
+        "import oneiric._flows.events, oneiric._flows.workflows, oneiric._flows.store\n"
+        "import oneiric._flows.streams, oneiric._flows.redis_events, oneiric._cli.flows\n"
+        "sys.argv = ['oneiric', 'event', '--help']\n"
+        "from oneiric._cli.main import main\n"
+        "try: main()\n"
+        "except SystemExit: pass\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout
+    modules = {m.split(".")[0] for m in json.loads(out.splitlines()[-1])}
+    assert not {"redis", "psycopg", "psycopg_pool"} & modules

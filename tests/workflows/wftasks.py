@@ -101,3 +101,16 @@ def flaky_handler(event: Any, *, name: str, log: str, marker: str) -> str:
     if os.path.exists(marker):
         raise RuntimeError(f"{name}: downstream unavailable")
     return "ok"
+
+
+async def picky(event: Any, *, name: str, log: str, sleep_ms: int = 0) -> dict[str, Any]:
+    """A handler that always fails for a payload with `"poison": true` (and records attempts)."""
+    _record(log, kind="start", name=name, event=event.id, attempt=event.attempt)
+    if sleep_ms:
+        await anyio.sleep(sleep_ms / 1000)
+    if isinstance(event.payload, dict) and event.payload.get("poison"):
+        raise RuntimeError(f"{name}: poison event {event.id}")
+    _record(
+        log, kind="end", name=name, event=event.id, payload=event.payload, attempt=event.attempt
+    )
+    return {"handled_by": name}

@@ -364,6 +364,32 @@ async def _event_host(plan: Plan, store: FlowStore, timeout_s: float, work: Any)
 TIMEOUT = click.option(
     "--handler-timeout", default="30s", show_default=True, help="Bound on each handler attempt."
 )
+EVENTS = click.option(
+    "--events",
+    "events_url",
+    envvar="ONEIRIC_EVENTS",
+    metavar="URL",
+    help="Event transport: redis://HOST:PORT/DB[?maxlen=N&visibility=S] for Redis Streams "
+    "(env ONEIRIC_EVENTS); in process when unset.",
+)
+
+
+def _broker(fmt: str, url: str, plan: Plan | None, work: Any) -> Any:
+    """Run `work(events)` on a connected `RedisEvents`; an unreachable broker exits 2."""
+    from oneiric._flows.redis_events import RedisEvents
+    from oneiric._flows.streams import BrokerUnavailable
+
+    async def main() -> Any:
+        events = await RedisEvents.open(url, plan)
+        try:
+            return await work(events)
+        finally:
+            await events.close()
+
+    try:
+        return _run_async(fmt, main)
+    except BrokerUnavailable as exc:
+        _fail(fmt, str(exc))
 
 
 @event.command("emit")
@@ -371,6 +397,7 @@ TIMEOUT = click.option(
 @click.option("--payload", "payload_text", metavar="JSON", help="The event payload (JSON).")
 @click.option("--header", "header_pairs", multiple=True, metavar="K=V", help="A header (repeat).")
 @TIMEOUT
+@EVENTS
 @UNSIGNED
 @STATE
 @VERBOSE
@@ -380,18 +407,31 @@ def event_emit(
     payload_text: str | None,
     header_pairs: tuple[str, ...],
     handler_timeout: str,
+    events_url: str | None,
     unsigned: str | None,
     state: str | None,
     fmt: str,
     verbose: bool,
 ) -> None:
-    """Deliver one event on TOPIC; exit 1 if a handler exhausted its retries."""
+    """Deliver one event on TOPIC; exit 1 if a handler exhausted its retries.
+
+    With --events (Redis Streams) the event is appended to the topic's stream
+    for the consumers (`oneiric event consume`) and the command exits 0.
+    """
     payload = _json_arg(fmt, payload_text, "--payload")
     headers = _headers(fmt, header_pairs)
     from oneiric._flows.events import find_route
 
     plan, store = _setup(fmt, unsigned, state, lambda plan: find_route(plan, topic))
     timeout_s = _duration_s(handler_timeout)
+    if events_url:
+        published = _broker(fmt, events_url, plan, lambda ev: ev.emit(topic, payload, headers))
+        _emit(
+            fmt,
+            published.as_json(),
+            f"event {published.event_id} appended to {published.stream} ({published.entry})",
+        )
+        return
 
     async def work(bus: Any) -> dict[str, Any]:
         delivery = await bus.emit(topic, payload, headers)
@@ -415,14 +455,19 @@ def event_emit(
 @event.command("dead-letters")
 @click.option("--all", "show_all", is_flag=True, help="Include dead letters already replayed.")
 @click.option("--limit", default=100, show_default=True)
+@EVENTS
 @STATE
 @FORMAT
-def event_dead_letters(show_all: bool, limit: int, state: str | None, fmt: str) -> None:
+def event_dead_letters(
+    show_all: bool, limit: int, events_url: str | None, state: str | None, fmt: str
+) -> None:
     """Deliveries that exhausted their retries (oldest first)."""
-    store = _store(fmt, snapshots.state_dir(state))
-    letters = store.dead_letters(show_all, limit)
+    if events_url:
+        letters = _broker(fmt, events_url, None, lambda ev: ev.dead_letters(show_all, limit))
+    else:
+        letters = _store(fmt, snapshots.state_dir(state)).dead_letters(show_all, limit)
     lines = [
-        f"{d.id:>5}  {d.topic:<20} {d.handler:<16} {plural(d.attempts, 'attempt'):<10}  "
+        f"{d.id!s:>5}  {d.topic:<20} {d.handler:<16} {plural(d.attempts, 'attempt'):<10}  "
         f"{'resolved' if d.resolved_at else 'open':<8}  {d.error}"
         for d in letters
     ]
@@ -430,15 +475,17 @@ def event_dead_letters(show_all: bool, limit: int, state: str | None, fmt: str) 
 
 
 @event.command("replay")
-@click.argument("letter_id", type=int)
+@click.argument("letter_id")
 @TIMEOUT
+@EVENTS
 @UNSIGNED
 @STATE
 @VERBOSE
 @FORMAT
 def event_replay(
-    letter_id: int,
+    letter_id: str,
     handler_timeout: str,
+    events_url: str | None,
     unsigned: str | None,
     state: str | None,
     fmt: str,
@@ -449,7 +496,13 @@ def event_replay(
 
     directory = snapshots.state_dir(state)
     store = _store(fmt, directory)
-    letter = store.dead_letter(letter_id)
+    if events_url:
+        _replay_redis(fmt, events_url, letter_id, handler_timeout, unsigned, directory, store)
+        return
+    if not letter_id.isdigit():
+        _fail(fmt, f"dead letter id {letter_id!r} is not a number", 1)
+    number = int(letter_id)
+    letter = store.dead_letter(number)
     if letter is None:
         _fail(fmt, f"no dead letter {letter_id} in {store.path}", 1)
     if letter.resolved_at is not None:
@@ -459,7 +512,7 @@ def event_replay(
     _configure_logs(fmt)
 
     async def work(bus: Any) -> Any:
-        return await bus.replay(letter_id)
+        return await bus.replay(number)
 
     try:
         _, outcome = _run_async(
@@ -467,15 +520,131 @@ def event_replay(
         )
     except EventError as exc:
         _fail(fmt, str(exc), 1)
-    data = {"dead_letter": letter_id, **outcome.as_json()}
+    _replayed(fmt, letter, outcome)
+
+
+def _replay_redis(
+    fmt: str,
+    url: str,
+    letter_id: str,
+    handler_timeout: str,
+    unsigned: str | None,
+    directory: Path,
+    store: FlowStore,
+) -> None:
+    from oneiric._flows.events import EventError
+
+    plan = _plan(fmt, unsigned, directory)
+    assert plan is not None
+    _configure_logs(fmt)
+    timeout_s = _duration_s(handler_timeout)
+
+    async def work(events: Any) -> Any:
+        letter = await events.dead_letter(letter_id)
+        if letter is None:
+            raise EventError(f"no dead letter {letter_id} in {events.settings.safe_url}")
+
+        async def replay(bus: Any) -> Any:
+            return await events.replay(bus, letter_id)
+
+        return await _event_host(plan, store, timeout_s, replay)
+
+    try:
+        letter, outcome = _broker(fmt, url, plan, work)
+    except EventError as exc:
+        _fail(fmt, str(exc), 1)
+    _replayed(fmt, letter, outcome)
+
+
+def _replayed(fmt: str, letter: Any, outcome: Any) -> None:
+    data = {"dead_letter": letter.id, **outcome.as_json()}
     ok = outcome.status == "delivered"
     _emit(
         fmt,
         data,
-        f"dead letter {letter_id} → {letter.handler}: "
+        f"dead letter {letter.id} → {letter.handler}: "
         + ("delivered, resolved" if ok else f"failed again: {outcome.error}"),
     )
     sys.exit(0 if ok else 1)
+
+
+@event.command("consume")
+@click.option("--consumer", metavar="NAME", help="Consumer name (default HOST-PID).")
+@click.option("--prefetch", default=32, show_default=True, help="Entries in flight per group.")
+@TIMEOUT
+@EVENTS
+@UNSIGNED
+@STATE
+@VERBOSE
+@FORMAT
+def event_consume(
+    consumer: str | None,
+    prefetch: int,
+    handler_timeout: str,
+    events_url: str | None,
+    unsigned: str | None,
+    state: str | None,
+    fmt: str,
+    verbose: bool,
+) -> None:
+    """Deliver events from Redis Streams to the plan's handlers until SIGTERM/SIGINT.
+
+    Each subscription is a consumer group; this process is one consumer of
+    each.  Its broker connection and counters are written every second to
+    STATE/consumers/NAME.json.
+    """
+    import os
+    import socket
+
+    if not events_url:
+        _fail(fmt, "event consume needs --events URL (or ONEIRIC_EVENTS): a Redis URL")
+    directory = snapshots.state_dir(state)
+    plan, store = _setup(fmt, unsigned, state, lambda plan: None)
+    timeout_s = _duration_s(handler_timeout)
+    name = consumer or f"{socket.gethostname()}-{os.getpid()}"
+    status_path = directory / "consumers" / f"{name}.json"
+
+    async def work(events: Any) -> None:
+        import signal
+        import time
+
+        import anyio
+
+        stop = anyio.Event()
+
+        async def serve(bus: Any) -> None:
+            async with anyio.create_task_group() as group:
+
+                async def watch() -> None:
+                    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                        async for _ in signals:
+                            stop.set()
+                            return
+
+                async def report() -> None:
+                    status_path.parent.mkdir(parents=True, exist_ok=True)
+                    while True:
+                        snapshots.write_json(
+                            status_path,
+                            {
+                                "pid": os.getpid(),
+                                "consumer": name,
+                                "plan": plan.digest,
+                                "written_at": time.time(),
+                                "stopping": stop.is_set(),
+                                "broker": events.status.as_json(),
+                            },
+                        )
+                        await anyio.sleep(1)
+
+                group.start_soon(watch)
+                group.start_soon(report)
+                await events.consume(bus, consumer=name, prefetch=prefetch, stop=stop)
+                group.cancel_scope.cancel()
+
+        await _event_host(plan, store, timeout_s, serve)
+
+    _broker(fmt, events_url, plan, work)
 
 
 # -- action --------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,7 +168,7 @@ class Outcome:
     attempts: int
     error: str | None = None
     result: Any = None
-    dead_letter: int | None = None
+    dead_letter: int | str | None = None
     ms: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
@@ -227,6 +227,8 @@ class EventBus:
         self.workflows = workflows
         self.handler_timeout_s = handler_timeout_s
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
+        self._components: dict[str, Component] = {}
+        self._routes: dict[str, Route] = {r.topic: r for r in plan.routes}
         self._rng = rng or random.Random()
         self._log = structlog.get_logger("oneiric.events").bind(plan=plan.digest)
 
@@ -243,7 +245,28 @@ class EventBus:
         )
 
     def route(self, topic: str) -> Route:
-        return find_route(self.plan, topic)
+        found = self._routes.get(topic)
+        return found if found is not None else find_route(self.plan, topic)
+
+    def select(
+        self, route: Route, document: Mapping[str, Any], handlers: list[str] | None = None
+    ) -> tuple[list[str], list[str]]:
+        """(matched, skipped) among `handlers` (the route's by default), by priority.
+
+        Exclusive: only the first match; broadcast: every match.
+        """
+        matched: list[str] = []
+        skipped: list[str] = []
+        exclusive = route.fanout == "exclusive"
+        for key in route.handlers if handlers is None else handlers:
+            sub = self._component(key).subscription
+            if not (exclusive and matched) and (
+                sub is None or sub.filter is None or matches(sub.filter, document)
+            ):
+                matched.append(key)
+            else:
+                skipped.append(key)
+        return matched, skipped
 
     async def emit(
         self,
@@ -259,30 +282,22 @@ class EventBus:
         header_map = {str(k): str(v) for k, v in (headers or {}).items()}
         eid = event_id or uuid.uuid4().hex
         document = {"topic": topic, "payload": json.loads(payload_json), "headers": header_map}
-        matched: list[str] = []
-        skipped: list[str] = []
-        for key in route.handlers:
-            component = self._component(key)
-            sub = component.subscription
-            if matches(sub.filter if sub else None, document) and not (
-                route.fanout == "exclusive" and matched
-            ):
-                matched.append(key)
-            else:
-                skipped.append(key)
-        outcomes: dict[str, Outcome] = {}
-
-        async def deliver(key: str) -> None:
-            outcomes[key] = await self._deliver(key, eid, topic, payload_json, header_map)
-
+        matched, skipped = self.select(route, document)
         started = time.time()
-        async with anyio.create_task_group() as group:
-            for key in matched:
-                group.start_soon(deliver, key)
-        delivery = Delivery(
-            eid, topic, route.fanout, matched, skipped, [outcomes[k] for k in matched]
-        )
-        self._log.info(
+        if len(matched) == 1:  # the common case: no task group needed
+            outcomes = [await self.deliver(matched[0], eid, topic, payload_json, header_map)]
+        else:
+            found: dict[str, Outcome] = {}
+
+            async def deliver(key: str) -> None:
+                found[key] = await self.deliver(key, eid, topic, payload_json, header_map)
+
+            async with anyio.create_task_group() as group:
+                for key in matched:
+                    group.start_soon(deliver, key)
+            outcomes = [found[k] for k in matched]
+        delivery = Delivery(eid, topic, route.fanout, matched, skipped, outcomes)
+        self._log.debug(
             "event delivered",
             event_id=eid,
             topic=topic,
@@ -297,30 +312,37 @@ class EventBus:
         letter = self.store.dead_letter(letter_id)
         if letter is None:
             raise EventError(f"no dead letter {letter_id}")
+        outcome = await self.redeliver(letter)
+        self.store.replayed(letter_id, outcome.error, outcome.attempts)
+        return letter, outcome
+
+    async def redeliver(self, letter: DeadLetter) -> Outcome:
+        """Deliver a dead letter (from any store) again to its handler, with its retries."""
         if letter.resolved_at is not None:
-            raise EventError(f"dead letter {letter_id} was already replayed successfully")
+            raise EventError(f"dead letter {letter.id} was already replayed successfully")
         if f"event:{letter.handler}" not in self.runtime.handles:
             raise EventError(
-                f'dead letter {letter_id}: handler "{letter.handler}" is not in the plan'
+                f'dead letter {letter.id}: handler "{letter.handler}" is not in the plan'
             )
-        outcome = await self._deliver(
+        return await self.deliver(
             letter.handler,
             letter.event_id,
             letter.topic,
             json.dumps(letter.payload, sort_keys=True),
             letter.headers,
-            record=False,
+            record=None,
         )
-        self.store.replayed(letter_id, outcome.error, outcome.attempts)
-        return letter, outcome
 
     def _component(self, key: str) -> Component:
-        component = self.plan.component(f"event:{key}")
+        component = self._components.get(key)
         if component is None:
-            raise EventError(f'route handler "{key}" is not an event component of the plan')
+            component = self.plan.component(f"event:{key}")
+            if component is None:
+                raise EventError(f'route handler "{key}" is not an event component of the plan')
+            self._components[key] = component
         return component
 
-    async def _deliver(
+    async def deliver(
         self,
         key: str,
         event_id: str,
@@ -328,8 +350,18 @@ class EventBus:
         payload_json: str,
         headers: dict[str, str],
         *,
-        record: bool = True,
+        emitted_at: float | None = None,
+        count: Callable[[], Awaitable[int]] | None = None,
+        done: int = 0,
+        record: Callable[[str, int], Awaitable[int | str | None]] | bool | None = True,
     ) -> Outcome:
+        """One event to one handler, with its retries, timeout and concurrency limit.
+
+        `count()` (another transport's attempt counter, shared across processes)
+        numbers each attempt; `done` attempts were made before (elsewhere).
+        Exhausted: `record(error, attempts)` files the dead letter (True: this
+        bus's store; None: nobody, as for a replay).
+        """
         component = self._component(key)
         sub = component.subscription
         retry: Retry | None = (sub.retry if sub else None) or component.retry
@@ -338,11 +370,14 @@ class EventBus:
         concurrency = (sub.concurrency if sub else None) or component.concurrency
         limiter = self._limiter(key, concurrency)
         handle = self.runtime.handle(component.id)
-        log = self._log.bind(event_id=event_id, topic=topic, handler=component.id)
         started = time.perf_counter()
         error = ""
-        emitted_at = time.time()
-        for attempt in range(1, attempts + 1):
+        emitted_at = time.time() if emitted_at is None else emitted_at
+        attempt = done
+        while attempt < attempts:
+            attempt = await count() if count is not None else attempt + 1
+            if attempt > attempts:
+                break
             event = Event(
                 event_id,
                 topic,
@@ -353,7 +388,7 @@ class EventBus:
                 self.workflows,
             )
             try:
-                async with limiter or contextlib.nullcontext():
+                async with limiter or _NO_LIMIT:
                     with anyio.move_on_after(self.handler_timeout_s) as deadline:
                         result = await _call(handle, event)
                 if not deadline.cancelled_caught:
@@ -369,16 +404,32 @@ class EventBus:
                 error = f"{type(exc).__name__}: {exc}"
             if attempt < attempts:
                 delay = backoff_s(backoff_ms, attempt, self._rng)
-                log.warning(
-                    "handler attempt failed", attempt=attempt, error=error, retry_in_s=delay
+                self._log.warning(
+                    "handler attempt failed",
+                    event_id=event_id,
+                    topic=topic,
+                    handler=component.id,
+                    attempt=attempt,
+                    error=error,
+                    retry_in_s=delay,
                 )
                 await anyio.sleep(delay)
-        letter = (
-            self.store.add_dead_letter(event_id, topic, key, payload_json, headers, error, attempts)
-            if record
-            else None
+        error = error or f"its {attempts} attempt(s) were used up by consumers that stopped"
+        if record is True:
+            letter: int | str | None = self.store.add_dead_letter(
+                event_id, topic, key, payload_json, headers, error, attempts
+            )
+        else:
+            letter = await record(error, attempts) if record else None
+        self._log.error(
+            "handler exhausted",
+            event_id=event_id,
+            topic=topic,
+            handler=component.id,
+            attempts=attempts,
+            error=error,
+            dead_letter=letter,
         )
-        log.error("handler exhausted", attempts=attempts, error=error, dead_letter=letter)
         return Outcome(
             key,
             "dead-lettered",
@@ -395,6 +446,9 @@ class EventBus:
         if limiter is None:
             limiter = self._limiters[key] = anyio.CapacityLimiter(concurrency)
         return limiter
+
+
+_NO_LIMIT = contextlib.nullcontext()
 
 
 def _jsonable(value: Any) -> Any:

@@ -138,7 +138,7 @@ class RunRecord:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    id: int
+    id: int | str  # str: a Redis Streams entry id (see redis_events)
     event_id: str
     topic: str
     handler: str

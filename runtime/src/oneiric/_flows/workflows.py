@@ -182,6 +182,7 @@ class Workflows:
         if run is None:
             assert run_id is not None
             return run_id
+        self._active[run.id] = run  # before it is scheduled: `wait()` must find it
         self._group.start_soon(self._execute, run)
         return run.id
 

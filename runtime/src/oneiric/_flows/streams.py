@@ -1,0 +1,248 @@
+"""Redis Streams primitives shared by the event transport, workers and the Redis adapters.
+
+Nothing here is home-made where Redis has the primitive: a stream per topic
+(`XADD ... MAXLEN ~ N`), a consumer group per subscription (`XGROUP CREATE`),
+delivery to one consumer of a group (`XREADGROUP`), acknowledgement (`XACK`),
+a pending entry claimed by another consumer once idle longer than the
+visibility timeout (`XAUTOCLAIM`), and a heartbeat that keeps a slow but
+alive consumer's entries from being claimed (`XCLAIM ... JUSTID`, which
+resets the idle time without counting a delivery).  Attempts are counted in a
+hash per group (`HINCRBY` before each attempt), so a retry or a claim by
+another process continues the count instead of restarting it.
+
+redis-py is an optional extra (`oneiric-runtime[redis]`), imported only when
+a Redis URL is used.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+DEFAULT_PREFIX = "oneiric:"
+DEFAULT_MAXLEN = 100_000
+DEFAULT_VISIBILITY_S = 30.0
+DEAD_LETTERS = "dead-letters"
+
+
+class BrokerUnavailable(Exception):
+    """The Redis server cannot be reached or refused us (exit 2 at the CLI)."""
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """Where and how: parsed from `redis://host:port/db?prefix=..&maxlen=..&visibility=..`."""
+
+    url: str  # the connection URL, without our own query parameters
+    prefix: str = DEFAULT_PREFIX
+    maxlen: int = DEFAULT_MAXLEN  # approximate per-stream trim (MAXLEN ~)
+    visibility_s: float = DEFAULT_VISIBILITY_S
+
+    @classmethod
+    def parse(cls, url: str) -> StreamSettings:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise BrokerUnavailable(f"event broker {url!r}: not a Redis URL (redis://host:port/db)")
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        own = {k: query.pop(k) for k in ("prefix", "maxlen", "visibility") if k in query}
+        rest = "&".join(f"{k}={v}" for k, v in query.items())
+        try:
+            return cls(
+                urlunsplit(parts._replace(query=rest)),
+                own.get("prefix", DEFAULT_PREFIX),
+                int(own.get("maxlen", DEFAULT_MAXLEN)),
+                float(own.get("visibility", DEFAULT_VISIBILITY_S)),
+            )
+        except ValueError:
+            raise BrokerUnavailable(
+                f"event broker {url!r}: maxlen must be an integer and visibility seconds"
+            ) from None
+
+    def key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without a password (for messages and status)."""
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        host = parts.hostname or ""
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+
+
+async def connect(settings: StreamSettings) -> Redis:
+    """A client whose server answered PING; `BrokerUnavailable` naming the URL otherwise."""
+    try:
+        import redis.asyncio as aioredis
+    except ImportError:
+        raise BrokerUnavailable(
+            "the Redis event transport needs redis-py: pip install 'oneiric-runtime[redis]'"
+        ) from None
+    client: Redis = aioredis.Redis.from_url(
+        settings.url, socket_connect_timeout=5, health_check_interval=10
+    )
+    try:
+        await client.ping()
+    except Exception as exc:
+        await client.aclose()
+        raise BrokerUnavailable(f"event broker {settings.safe_url} is unreachable: {exc}") from None
+    return client
+
+
+async def ensure_group(client: Redis, stream: str, group: str) -> None:
+    """Create `group` on `stream` (and the stream) at its end, unless it exists."""
+    from redis.exceptions import ResponseError
+
+    try:
+        await client.xgroup_create(stream, group, id="$", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def fields_text(fields: Mapping[Any, Any]) -> dict[str, str]:
+    return {text(k): text(v) for k, v in fields.items()}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stream entry as delivered to a consumer."""
+
+    stream: str
+    id: str
+    fields: dict[str, str]
+
+
+class Group:
+    """One consumer of one group of one stream: read, claim, keep alive, acknowledge."""
+
+    def __init__(
+        self, client: Redis, settings: StreamSettings, stream: str, group: str, consumer: str
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.attempts_key = settings.key("attempts", stream.removeprefix(settings.prefix), group)
+
+    async def create(self) -> None:
+        await ensure_group(self.client, self.stream, self.group)
+
+    async def read(self, count: int, block_ms: int) -> list[Entry]:
+        """New entries for this consumer (waits up to `block_ms` for one)."""
+        from redis.exceptions import ResponseError
+
+        try:
+            reply: Any = await self.client.xreadgroup(
+                self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.create()  # the stream was deleted (or Redis lost it): start again
+            return []
+        return [
+            Entry(self.stream, text(eid), fields_text(fields))
+            for _, entries in reply or []
+            for eid, fields in entries
+            if fields is not None
+        ]
+
+    async def claim(self, count: int) -> list[Entry]:
+        """Entries other consumers left pending longer than the visibility timeout."""
+        from redis.exceptions import ResponseError
+
+        idle_ms = int(self.settings.visibility_s * 1000)
+        try:
+            reply: Any = await self.client.xautoclaim(
+                self.stream, self.group, self.consumer, idle_ms, "0-0", count=count
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.create()
+            return []
+        return [
+            Entry(self.stream, text(eid), fields_text(fields))
+            for eid, fields in reply[1]
+            if fields is not None
+        ]
+
+    async def keep_alive(self, ids: Sequence[str]) -> None:
+        """Reset the idle time of entries still being handled here (no delivery counted)."""
+        if ids:
+            await self.client.xclaim(
+                self.stream, self.group, self.consumer, 0, list(ids), justid=True
+            )
+
+    async def attempt(self, entry_id: str) -> int:
+        """Count one more attempt at `entry_id` (across processes); return its number."""
+        return int(await self.client.hincrby(self.attempts_key, entry_id, 1))
+
+    async def attempts(self, entry_id: str) -> int:
+        found = await self.client.hget(self.attempts_key, entry_id)
+        return int(found) if found is not None else 0
+
+    async def ack(self, entry_id: str, dead_letter: Mapping[str, str] | None = None) -> str | None:
+        """Acknowledge (and forget the attempts); with `dead_letter`, add it in the same MULTI."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            if dead_letter is not None:
+                pipe.xadd(
+                    self.settings.key(DEAD_LETTERS),
+                    _fields(dead_letter),
+                    maxlen=self.settings.maxlen,
+                    approximate=True,
+                )
+            pipe.xack(self.stream, self.group, entry_id)
+            pipe.hdel(self.attempts_key, entry_id)
+            replies = await pipe.execute()
+        return text(replies[0]) if dead_letter is not None else None
+
+
+async def publish(
+    client: Redis, settings: StreamSettings, stream: str, fields: Mapping[str, str]
+) -> str:
+    """Append to `stream`, trimming it to about `maxlen` entries; the entry id."""
+    entry = await client.xadd(stream, _fields(fields), maxlen=settings.maxlen, approximate=True)
+    return text(entry)
+
+
+def _fields(fields: Mapping[str, str]) -> Any:
+    """As redis-py's (over-narrow) annotation of XADD fields wants them."""
+    return dict(fields)
+
+
+# -- dead letters ---------------------------------------------------------------------------
+def dead_letter_fields(
+    event_id: str,
+    topic: str,
+    handler: str,
+    payload_json: str,
+    headers: Mapping[str, str],
+    error: str,
+    attempts: int,
+) -> dict[str, str]:
+    return {
+        "event_id": event_id,
+        "topic": topic,
+        "handler": handler,
+        "payload": payload_json,
+        "headers": json.dumps(dict(headers), sort_keys=True),
+        "error": error,
+        "attempts": str(attempts),
+        "created_at": repr(time.time()),
+    }
