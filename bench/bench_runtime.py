@@ -10,6 +10,10 @@
 * swap latency: new plan file renamed into place → new instance bound, median
   and p99 over 200 swaps, through the real file watcher (goal: median < 50 ms).
 * failed calls during 1,000 swaps under 100 concurrent callers (must be 0).
+* metrics: a handle call (today's proxied call) with and without the Prometheus
+  metrics of `--http` attached and scraped every 10 ms by another thread, beside a
+  direct call to the instance (budget: at most 2 µs more per call); and the cold
+  start to ready of `oneiric run` with `--http` against without it.
 """
 
 from __future__ import annotations
@@ -257,6 +261,50 @@ async def failed_calls(swaps: int, callers: int) -> tuple[int, int, float]:
     return len(failures), sum(calls), elapsed
 
 
+def call_cost(calls: int) -> tuple[float, float, float]:
+    """Seconds per call: direct, through the handle, through the handle with metrics scraped.
+
+    Interleaved rounds, best of each, so that all three see the same machine load.
+    """
+    from oneiric._ops.metrics import Metrics
+    from prometheus_client import generate_latest
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "plan.json"
+        write(path, make_plan(1))
+        plain = Supervisor(Settings(state=Path(tmp) / "a", source=UnsignedPlanFile(path)))
+        metered = Supervisor(Settings(state=Path(tmp) / "b", source=UnsignedPlanFile(path)))
+        anyio.run(plain.runtime.apply, make_plan(1))
+        anyio.run(metered.runtime.apply, make_plan(1))
+        metrics = Metrics(metered)
+        metered.observers.append(metrics)
+        stop = threading.Event()
+
+        def scrape() -> None:
+            while not stop.is_set():
+                generate_latest(metrics.registry)
+                time.sleep(0.01)
+
+        scraper = threading.Thread(target=scrape)
+        scraper.start()
+        direct = plain.runtime.instances["adapter:c0"].value
+        targets = (direct.get, plain.handle("adapter:c0").get, metered.handle("adapter:c0").get)
+        best = [float("inf")] * 3
+        try:
+            for _ in range(7):
+                for index, get in enumerate(targets):
+                    started = time.perf_counter()
+                    for _ in range(calls):
+                        get("k")
+                    best[index] = min(best[index], (time.perf_counter() - started) / calls)
+        finally:
+            stop.set()
+            scraper.join()
+        anyio.run(plain.runtime.stop)
+        anyio.run(metered.runtime.stop)
+    return best[0], best[1], best[2]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (CI smoke)")
@@ -309,6 +357,30 @@ def main(argv: list[str] | None = None) -> int:
                     f"({best / base_t:.1f}x baseline), median {median * 1000:.0f} ms, "
                     f"cpu {cpu * 1000:.0f} ms ({cpu / base_cpu:.1f}x)"
                 )
+        with tempfile.TemporaryDirectory() as tmp:
+            arguments = sources(Path(tmp), 10)[LAYOUTS[2]]
+            plain, served = [], []
+            for run in range(runs):
+                plain.append(_time_to_ready(arguments, Path(tmp) / f"p{run}", compiled))
+                served.append(
+                    _time_to_ready(
+                        [*arguments, "--http", "127.0.0.1:0"], Path(tmp) / f"h{run}", compiled
+                    )
+                )
+            wall, cpu = min(w for w, _ in plain), min(c for _, c in plain)
+            http_wall, http_cpu = min(w for w, _ in served), min(c for _, c in served)
+            print(
+                f"cold start to ready, 10 components, unsigned: without --http best "
+                f"{wall * 1000:.0f} ms (cpu {cpu * 1000:.0f} ms); with --http best "
+                f"{http_wall * 1000:.0f} ms ({http_wall / wall:.2f}x), "
+                f"cpu {http_cpu * 1000:.0f} ms ({http_cpu / cpu:.2f}x)"
+            )
+    direct, proxied, metered = call_cost(20_000 if args.quick else 200_000)
+    print(
+        f"handle call: direct {direct * 1e9:.0f} ns, proxied {proxied * 1e9:.0f} ns "
+        f"({proxied / direct:.1f}x direct), proxied with metrics scraped {metered * 1e9:.0f} ns: "
+        f"{(metered - proxied) * 1e9:+.0f} ns per call for metrics (budget +2000 ns)"
+    )
     latencies = anyio.run(swap_latency, swaps)
     latencies.sort()
     median = statistics.median(latencies)

@@ -7,7 +7,9 @@ happens to it to `EVENTS`, so tests can check ordering and leaks.  When
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import threading
 import time
 from typing import Any
@@ -40,6 +42,7 @@ class Store:
         health_sleep_ms: int = 0,
         close_sleep_ms: int = 0,
         events_file: str | None = None,
+        sick_file: str | None = None,
         deps: Any = None,
     ) -> None:
         self.tag = tag
@@ -60,6 +63,7 @@ class Store:
         self.fail_close = fail_close
         self.health_sleep_ms = health_sleep_ms
         self.close_sleep_ms = close_sleep_ms
+        self.sick_file = sick_file  # unhealthy while this file exists
         self.deps = deps
         with _lock:
             LIVE.add(self)
@@ -114,7 +118,7 @@ class Store:
         self.calls_seen_by_health.append(self.calls)
         if self.health_sleep_ms:
             time.sleep(self.health_sleep_ms / 1000)
-        if self.unhealthy:
+        if self.unhealthy or (self.sick_file and os.path.exists(self.sick_file)):
             return False
         # Probation is the second check: healthy while warming, failing once bound.
         return not (self.fail_probation and len(self.calls_seen_by_health) > 1)
@@ -166,3 +170,27 @@ def busy_app(supervisor: Any) -> None:
         thread.start()
     for thread in threads:
         thread.join()
+
+
+def metered_app(supervisor: Any) -> None:
+    """`oneiric run --app`: 7 calls that succeed and 3 that fail, then idle until shutdown.
+
+    Records ("metered", "done") in $RT_EVENTS once the calls are made.
+    """
+    cache = supervisor.handle("adapter:cache")
+    for _ in range(7):
+        cache.who()
+    for _ in range(3):
+        with contextlib.suppress(AttributeError):
+            cache.no_such_method()
+    _record("metered", "done", events_file=os.environ["RT_EVENTS"])
+    supervisor.stopping.wait()
+
+
+def modules_app(supervisor: Any) -> None:
+    """`oneiric run --app`: record ("modules", [top-level modules imported]) in $RT_EVENTS."""
+    import sys
+
+    names = sorted({name.split(".")[0] for name in sys.modules} | set(sys.modules))
+    _record("modules", json.dumps(names), events_file=os.environ["RT_EVENTS"])
+    supervisor.stopping.wait()

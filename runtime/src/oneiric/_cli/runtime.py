@@ -115,6 +115,13 @@ def _duration_s(text: str) -> float:
     metavar="MODULE:ATTR",
     help="Call this function with the supervisor once ready (in a thread).",
 )
+@click.option(
+    "--http",
+    "http",
+    metavar="HOST:PORT",
+    help="Serve /healthz, /readyz, /metrics, /status and the status page (GET only) on "
+    "HOST:PORT; a bare PORT is loopback.  Needs oneiric-runtime[http].",
+)
 def run(
     manifest: str | None,
     trust: str | None,
@@ -125,11 +132,13 @@ def run(
     poll_interval: str,
     probation: str,
     app: str | None,
+    http: str | None,
 ) -> None:
     """Run a verified plan and apply new plans live until SIGTERM/SIGINT.
 
-    Env: LOG_LEVEL, ONEIRIC_PROFILE (serverless: no watchers), ONEIRIC_CONFIG
-    (directory holding secrets/), ONEIRIC_STATE.
+    Env: LOG_LEVEL, ONEIRIC_PROFILE (serverless: no watchers; with $PORT set, the
+    HTTP surface listens on 0.0.0.0:$PORT), ONEIRIC_CONFIG (directory holding
+    secrets/), ONEIRIC_STATE.
     """
     if (manifest is None) == (unsigned is None):
         raise click.UsageError("give exactly one of --manifest (with --trust) or --unsigned-plan")
@@ -174,6 +183,7 @@ def run(
             source = ManifestSource(manifest, Path(trust), snapshots.state_dir(state), target)
         except SecurityError as exc:
             _fail("text", str(exc), exc.exit_code)
+    services = _http_services(http, os.environ.get(PROFILE_ENV), os.environ.get("PORT"))
     settings = Settings(
         state=snapshots.state_dir(state),
         source=source,
@@ -182,6 +192,7 @@ def run(
         probation_s=_duration_s(probation),
         app=_load_app(app) if app else None,
         collect_garbage_when_ready=True,
+        services=services,
     )
     supervisor = Supervisor(settings)
     try:
@@ -189,6 +200,36 @@ def run(
     except StartError as exc:
         _fail("text", f"cannot start: {exc}", 1)
     sys.exit(1 if failures else 0)
+
+
+HTTP_EXTRA = "pip install 'oneiric-runtime[http]'"
+
+
+def _http_services(address: str | None, profile: str | None, port: str | None) -> list[Any]:
+    """The HTTP surface as a supervisor service, listening already; none when not asked.
+
+    Asked by --http, or by profile serverless with $PORT (Cloud Run and the like,
+    which route to every interface).  Its libraries are imported only here.
+    """
+    from oneiric._lifecycle.supervisor import SERVERLESS
+
+    if address is None:
+        if profile != SERVERLESS or not port:
+            return []
+        address = f"0.0.0.0:{port}"
+    try:
+        from oneiric._ops.http import Address, service
+    except ImportError as exc:
+        _fail("text", f"--http needs the http extra ({exc.name} is missing): {HTTP_EXTRA}")
+    try:
+        where = Address(address)
+    except ValueError as exc:
+        _fail("text", str(exc))
+    try:
+        sock = where.bind()
+    except OSError as exc:
+        _fail("text", f"--http {address}: cannot listen: {exc.strerror or exc}")
+    return [service(sock)]
 
 
 def _load_app(target: str) -> Any:

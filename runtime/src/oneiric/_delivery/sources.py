@@ -38,6 +38,7 @@ class Candidate:
     plan: Plan
     serial: int | None
     data: bytes | None = None  # the plan's bytes as received (valid JSON), when at hand
+    expires_at: float | None = None  # a signed manifest's expiry (Unix time)
 
 
 class Source:
@@ -158,4 +159,9 @@ class ManifestSource(Source):
         self._etag = fetched.etag
         self._accepted = accepted
         self.target = accepted.manifest.target
-        return Candidate(accepted.plan, accepted.manifest.serial, accepted.plan_bytes)
+        return Candidate(
+            accepted.plan,
+            accepted.manifest.serial,
+            accepted.plan_bytes,
+            accepted.manifest.expires_at.timestamp(),
+        )

@@ -34,13 +34,23 @@ class ComponentPaused(ComponentUnavailable):
 class Slot:
     """One bound instance and its in-flight accounting."""
 
-    __slots__ = ("_cond", "_inflight", "_retired", "calls", "generation", "instance", "provider")
+    __slots__ = (
+        "_cond",
+        "_inflight",
+        "_retired",
+        "calls",
+        "errors",
+        "generation",
+        "instance",
+        "provider",
+    )
 
     def __init__(self, instance: Any, provider: str, generation: int) -> None:
         self.instance = instance
         self.provider = provider
         self.generation = generation
         self.calls = 0
+        self.errors = 0  # calls that raised (counted when they leave)
         self._inflight = 0
         self._retired = False
         self._cond = threading.Condition(threading.Lock())
@@ -59,6 +69,14 @@ class Slot:
 
     def leave(self) -> None:
         with self._cond:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._cond.notify_all()
+
+    def fail(self) -> None:
+        """`leave` for a call that raised."""
+        with self._cond:
+            self.errors += 1
             self._inflight -= 1
             if self._inflight == 0:
                 self._cond.notify_all()
@@ -82,12 +100,14 @@ class Slot:
 class Handle:
     """The application's reference to a component: `handle.method(...)`, `handle(...)`, `use()`."""
 
-    __slots__ = ("_slot", "id", "paused")
+    __slots__ = ("_past", "_retired", "_slot", "id", "paused")
 
     def __init__(self, component_id: str) -> None:
         self.id = component_id
         self._slot: Slot | None = None
         self.paused = False
+        self._past = (0, 0)  # calls and errors of retired slots that have drained
+        self._retired: list[Slot] = []  # retired slots that may still have calls in flight
 
     # -- for the runtime -----------------------------------------------------
     @property
@@ -100,7 +120,26 @@ class Handle:
         self._slot = slot
         if old is not None:
             old.retire()
+            self._retired.append(old)
         return old
+
+    def counts(self) -> tuple[int, int, int]:
+        """Calls, failed calls (over every instance this handle has pointed to) and calls
+        in flight now (metrics)."""
+        calls, errors = self._past
+        draining = []
+        for slot in self._retired:
+            if slot.inflight:
+                draining.append(slot)
+            else:  # no call can enter a retired slot, and none is left to fail: final
+                calls, errors = calls + slot.calls, errors + slot.errors
+        self._past, self._retired = (calls, errors), draining
+        live = [*draining, self._slot] if self._slot is not None else draining
+        return (
+            calls + sum(s.calls for s in live),
+            errors + sum(s.errors for s in live),
+            sum(s.inflight for s in live),
+        )
 
     # -- for application code ------------------------------------------------
     @property
@@ -130,8 +169,10 @@ class Handle:
         slot = self._acquire()
         try:
             yield slot.instance
-        finally:
-            slot.leave()
+        except BaseException:
+            slot.fail()
+            raise
+        slot.leave()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         slot = self._acquire()
@@ -146,7 +187,7 @@ class Handle:
             try:
                 method = getattr(slot.instance, name)
             except BaseException:
-                slot.leave()
+                slot.fail()
                 raise
             return _tracked(slot, method, args, kwargs)
 
@@ -161,7 +202,7 @@ def _tracked(slot: Slot, target: Callable[..., Any], args: Any, kwargs: Any) -> 
     try:
         result = target(*args, **kwargs)
     except BaseException:
-        slot.leave()
+        slot.fail()
         raise
     if inspect.isawaitable(result):
         return _awaited(slot, result)
@@ -171,6 +212,9 @@ def _tracked(slot: Slot, target: Callable[..., Any], args: Any, kwargs: Any) -> 
 
 async def _awaited(slot: Slot, awaitable: Any) -> Any:
     try:
-        return await awaitable
-    finally:
-        slot.leave()
+        result = await awaitable
+    except BaseException:
+        slot.fail()
+        raise
+    slot.leave()
+    return result

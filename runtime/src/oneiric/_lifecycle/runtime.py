@@ -30,6 +30,7 @@ import functools
 import inspect
 import itertools
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -161,6 +162,7 @@ class Runtime:
         self.instances: dict[str, Instance] = {}
         self.probation_s = probation_s
         self.cleanup_failures = 0
+        self.drain_overruns: Counter[str] = Counter()  # by component: drain deadline passed
         self._lock = anyio.Lock()
         self._log = structlog.get_logger("oneiric.runtime")
 
@@ -526,9 +528,7 @@ class Runtime:
         if slot.inflight:
             left = slot.wait_idle(deadline)
             if left:
-                _retire_log(log, instance).warning(
-                    "drain deadline passed", inflight=left, deadline_s=deadline
-                )
+                self._drain_overrun(instance, left, deadline, log)
         close = _closer(instance.value)
         if close is not None:
             try:
@@ -546,6 +546,12 @@ class Runtime:
         _retire_log(log, instance).info("cleaned up")
         return True
 
+    def _drain_overrun(self, instance: Instance, left: int, deadline: float, log: Any) -> None:
+        self.drain_overruns[instance.component.id] += 1
+        _retire_log(log, instance).warning(
+            "drain deadline passed", inflight=left, deadline_s=deadline
+        )
+
     def _cleanup_failed(self, instance: Instance, error: str, log: Any) -> None:
         self.cleanup_failures += 1
         _retire_log(log, instance).error("cleanup failed", error=error)
@@ -558,9 +564,7 @@ class Runtime:
         if slot.inflight:
             left = await anyio.to_thread.run_sync(slot.wait_idle, deadline)
             if left:
-                _retire_log(log, instance).warning(
-                    "drain deadline passed", inflight=left, deadline_s=deadline
-                )
+                self._drain_overrun(instance, left, deadline, log)
         try:
             await _close(instance)
         except Exception as exc:
@@ -607,19 +611,25 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     )
 
 
-async def check_health(instances: list[Instance]) -> dict[str, str | None]:
+async def check_health(
+    instances: list[Instance], durations: dict[str, float] | None = None
+) -> dict[str, str | None]:
     """Each instance's health problem (None when healthy), by component id, in order.
 
     Sync checks run one after another in one worker thread, each under its
     own timeout (see `deadlines`); a check that hangs is reported as timed
     out and the next ones run in a fresh worker.  Async checks run on the loop.
+    `durations` (when given) receives each check's duration in seconds.
     """
     results: dict[str, str | None] = {}
+    took = {} if durations is None else durations
 
     def step(runner: DeadlineRunner, instance: Instance) -> bool:
+        started = time.perf_counter()
         problem = _sync_health(instance, runner)
         if problem is not ON_LOOP and not runner.abandoned:
             results[instance.component.id] = problem
+            took[instance.component.id] = time.perf_counter() - started
         return True
 
     def overrun(instance: Instance, message: str) -> None:
@@ -628,7 +638,9 @@ async def check_health(instances: list[Instance]) -> dict[str, str | None]:
     await run_each(instances, step, overrun)
     for instance in instances:
         if instance.component.id not in results:
+            started = time.perf_counter()
             results[instance.component.id] = await health_of(instance)
+            took[instance.component.id] = time.perf_counter() - started
     return {i.component.id: results[i.component.id] for i in instances}
 
 

@@ -28,7 +28,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from oneiric._lifecycle.runtime import (
     RolledBack,
     Runtime,
     SwapAborted,
+    SwapReport,
     check_health,
 )
 from oneiric._plan.model import Plan, load_plan
@@ -63,6 +64,32 @@ class StartError(Exception):
     """The runtime could not start (no usable plan, or the plan failed to activate)."""
 
 
+class Observer:
+    """Told what the supervisor does (metrics, alerts); every method is a no-op here.
+
+    Called on the event loop's thread; an observer must not block or raise
+    (an exception is logged and the observer is skipped for that call).
+    """
+
+    def applied(self, candidate: Candidate, report: SwapReport | None, seconds: float) -> None:
+        """A plan was applied: at start (`report` None) or by a swap."""
+
+    def problem(self, kind: str, message: str, seconds: float | None) -> None:
+        """A plan was rejected, aborted, rolled back, or its source was unreachable
+        (`kind` as in status.json); `seconds`: how long the failed swap took, if one ran."""
+
+    def checked(self, component_id: str, problem: str | None, seconds: float | None) -> None:
+        """A component's health check ran (`problem` None when healthy)."""
+
+    def fetched(self, outcome: str) -> None:
+        """The source was read after a change or poll: "changed", "unchanged", "rejected"
+        or "unreachable"."""
+
+
+# A long-running task started with the supervisor's loops once ready (`oneiric run --http`).
+Service = Callable[["Supervisor"], Coroutine[Any, Any, None]]
+
+
 @dataclass
 class Settings:
     state: Path
@@ -77,6 +104,7 @@ class Settings:
     app: Callable[[Supervisor], Any] | None = None
     # `oneiric run` starts with the cyclic garbage collector off; ready turns it on.
     collect_garbage_when_ready: bool = False
+    services: list[Service] = field(default_factory=list)
 
 
 @dataclass
@@ -108,6 +136,22 @@ class Supervisor:
         self._store: ControlStore | None = None
         self._app_done: anyio.Event | None = None
         self.watching = False  # a file watch is registered (status.json "watching")
+        self.observers: list[Observer] = []
+        self.expires_at: float | None = None  # the running manifest's expiry, when signed
+        self.applied_at: float | None = None
+
+    def notify(self, method: str, *args: Any) -> None:
+        """Call `method` on every observer; one that raises is logged, not fatal."""
+        for observer in self.observers:
+            try:
+                getattr(observer, method)(*args)
+            except Exception as exc:
+                self._log.error("observer failed", observer=repr(observer), error=repr(exc))
+
+    @property
+    def health(self) -> dict[str, dict[str, Any]]:
+        """The latest health check of each running component (as in health.json)."""
+        return self._health
 
     @property
     def profile(self) -> str:
@@ -136,6 +180,8 @@ class Supervisor:
                     tg.start_soon(self._signals)
                 if self.settings.app is not None:
                     tg.start_soon(self._run_app, self.settings.app)
+                for service in self.settings.services:
+                    tg.start_soon(service, self)
                 self.ready.set()
                 self._write_status()
                 if self.settings.collect_garbage_when_ready:
@@ -184,7 +230,7 @@ class Supervisor:
             await self.runtime.apply(first.plan, first.serial)
         except (PlanRejected, SwapAborted) as exc:
             raise StartError(str(exc)) from None
-        self._applied(first, report=None)
+        self._applied(first, report=None, seconds=0.0)
         await self._obey_controls()
         if candidate is not None and candidate.plan.digest != first.plan.digest:
             self.wake()  # the source's newer plan is applied as an ordinary swap, once ready
@@ -234,14 +280,18 @@ class Supervisor:
             try:
                 candidate = await self.settings.source.fetch()
             except SourceUnavailable as exc:
+                self.notify("fetched", "unreachable")
                 self._problem("unreachable", str(exc))
                 return None
             except PlanInvalid as exc:
                 if not await self._more_changes(settle, give_up):
+                    self.notify("fetched", "rejected")
                     self._problem("rejected", str(exc))
                     return None
                 continue
             if not await self._more_changes(settle, give_up):
+                changed = candidate is not None and candidate.plan.digest != self._digest()
+                self.notify("fetched", "changed" if changed else "unchanged")
                 return candidate
 
     async def _more_changes(self, settle: float, give_up: float) -> bool:
@@ -260,23 +310,26 @@ class Supervisor:
     async def _consider(self, candidate: Candidate) -> None:
         if candidate.plan.digest == self._digest():
             return
+        started = time.perf_counter()
         try:
             report = await self.runtime.apply(candidate.plan, candidate.serial)
         except PlanRejected as exc:
-            self._problem("rejected", str(exc))
+            self._problem("rejected", str(exc), time.perf_counter() - started)
         except SwapAborted as exc:
-            self._problem("aborted", str(exc))
+            self._problem("aborted", str(exc), time.perf_counter() - started)
         except RolledBack as exc:
-            self._problem("rolled_back", str(exc))
+            self._problem("rolled_back", str(exc), time.perf_counter() - started)
         else:
-            self._applied(candidate, report.as_json())
+            self._applied(candidate, report, time.perf_counter() - started)
             # health.json names the new instances at once, not at the next tick (their
             # pre-bind check counts, so this calls nothing again).
             await self._check_health()
         self._write_status()
 
-    def _applied(self, candidate: Candidate, report: dict[str, Any] | None) -> None:
+    def _applied(self, candidate: Candidate, report: SwapReport | None, seconds: float) -> None:
         plan = candidate.plan
+        self.applied_at = time.time()
+        self.expires_at = candidate.expires_at
         snapshots.write_last_good(
             self.settings.state / snapshots.LAST_GOOD,
             {
@@ -289,9 +342,10 @@ class Supervisor:
         self.counters.history.append(plan.digest or "")
         if report is not None:
             self.counters.swaps += 1
-            self.counters.last_swap = {**report, "at": time.time()}
+            self.counters.last_swap = {**report.as_json(), "at": time.time()}
+        self.notify("applied", candidate, report, seconds)
 
-    def _problem(self, kind: str, message: str) -> None:
+    def _problem(self, kind: str, message: str, seconds: float | None = None) -> None:
         setattr(self.counters, kind, getattr(self.counters, kind) + 1)
         self.counters.last_problem = {"kind": kind, "error": message, "at": time.time()}
         self._log.error(
@@ -300,6 +354,7 @@ class Supervisor:
             plan=self._digest(),
             serial=self.runtime.serial,
         )
+        self.notify("problem", kind, message, seconds)
         self._write_status()
 
     def _last_good(self) -> Candidate | None:
@@ -427,11 +482,13 @@ class Supervisor:
                     due.append(instance)
             elif now - last["checked_at"] >= every:
                 due.append(instance)
-        problems = await check_health(due)
+        durations: dict[str, float] = {}
+        problems = await check_health(due, durations)
         checked_at = time.time()
         for instance in due:
-            entry = self._health_entry(instance, problems[instance.component.id], checked_at)
-            self._health[instance.component.id] = entry
+            cid = instance.component.id
+            self._health[cid] = self._health_entry(instance, problems[cid], checked_at)
+            self.notify("checked", cid, problems[cid], durations.get(cid))
         for cid in list(self._health):
             if cid not in self.runtime.instances:
                 del self._health[cid]
@@ -459,6 +516,10 @@ class Supervisor:
         }
 
     def _write_status(self, *, stopped: bool = False) -> None:
+        snapshots.write_json(self.settings.state / snapshots.STATUS, self.status(stopped=stopped))
+
+    def status(self, *, stopped: bool = False) -> dict[str, Any]:
+        """The status document (status.json, `oneiric status`, GET /status)."""
         plan = self.runtime.plan
         components = {}
         for cid, handle in self.runtime.handles.items():
@@ -471,37 +532,32 @@ class Supervisor:
                 "paused": handle.paused,
             }
         counters = self.counters
-        snapshots.write_json(
-            self.settings.state / snapshots.STATUS,
-            {
-                "pid": os.getpid(),
-                "state": "stopped"
-                if stopped
-                else ("running" if self.ready.is_set() else "starting"),
-                "started_at": self.started_at,
-                "updated_at": time.time(),
-                "source": self.settings.source.description,
-                "watching": self.watching,
-                "profile": self.profile,
-                "plan": {
-                    "digest": plan.digest,
-                    "target": plan.target,
-                    "profile": plan.profile,
-                    "serial": self.runtime.serial,
-                }
-                if plan
-                else None,
-                "components": components,
-                "swaps": counters.swaps,
-                "rejected": counters.rejected,
-                "aborted": counters.aborted,
-                "rolled_back": counters.rolled_back,
-                "unreachable": counters.unreachable,
-                "cleanup_failures": self.runtime.cleanup_failures,
-                "last_swap": counters.last_swap,
-                "last_problem": counters.last_problem,
-            },
-        )
+        return {
+            "pid": os.getpid(),
+            "state": "stopped" if stopped else ("running" if self.ready.is_set() else "starting"),
+            "started_at": self.started_at,
+            "updated_at": time.time(),
+            "source": self.settings.source.description,
+            "watching": self.watching,
+            "profile": self.profile,
+            "plan": {
+                "digest": plan.digest,
+                "target": plan.target,
+                "profile": plan.profile,
+                "serial": self.runtime.serial,
+            }
+            if plan
+            else None,
+            "components": components,
+            "swaps": counters.swaps,
+            "rejected": counters.rejected,
+            "aborted": counters.aborted,
+            "rolled_back": counters.rolled_back,
+            "unreachable": counters.unreachable,
+            "cleanup_failures": self.runtime.cleanup_failures,
+            "last_swap": counters.last_swap,
+            "last_problem": counters.last_problem,
+        }
 
     def _digest(self) -> str | None:
         plan: Plan | None = self.runtime.plan

@@ -1,0 +1,145 @@
+"""`oneiric run --http`: probes, metrics, the status document, read-only, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest_paths import RUNTIME_TESTS
+from ophttp import CACHE, get, get_json, http_url, store
+from planbuild import plan
+from prometheus_client.parser import text_string_to_metric_families
+from rtprocess import oneiric, running, wait_for, write_plan
+
+__all__ = ["running"]  # a fixture
+
+
+def samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The /metrics exposition parsed by prometheus_client's own parser."""
+    status, headers, body = get(url + "metrics")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+
+
+def test_probes_metrics_status_and_a_swap(tmp_path: Path, running) -> None:  # type: ignore[no-untyped-def]
+    plan_path = tmp_path / "plan.json"
+    v1 = plan(store("v1", tmp_path))
+    write_plan(plan_path, v1)
+    run = running(plan_path, "--http", "127.0.0.1:0", "--app", "rtcomponents:metered_app")
+    url = http_url(run)
+    assert url.startswith("http://127.0.0.1:")
+    run.wait_running(v1.digest)
+    wait_for(lambda: run.events_of("metered"), what="the app's calls")
+
+    assert get(url + "healthz")[:3:2] == (200, b"ok\n")
+    assert get_json(url + "readyz") == (200, {"ready": True, "reasons": []})
+    code, status = get_json(url + "status")
+    assert code == 200
+    assert status["plan"]["digest"] == v1.digest
+    assert status["components"][CACHE]["calls"] == 10
+    assert status["health"][CACHE]["healthy"] is True
+
+    before = samples(url)
+    comp = (("component", CACHE),)
+    assert before[("oneiric_component_calls_total", (*comp, ("outcome", "ok")))] == 7
+    assert before[("oneiric_component_calls_total", (*comp, ("outcome", "error")))] == 3
+    assert before[("oneiric_component_inflight_calls", comp)] == 0
+    assert before[("oneiric_component_healthy", comp)] == 1
+    assert before[("oneiric_ready", ())] == 1
+    info = {k[1]: v for k, v in before.items() if k[0] == "oneiric_plan_info"}
+    assert list(info) == [
+        (("digest", v1.digest), ("profile", "default"), ("serial", ""), ("target", "test"))
+    ]
+    assert ("oneiric_swaps_total", (("outcome", "applied"),)) not in before  # start is no swap
+    assert before[("process_cpu_seconds_total", ())] > 0
+
+    v2 = plan(store("v2", tmp_path))
+    write_plan(plan_path, v2)
+    run.wait_running(v2.digest)
+    after = samples(url)
+    assert after[("oneiric_swaps_total", (("outcome", "applied"),))] == 1
+    assert after[("oneiric_swap_duration_seconds_count", (("outcome", "applied"),))] == 1
+    assert after[("oneiric_source_syncs_total", (("outcome", "changed"),))] >= 1
+    # calls survive the swap: counted over every generation of the component
+    assert after[("oneiric_component_calls_total", (*comp, ("outcome", "ok")))] == 7
+    assert (
+        after[("oneiric_component_generation", comp)]
+        > before[("oneiric_component_generation", comp)]
+    )
+    assert next(k[1] for k in after if k[0] == "oneiric_plan_info")[0] == ("digest", v2.digest)
+
+    # unhealthy: /readyz says why with 503; metrics follow
+    (tmp_path / "sick").touch()
+    code, body = wait_for(lambda: (r := get_json(url + "readyz"))[0] == 503 and r, what="503")
+    assert body == {"ready": False, "reasons": [f"{CACHE}: health check returned False"]}
+    assert samples(url)[("oneiric_component_healthy", comp)] == 0
+    os.unlink(tmp_path / "sick")
+    wait_for(lambda: get_json(url + "readyz")[0] == 200, what="ready again")
+
+    # the page, read-only, not found
+    code, headers, page = get(url)
+    assert code == 200
+    assert headers["Content-Type"] == "text/html; charset=utf-8"
+    assert v2.digest.encode() in page
+    post = urllib.request.Request(url + "status", data=b"{}", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(post, timeout=10)
+    assert refused.value.code == 405
+    assert refused.value.headers["Allow"] == "GET, HEAD"
+    assert get(url + "nope")[0] == 404
+    assert run.stop() == 0
+
+
+def test_openmetrics_when_asked(tmp_path: Path, running) -> None:  # type: ignore[no-untyped-def]
+    plan_path = tmp_path / "plan.json"
+    write_plan(plan_path, plan(store("v1", tmp_path)))
+    run = running(plan_path, "--http", "0")
+    url = http_url(run)
+    status, headers, body = get(url + "metrics", accept="application/openmetrics-text")
+    assert status == 200
+    assert headers["Content-Type"].startswith("application/openmetrics-text")
+    assert body.endswith(b"# EOF\n")
+    assert run.stop() == 0
+
+
+def test_http_address_errors_exit_2_without_traceback(tmp_path: Path) -> None:
+    plan_path = tmp_path / "plan.json"
+    write_plan(plan_path, plan(store("v1", tmp_path)))
+    env = {"PYTHONPATH": str(RUNTIME_TESTS)}
+    common = ["run", "--unsigned-plan", str(plan_path), "--state", str(tmp_path / "s")]
+    bad = oneiric(*common, "--http", "localhost:http", env=env)
+    assert bad.returncode == 2
+    assert 'error: --http "localhost:http": expected HOST:PORT' in bad.stderr
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = oneiric(*common, "--http", f"127.0.0.1:{port}", env=env)
+    assert busy.returncode == 2
+    assert f"error: --http 127.0.0.1:{port}: cannot listen: Address already in use" in busy.stderr
+    assert "Traceback" not in bad.stderr + busy.stderr
+
+
+def test_a_run_without_http_imports_no_server_or_metrics_library(
+    tmp_path: Path,
+    running,  # type: ignore[no-untyped-def]
+) -> None:
+    plan_path = tmp_path / "plan.json"
+    write_plan(plan_path, plan(store("v1", tmp_path)))
+    heavy = {"uvicorn", "h11", "prometheus_client", "oneiric._ops"}
+    for extra, expected in (((), set()), (("--http", "0"), heavy)):
+        run = running(plan_path, "--app", "rtcomponents:modules_app", *extra)
+        found = wait_for(lambda run=run: run.events_of("modules"), what="the module list")
+        assert heavy & set(json.loads(found[0][1])) == expected
+        assert run.stop() == 0
+        run.events.write_text("")
