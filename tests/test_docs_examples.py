@@ -150,3 +150,15 @@ def test_language_reference_has_examples() -> None:
     assert len(LANGUAGE.examples) >= 25
     assert set(LANGUAGE.outputs) <= set(LANGUAGE.examples)
     assert {name for name, _, _ in LANGUAGE.excerpts} <= set(LANGUAGE.examples)
+
+
+COMPONENTS = read_document(ROOT / "docs" / "components.md")
+
+
+@pytest.mark.parametrize("name", sorted(COMPONENTS.examples))
+def test_components_example(name: str, tmp_path: Path) -> None:
+    """Every stack snippet of the component catalogue builds as documented."""
+    example = COMPONENTS.examples[name]
+    build, _ = build_example(example, tmp_path)
+    assert_as_documented(example, build)
+    assert example.errors or build.plans

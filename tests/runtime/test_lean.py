@@ -27,6 +27,38 @@ def test_runtime_never_imports_compiler_dependencies() -> None:
     assert not {"lark", "jinja2", "networkx", "oneiricc"} & {m.split(".")[0] for m in modules}
 
 
+# The optional extras' drivers: never imported by `import oneiric` or `oneiric --help`.
+DRIVERS = {
+    "redis",
+    "pymemcache",
+    "psycopg",
+    "psycopg_pool",
+    "pymysql",
+    "duckdb",
+    "boto3",
+    "botocore",
+    "nats",
+    "msgpack",
+    "jsonschema",
+}
+
+
+def test_import_and_help_pull_in_no_optional_driver() -> None:
+    probe = (
+        "import sys, json, oneiric, oneiric.adapters, oneiric.actions, oneiric.adapters.pool\n"
+        "sys.argv=['oneiric','--help']\n"
+        "from oneiric._cli.main import main\n"
+        "try: main()\n"
+        "except SystemExit: pass\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    modules = {m.split(".")[0] for m in json.loads(out.splitlines()[-1])}
+    assert not DRIVERS & modules
+
+
 def test_status_command_imports_nothing_heavy() -> None:
     probe = (
         "import sys, json; sys.argv=['oneiric','status','--state','/nonexistent'];"
