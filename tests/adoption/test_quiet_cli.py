@@ -13,8 +13,6 @@ import pytest
 from minikit import cli, write_mini
 from oneiric._text import plural
 
-SRC = {"PYTHONPATH": "src"}
-
 
 def test_plural() -> None:
     assert [plural(n, "workflow") for n in (0, 1, 2)] == [
@@ -42,23 +40,21 @@ def _no_logs(stderr: str) -> None:
 
 def test_one_shot_commands_log_warnings_only_unless_verbose(project: Path) -> None:
     plan = ["--unsigned-plan", "golden/dev.plan.json", "--state", "state"]
-    wf = cli("oneiric", "workflow", "run", "hello", *plan, cwd=project, env=SRC)
+    wf = cli("oneiric", "workflow", "run", "hello", *plan, cwd=project)
     assert wf.returncode == 0, wf.stderr
     assert "SUCCEEDED" in wf.stdout
     _no_logs(wf.stderr)
-    ev = cli("oneiric", "event", "emit", "order.created", *plan, cwd=project, env=SRC)
+    ev = cli("oneiric", "event", "emit", "order.created", *plan, cwd=project)
     assert ev.returncode == 0, ev.stderr
     assert "1 handler" in ev.stdout
     assert "handler(s)" not in ev.stdout
     assert "1 attempt " in ev.stdout
     _no_logs(ev.stderr)
-    act = cli(
-        "oneiric", "action", "invoke", "shout", "--payload", '"hi"', *plan, cwd=project, env=SRC
-    )
+    act = cli("oneiric", "action", "invoke", "shout", "--payload", '"hi"', *plan, cwd=project)
     assert act.returncode == 0, act.stderr
     assert json.loads(act.stdout) == "HI"
     _no_logs(act.stderr)
-    loud = cli("oneiric", "workflow", "run", "hello", "-v", *plan, cwd=project, env=SRC)
+    loud = cli("oneiric", "workflow", "run", "hello", "-v", *plan, cwd=project)
     assert loud.returncode == 0, loud.stderr
     assert any(line.startswith("{") for line in loud.stderr.splitlines())
 
@@ -75,7 +71,7 @@ def test_a_refused_plan_exits_1_from_every_command(project: Path) -> None:
         ("event", "emit", "order.created", *plan),
         ("action", "invoke", "shout", *plan),
     ):
-        result = cli("oneiric", *args, cwd=project, env=SRC)
+        result = cli("oneiric", *args, cwd=project)
         assert result.returncode == 1, (args, result.stderr)
         assert "pin mismatch" in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
@@ -83,8 +79,7 @@ def test_a_refused_plan_exits_1_from_every_command(project: Path) -> None:
 
 def test_status_of_an_unsigned_plan_prints_no_none(project: Path) -> None:
     env = {
-        **{k: v for k, v in os.environ.items() if k != "LOG_LEVEL"},
-        "PYTHONPATH": "src",
+        **{k: v for k, v in os.environ.items() if k not in {"LOG_LEVEL", "PYTHONPATH"}},
         "NO_COLOR": "1",
     }
     proc = subprocess.Popen(

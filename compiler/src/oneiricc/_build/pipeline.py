@@ -29,6 +29,7 @@ declaration, components by their decision's inputs and pin).
 
 from __future__ import annotations
 
+import os
 import json
 import sys
 from collections.abc import Iterator, Mapping
@@ -226,7 +227,8 @@ def compile_project(
                     return reused
         pinner = _RecordingPinner(module_dirs)
         sources = load(project, entries, cache, overlay, keep_trees=keep_trees, read=read)
-        build = _compile(sources, targets, strict, pinner, warm)
+        recorded = [Path(os.path.relpath(d.resolve(), project.root)).as_posix() for d in module_dirs]
+        build = _compile(sources, targets, strict, pinner, warm, recorded)
         if memo is not None and not build.failed:
             _remember(memo, build, pinner, warm)
         if cache is not None:
@@ -300,6 +302,7 @@ def _compile(
     strict: bool,
     pinner: Pinner,
     warm: WarmState | None,
+    module_path: list[str],
 ) -> Build:
     program = check(sources)
     build = Build(sources, program)
@@ -337,7 +340,7 @@ def _compile(
         if has_errors(resolution.diagnostics):
             continue
         plan, plan_diagnostics = build_plan(
-            resolution, sources, pinner, kept.plan if kept else None
+            resolution, sources, pinner, kept.plan if kept else None, module_path
         )
         diagnostics.extend(plan_diagnostics)
         if plan is not None:

@@ -79,7 +79,9 @@ def build_plan(
     sources: Sources,
     pinner: Pinner,
     memo: PlanMemo | None = None,
+    module_path: list[str] | None = None,
 ) -> tuple[CompiledPlan | None, list[Diagnostic]]:
+    """`module_path`: the pinner's directories relative to the project root, as recorded."""
     diagnostics: list[Diagnostic] = []
     made: dict[Key, _Made] = {}
     for key, decision in resolution.decisions.items():
@@ -112,6 +114,7 @@ def build_plan(
         "version": doc.FORMAT_VERSION,
         "target": resolution.target.name,
         "profile": resolution.target.profile,
+        "module_path": module_path or [],
         "activation_order": _activation_order(components, workflows),
         "routes": routes,
     }

@@ -6,29 +6,20 @@ default path.  A path with none above it belongs to the working directory's
 project when it lies inside it, and is otherwise a project of its own (a lone
 `.oneiric` file: its directory).
 
-With `os.path` alone: `launcher` runs this before every command, so it imports
-nothing heavier.
+With `os.path` alone (and the runtime's own lookup, `oneiric._lifecycle.modulepath`,
+which imports nothing heavier either): `launcher` runs this before every command.
 """
 
 from __future__ import annotations
 
 import os
 
-CONFIG_FILE = "oneiric.toml"
+from oneiric._lifecycle.modulepath import CONFIG_FILE as CONFIG_FILE
+from oneiric._lifecycle.modulepath import nearest_project as _nearest
 
 
 class MixedProjects(ValueError):
     """The paths of one command belong to different projects."""
-
-
-def _nearest(start: str) -> str | None:
-    directory = start
-    while not os.path.isfile(os.path.join(directory, CONFIG_FILE)):
-        parent = os.path.dirname(directory)
-        if parent == directory:
-            return None
-        directory = parent
-    return directory
 
 
 def find_root(start: str) -> str:

@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from oneiric._cli.runtime import FORMAT, STATE, _duration_s, _emit, _fail
+from oneiric._cli.runtime import FORMAT, MODULE_PATH, STATE, _duration_s, _emit, _fail
 from oneiric._lifecycle import snapshots
 from oneiric._text import plural
 
 if TYPE_CHECKING:
     from oneiric._flows.store import FlowStore, RunRecord
     from oneiric._flows.workflows import Workflows
+    from oneiric._lifecycle.modulepath import Imports
     from oneiric._plan.model import Plan
 
 VERBOSE = click.option(
@@ -76,6 +77,15 @@ def _plan(fmt: str, unsigned: str | None, state: Path, required: bool = True) ->
         return read_plan(path)
     except PlanUnavailable as exc:
         _fail(fmt, str(exc))
+
+
+def _imports() -> Imports:
+    """Where the plan's module path is: found from the plan file the command uses."""
+    from oneiric._lifecycle.modulepath import Imports
+
+    params = click.get_current_context().params
+    near = params.get("unsigned") or str(snapshots.state_dir(params.get("state")))
+    return Imports.find(near, params.get("module_path", ()))
 
 
 def _store(fmt: str, state: Path) -> FlowStore:
@@ -191,8 +201,10 @@ def _execute(
     from oneiric._flows.host import activated
     from oneiric._flows.workflows import WorkflowError, Workflows
 
+    imports = _imports()
+
     async def main() -> RunRecord:
-        async with activated(plan, tasks) as runtime:
+        async with activated(plan, tasks, imports) as runtime:
             flows = Workflows(plan, runtime, store)
             record: RunRecord = await _drive(flows, lambda: start(flows))
             return record
@@ -216,6 +228,7 @@ def _finish_run(fmt: str, record: RunRecord) -> None:
 @click.option("--input", "input_text", metavar="JSON", help="The run's input (JSON).")
 @UNSIGNED
 @STATE
+@MODULE_PATH
 @VERBOSE
 @FORMAT
 def workflow_run(
@@ -225,6 +238,7 @@ def workflow_run(
     state: str | None,
     fmt: str,
     verbose: bool,
+    module_path: tuple[str, ...],
 ) -> None:
     """Run workflow NAME to its end, checkpointing every node (exit 1 if it fails)."""
     data = _json_arg(fmt, input_text, "--input")
@@ -239,10 +253,16 @@ def workflow_run(
 @click.argument("run_id")
 @UNSIGNED
 @STATE
+@MODULE_PATH
 @VERBOSE
 @FORMAT
 def workflow_resume(
-    run_id: str, unsigned: str | None, state: str | None, fmt: str, verbose: bool
+    run_id: str,
+    unsigned: str | None,
+    state: str | None,
+    fmt: str,
+    verbose: bool,
+    module_path: tuple[str, ...],
 ) -> None:
     """Resume RUN_ID: run only the nodes that have not succeeded."""
     directory = snapshots.state_dir(state)
@@ -349,14 +369,16 @@ def _delivery_text(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def _event_host(plan: Plan, store: FlowStore, timeout_s: float, work: Any) -> Any:
+async def _event_host(
+    plan: Plan, store: FlowStore, timeout_s: float, work: Any, imports: Imports
+) -> Any:
     """Activate handlers and workflow tasks; run `work(bus)`; wait for started workflows."""
     from oneiric._flows.events import EventBus
     from oneiric._flows.host import activated
     from oneiric._flows.workflows import Workflows
 
     ids = EventBus.handler_ids(plan) + Workflows.task_ids(plan)
-    async with activated(plan, ids) as runtime, Workflows(plan, runtime, store) as flows:
+    async with activated(plan, ids, imports) as runtime, Workflows(plan, runtime, store) as flows:
         bus = EventBus(plan, runtime, store, workflows=flows, handler_timeout_s=timeout_s)
         return await work(bus)
 
@@ -400,6 +422,7 @@ def _broker(fmt: str, url: str, plan: Plan | None, work: Any) -> Any:
 @EVENTS
 @UNSIGNED
 @STATE
+@MODULE_PATH
 @VERBOSE
 @FORMAT
 def event_emit(
@@ -412,6 +435,7 @@ def event_emit(
     state: str | None,
     fmt: str,
     verbose: bool,
+    module_path: tuple[str, ...],
 ) -> None:
     """Deliver one event on TOPIC; exit 1 if a handler exhausted its retries.
 
@@ -432,13 +456,14 @@ def event_emit(
             f"event {published.event_id} appended to {published.stream} ({published.entry})",
         )
         return
+    imports = _imports()
 
     async def work(bus: Any) -> dict[str, Any]:
         delivery = await bus.emit(topic, payload, headers)
         data: dict[str, Any] = delivery.as_json()
         return data
 
-    data = _run_async(fmt, lambda: _event_host(plan, store, timeout_s, work))
+    data = _run_async(fmt, lambda: _event_host(plan, store, timeout_s, work, imports))
     runs = [
         o["result"]["run"]
         for o in data["outcomes"]
@@ -480,6 +505,7 @@ def event_dead_letters(
 @EVENTS
 @UNSIGNED
 @STATE
+@MODULE_PATH
 @VERBOSE
 @FORMAT
 def event_replay(
@@ -490,6 +516,7 @@ def event_replay(
     state: str | None,
     fmt: str,
     verbose: bool,
+    module_path: tuple[str, ...],
 ) -> None:
     """Deliver dead letter LETTER_ID again to its handler (resolved on success)."""
     from oneiric._flows.events import EventError
@@ -510,13 +537,14 @@ def event_replay(
     plan = _plan(fmt, unsigned, directory)
     assert plan is not None
     _configure_logs(fmt)
+    imports = _imports()
 
     async def work(bus: Any) -> Any:
         return await bus.replay(number)
 
     try:
         _, outcome = _run_async(
-            fmt, lambda: _event_host(plan, store, _duration_s(handler_timeout), work)
+            fmt, lambda: _event_host(plan, store, _duration_s(handler_timeout), work, imports)
         )
     except EventError as exc:
         _fail(fmt, str(exc), 1)
@@ -538,6 +566,7 @@ def _replay_redis(
     assert plan is not None
     _configure_logs(fmt)
     timeout_s = _duration_s(handler_timeout)
+    imports = _imports()
 
     async def work(events: Any) -> Any:
         letter = await events.dead_letter(letter_id)
@@ -547,7 +576,7 @@ def _replay_redis(
         async def replay(bus: Any) -> Any:
             return await events.replay(bus, letter_id)
 
-        return await _event_host(plan, store, timeout_s, replay)
+        return await _event_host(plan, store, timeout_s, replay, imports)
 
     try:
         letter, outcome = _broker(fmt, url, plan, work)
@@ -575,6 +604,7 @@ def _replayed(fmt: str, letter: Any, outcome: Any) -> None:
 @EVENTS
 @UNSIGNED
 @STATE
+@MODULE_PATH
 @VERBOSE
 @FORMAT
 def event_consume(
@@ -586,6 +616,7 @@ def event_consume(
     state: str | None,
     fmt: str,
     verbose: bool,
+    module_path: tuple[str, ...],
 ) -> None:
     """Deliver events from Redis Streams to the plan's handlers until SIGTERM/SIGINT.
 
@@ -603,6 +634,7 @@ def event_consume(
     timeout_s = _duration_s(handler_timeout)
     name = consumer or f"{socket.gethostname()}-{os.getpid()}"
     status_path = directory / "consumers" / f"{name}.json"
+    imports = _imports()
 
     async def work(events: Any) -> None:
         import signal
@@ -642,7 +674,7 @@ def event_consume(
                 await events.consume(bus, consumer=name, prefetch=prefetch, stop=stop)
                 group.cancel_scope.cancel()
 
-        await _event_host(plan, store, timeout_s, serve)
+        await _event_host(plan, store, timeout_s, serve, imports)
 
     _broker(fmt, events_url, plan, work)
 
@@ -659,6 +691,7 @@ def action() -> None:
 @click.option("--timeout", default="60s", show_default=True, help="Bound on the action.")
 @UNSIGNED
 @STATE
+@MODULE_PATH
 @VERBOSE
 @FORMAT
 def action_invoke(
@@ -669,6 +702,7 @@ def action_invoke(
     state: str | None,
     fmt: str,
     verbose: bool,
+    module_path: tuple[str, ...],
 ) -> None:
     """Invoke action KEY (the plan's action:KEY, else a built-in) with a JSON payload."""
     from oneiric.actions import BUILTINS, ActionError, builtin
@@ -698,7 +732,7 @@ def action_invoke(
             if not in_plan:
                 return await _call(builtin(key), payload)
             assert plan is not None
-            async with activated(plan, [cid]) as runtime:
+            async with activated(plan, [cid], _imports()) as runtime:
                 return await _call(runtime.handle(cid), payload)
 
     try:

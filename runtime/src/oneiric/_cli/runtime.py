@@ -36,6 +36,14 @@ STATE = click.option(
     default=None,
     help="State directory of the runtime (default: $ONEIRIC_STATE or ./.oneiric).",
 )
+MODULE_PATH = click.option(
+    "--module-path",
+    "module_path",
+    multiple=True,
+    metavar="DIR",
+    help="Import the project's code from DIR (repeatable) instead of the plan's module path "
+    "(relative to the project root); env ONEIRIC_MODULE_PATH.",
+)
 ACK_TIMEOUT_S = 3.0
 
 
@@ -122,6 +130,7 @@ def _duration_s(text: str) -> float:
     help="Serve /healthz, /readyz, /metrics, /status and the status page (GET only) on "
     "HOST:PORT; a bare PORT is loopback.  Needs oneiric-runtime[http].",
 )
+@MODULE_PATH
 def run(
     manifest: str | None,
     trust: str | None,
@@ -133,12 +142,13 @@ def run(
     probation: str,
     app: str | None,
     http: str | None,
+    module_path: tuple[str, ...],
 ) -> None:
     """Run a verified plan and apply new plans live until SIGTERM/SIGINT.
 
     Env: LOG_LEVEL, ONEIRIC_PROFILE (serverless: no watchers; with $PORT set, the
     HTTP surface listens on 0.0.0.0:$PORT), ONEIRIC_CONFIG (directory holding
-    secrets/), ONEIRIC_STATE.
+    secrets/), ONEIRIC_STATE, ONEIRIC_MODULE_PATH.
     """
     if (manifest is None) == (unsigned is None):
         raise click.UsageError("give exactly one of --manifest (with --trust) or --unsigned-plan")
@@ -158,6 +168,7 @@ def run(
 
     from oneiric._cli import logs
     from oneiric._delivery.sources import Source, UnsignedPlanFile
+    from oneiric._lifecycle.modulepath import Imports
     from oneiric._lifecycle.supervisor import PROFILE_ENV, Settings, StartError, Supervisor
 
     try:
@@ -193,6 +204,7 @@ def run(
         app=_load_app(app) if app else None,
         collect_garbage_when_ready=True,
         services=services,
+        imports=Imports.find(unsigned, module_path),
     )
     supervisor = Supervisor(settings)
     try:

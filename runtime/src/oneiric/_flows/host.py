@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
 
+from oneiric._lifecycle.modulepath import Imports
 from oneiric._lifecycle.runtime import Runtime
 from oneiric._plan.model import Plan, load_plan
 
@@ -70,9 +71,11 @@ def subplan(plan: Plan, ids: Iterable[str]) -> Plan:
 
 
 @asynccontextmanager
-async def activated(plan: Plan, ids: Iterable[str]) -> AsyncIterator[Runtime]:
+async def activated(
+    plan: Plan, ids: Iterable[str], imports: Imports | None = None
+) -> AsyncIterator[Runtime]:
     """A `Runtime` running the components `ids` need; stopped (drained, cleaned up) at exit."""
-    runtime = Runtime()
+    runtime = Runtime(imports=imports)
     await runtime.apply(subplan(plan, ids))
     try:
         yield runtime

@@ -22,6 +22,8 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the compiler imports this module for its locating and hashing, without pydantic
+    from collections.abc import Sequence
+
     from oneiric._plan.model import Component, Pin
 
 
@@ -38,6 +40,25 @@ class PinMismatch(Exception):
 
 class ImplementationError(Exception):
     """The implementation cannot be loaded (missing module or attribute, import failure)."""
+
+
+class NotImportable(ImplementationError):
+    """The pinned module is not importable at all here: no file to compare, not a mismatch."""
+
+    def __init__(self, component: str, pin: Pin, module_path: Sequence[str]) -> None:
+        file = pin.file or pin.module.replace(".", "/") + ".py"
+        if len(module_path) == 1:
+            origin = f"{module_path[0].rstrip('/')}/{file}"
+        elif module_path:
+            origin = f"{file} under {' or '.join(module_path)}"
+        else:
+            origin = file + (f" of {pin.distribution} {pin.version}" if pin.distribution else "")
+        super().__init__(
+            f"{component}: module {pin.module} is not importable here (compiled from "
+            f"{origin}): install the package, run from the project root or pass --module-path"
+        )
+        self.component = component
+        self.module = pin.module
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +148,8 @@ class Loader:
     file's size, mtime and inode are unchanged).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, module_path: Sequence[str] = ()) -> None:
+        self.module_path = list(module_path)  # the plan's, for messages
         self._versions: dict[str, str] = {}
         self._origins: dict[str, str | None] = {}
         self._modules: dict[str, ModuleType] = {}
@@ -150,9 +172,7 @@ class Loader:
         else:
             origin = self._origins[pin.module] = locate(pin.module)
         if origin is None:
-            raise PinMismatch(
-                component, f"module {pin.module} file", pin.file or "a file", "nothing"
-            )
+            raise NotImportable(component, pin, self.module_path)
         found_sha = self._digests.get(origin)
         if found_sha is None:
             found_sha = self._digests[origin] = file_sha256(origin)

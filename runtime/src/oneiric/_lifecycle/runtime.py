@@ -41,6 +41,7 @@ import structlog
 from oneiric._lifecycle import attest
 from oneiric._lifecycle.deadlines import Abandoned, DeadlineRunner, Overrun, run_each
 from oneiric._lifecycle.handle import Handle, Slot
+from oneiric._lifecycle.modulepath import Imports
 from oneiric._plan import values
 from oneiric._plan.canonical import dumps
 from oneiric._plan.model import Component, Plan
@@ -155,7 +156,9 @@ _generations = itertools.count(1)
 class Runtime:
     """Holds the running plan, one `Handle` per component, and applies new plans."""
 
-    def __init__(self, *, probation_s: float = 0.0) -> None:
+    def __init__(self, *, probation_s: float = 0.0, imports: Imports | None = None) -> None:
+        """`imports`: where the plans' module paths are (default: found from the working dir)."""
+        self.imports = imports or Imports.find()
         self.plan: Plan | None = None
         self.serial: int | None = None
         self.handles: dict[str, Handle] = {}
@@ -199,7 +202,8 @@ class Runtime:
         todo = sorted([*report.added, *report.changed], key=position.__getitem__)
 
         # 0. load: pins and imports, before anything is activated.
-        loader = attest.Loader()
+        self.imports.install(plan.module_path)
+        loader = attest.Loader(plan.module_path)
         factories: dict[str, Any] = {}
         for cid in todo:
             component = new[cid]

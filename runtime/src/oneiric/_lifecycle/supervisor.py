@@ -39,6 +39,7 @@ import structlog
 from oneiric._delivery.sources import Candidate, PlanInvalid, Source, SourceUnavailable
 from oneiric._lifecycle import snapshots
 from oneiric._lifecycle.control import ControlStore
+from oneiric._lifecycle.modulepath import Imports
 from oneiric._lifecycle.runtime import (
     Instance,
     PlanRejected,
@@ -102,6 +103,7 @@ class Settings:
     probation_s: float = 0.0
     handle_signals: bool = True
     app: Callable[[Supervisor], Any] | None = None
+    imports: Imports | None = None  # where plans' module paths are; None: found from cwd
     # `oneiric run` starts with the cyclic garbage collector off; ready turns it on.
     collect_garbage_when_ready: bool = False
     services: list[Service] = field(default_factory=list)
@@ -124,7 +126,7 @@ class Supervisor:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.runtime = Runtime(probation_s=settings.probation_s)
+        self.runtime = Runtime(probation_s=settings.probation_s, imports=settings.imports)
         self.counters = Counters()
         self.ready = threading.Event()
         self.stopping = threading.Event()

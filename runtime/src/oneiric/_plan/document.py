@@ -156,6 +156,7 @@ class Plan(TypedDict):
     version: str
     target: str
     profile: str
+    module_path: list[str]
     sources: list[Source]
     components: list[Component]
     activation_order: list[str]

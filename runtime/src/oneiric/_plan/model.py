@@ -188,6 +188,9 @@ class Plan(_Model):
     version: str = FORMAT_VERSION
     target: str
     profile: str
+    # The directories, relative to the project root, the compiler found modules in
+    # (oneiric.toml's module-path, then --module-path): the runtime imports from them.
+    module_path: list[str] = []
     sources: list[Source]
     components: list[Component]
     activation_order: list[str]
