@@ -122,7 +122,9 @@ def test_signed_manifest_polled_over_http(tmp_path: Path, server: ManifestServer
     wait_for(lambda: (run.status() or {}).get("unreachable", 0) >= 1, what="unreachable")
     assert run.wait_running(v2.digest, watching=False)["components"][CACHE]["provider"] == "v2"
     assert run.stop() == 0
-    assert oneiric("status", "--state", str(run.state)).returncode == 0
+    stopped = oneiric("status", "--state", str(run.state))
+    assert stopped.returncode == 1
+    assert "not running (last seen" in stopped.stdout
 
 
 def refused_run(tmp_path: Path, manifest: Path, trust: Path, *extra: str):  # type: ignore[no-untyped-def]

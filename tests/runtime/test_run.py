@@ -204,3 +204,101 @@ def test_run_usage_errors() -> None:
     bad_level = oneiric("run", "--unsigned-plan", "x", env={"LOG_LEVEL": "loud"})
     assert bad_level.returncode == 2
     assert "LOG_LEVEL" in bad_level.stderr
+
+
+def test_status_and_probe_tell_a_dead_runtime_and_a_restarting_one(  # type: ignore[no-untyped-def]
+    tmp_path: Path, running
+) -> None:
+    events = tmp_path / "events.jsonl"
+    plan_path = tmp_path / "plan.json"
+    v1 = plan(store("v1", events, activate_sleep_ms=1500))
+    write_plan(plan_path, v1)
+    run = running(plan_path, "--app", "rtcomponents:busy_app")
+    run.wait_running(v1.digest)
+    state = ["--state", str(run.state)]
+    alive = oneiric("status", *state)
+    assert alive.returncode == 0, alive.stderr
+    assert alive.stdout.startswith(f"runtime pid {run.proc.pid} running")
+
+    run.proc.send_signal(signal.SIGKILL)  # no chance to write "stopped"
+    run.proc.wait(10)
+    dead = oneiric("status", *state, "--format", "json")
+    assert dead.returncode == 1
+    document = json.loads(dead.stdout)
+    assert (document["alive"], document["state"], document["last_state"]) == (
+        False,
+        "not running",
+        "running",
+    )
+    assert document["components"][CACHE]["inflight"] is None  # not the dead process's count
+    text = oneiric("status", *state).stdout
+    assert f"runtime pid {run.proc.pid} not running (last seen " in text
+    assert "in-flight" not in text
+    probe = oneiric("health", "--probe", *state)
+    assert probe.returncode == 1
+    assert "not running" in probe.stdout
+
+    # Restarting (activation takes 1.5 s): "starting" until the plan is bound and the file
+    # watched; never a running runtime with `watching: false`, never the dead pid's story.
+    again = running(plan_path)
+    seen: list[tuple[int, str, bool]] = []
+
+    def observe() -> bool:
+        status = again.status()
+        if status is not None and status["pid"] == again.proc.pid:
+            seen.append((status["pid"], status["state"], status["watching"]))
+            answer = oneiric("status", *state)
+            assert answer.returncode == 0, answer.stdout
+            assert f"runtime pid {again.proc.pid} {status['state']}" in answer.stdout
+            return bool(status["state"] == "running")
+        return False
+
+    wait_for(observe, what="restarted runtime running")
+    assert seen[0][1] == "starting"
+    assert all(watching for _, phase, watching in seen if phase == "running")
+    assert again.stop() == 0
+
+
+def test_status_refuses_a_reused_pid_and_a_stale_heartbeat(tmp_path: Path) -> None:
+    """A live pid that is not the runtime (reused), and a runtime that stopped beating."""
+    import os
+
+    from oneiric._lifecycle import snapshots
+
+    state = tmp_path / "state"
+    state.mkdir()
+    mine = os.getpid()
+    base = {
+        "pid": mine,
+        "pid_start": snapshots.process_start(mine),
+        "state": "running",
+        "started_at": time.time(),
+        "updated_at": time.time(),
+        "source": "x",
+        "watching": True,
+        "profile": "default",
+        "plan": None,
+        "components": {},
+        "swaps": 0,
+        "rejected": 0,
+        "aborted": 0,
+        "rolled_back": 0,
+        "unreachable": 0,
+        "last_problem": None,
+    }
+    cases = {
+        "live": (base, 0),
+        "reused pid": ({**base, "pid_start": "1"}, 1),
+        "stale heartbeat": ({**base, "updated_at": time.time() - 60}, 1),
+    }
+    for name, (status, code) in cases.items():
+        snapshots.write_json(state / snapshots.STATUS, status)
+        answer = oneiric("status", "--state", str(state))
+        assert answer.returncode == code, (name, answer.stdout, answer.stderr)
+        assert ("not running (last seen" in answer.stdout) == bool(code), name
+    health = {"healthy": True, "pid": mine, "checked_at": time.time(), "components": {}}
+    health["expires_at"] = time.time() + 8
+    snapshots.write_json(state / snapshots.HEALTH, {**health, "pid_start": "1"})
+    assert oneiric("health", "--probe", "--state", str(state)).returncode == 1
+    snapshots.write_json(state / snapshots.HEALTH, {**health, "pid_start": base["pid_start"]})
+    assert oneiric("health", "--probe", "--state", str(state)).returncode == 0

@@ -70,7 +70,18 @@ def _read(state: Path, name: str, fmt: str) -> Any:
 
 
 def _running(status: dict[str, Any]) -> bool:
-    return status.get("state") != "stopped" and snapshots.pid_alive(int(status["pid"]))
+    """The runtime that wrote `status` is alive: not stopped, its pid neither gone nor
+    reused, and its heartbeat (`updated_at`, rewritten every second) fresh."""
+    return (
+        status.get("state") != "stopped"
+        and snapshots.runtime_alive(status)
+        and time.time() - float(status.get("updated_at", 0)) <= snapshots.STALE_AFTER_S
+    )
+
+
+def _last_seen(at: float) -> str:
+    moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+    return f"last seen {moment}, {max(0, round(time.time() - at))} s ago"
 
 
 def _check_keys(fmt: str, keys: tuple[str, ...], status: dict[str, Any] | None) -> list[str]:
@@ -259,14 +270,26 @@ def _load_app(target: str) -> Any:
 @STATE
 @FORMAT
 def status(state: str | None, fmt: str) -> None:
-    """Show the running plan, each component's provider, calls and pause state."""
+    """Show the running plan, each component's provider, calls and pause state.
+
+    Exit 0 while the runtime runs (starting, running, stopping); 1 when it does
+    not: stopped, its pid gone or reused, or its heartbeat older than 8 s.
+    """
     directory = snapshots.state_dir(state)
     data = _read(directory, snapshots.STATUS, fmt)
-    data["alive"] = _running(data)
+    alive = data["alive"] = _running(data)
+    if alive:
+        header = f"runtime pid {data['pid']} {data['state']}"
+    else:
+        # A dead runtime's last words are not the truth: no state, no calls in flight.
+        data["last_state"], data["state"] = data["state"], "not running"
+        data["last_seen"] = data.get("updated_at")
+        header = f"runtime pid {data['pid']} not running ({_last_seen(data['updated_at'])})"
+        for comp in data["components"].values():
+            comp["inflight"] = None
     plan = data.get("plan")
     lines = [
-        f"runtime pid {data['pid']} {data['state']}{'' if data['alive'] else ' (not running)'}"
-        f"  profile {data['profile'] or 'default'}",
+        f"{header}  profile {data['profile'] or 'default'}",
         _plan_line(plan),
         f"source {data['source'] or '-'}",
         f"swaps {data['swaps']}  rejected {data['rejected']}  aborted {data['aborted']}  "
@@ -276,12 +299,14 @@ def status(state: str | None, fmt: str) -> None:
         flag = "  PAUSED" if comp["paused"] else ""
         lines.append(
             f"  {cid:<24} {comp['provider'] or '-':<14} gen {comp['generation']}  "
-            f"in-flight {comp['inflight']}  calls {comp['calls']}{flag}"
+            + (f"in-flight {comp['inflight']}  " if alive else "")
+            + f"calls {comp['calls']}{flag}"
         )
     if data.get("last_problem"):
         problem = data["last_problem"]
         lines.append(f"last problem ({problem['kind']}): {problem['error']}")
     _emit(fmt, data, "\n".join(lines))
+    sys.exit(0 if alive else 1)
 
 
 def _plan_line(plan: dict[str, Any] | None) -> str:
@@ -348,8 +373,10 @@ def health(probe: bool, state: str | None, fmt: str) -> None:
         reasons.append(f"no health snapshot in {directory}")
         data = {"components": {}}
     else:
-        if not snapshots.pid_alive(int(data["pid"])):
-            reasons.append(f"runtime pid {data['pid']} is not running")
+        if not snapshots.runtime_alive(data):
+            reasons.append(
+                f"runtime pid {data['pid']} is not running ({_last_seen(data['checked_at'])})"
+            )
         if data["expires_at"] < time.time():
             reasons.append("health snapshot is stale")
         reasons += [

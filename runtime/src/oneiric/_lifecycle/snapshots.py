@@ -7,7 +7,10 @@ these and must start fast).
 
     status.json  the running plan (digest, serial, target, profile), each
                  component's provider, generation, in-flight and call counts,
-                 pause state, the last swap and the last rejected plan.
+                 pause state, the last swap and the last rejected plan; pid,
+                 pid_start (the process's start time, so a reused pid is not
+                 taken for the runtime) and updated_at, a heartbeat rewritten
+                 every second from start to exit.
     health.json  {"healthy", "pid", "checked_at", "expires_at", "components"}
     last-good.json  {"serial", "source", "applied_at", "plan"}: the running
                  plan once it passed probation; a restart starts from it and
@@ -27,6 +30,9 @@ STATUS = "status.json"
 HEALTH = "health.json"
 LAST_GOOD = "last-good.json"
 STATE_ENV = "ONEIRIC_STATE"
+# A snapshot not rewritten for this long is from a dead or wedged runtime (it is
+# rewritten every second; the margin covers a loaded machine).
+STALE_AFTER_S = 8.0
 DEFAULT_STATE_DIR = ".oneiric"
 
 
@@ -61,6 +67,30 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_bytes())
     except FileNotFoundError:
         return None
+
+
+def process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, /proc/PID/stat); None if unknown.
+
+    Together with the pid this names one process: a pid reused by another
+    process has another start time.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2 :].split()  # after "pid (comm) "
+    return fields[19].decode() if len(fields) > 19 else None
+
+
+def runtime_alive(snapshot: dict[str, Any]) -> bool:
+    """The process that wrote `snapshot` still runs: its pid is alive and not reused."""
+    pid = int(snapshot["pid"])
+    if not pid_alive(pid):
+        return False
+    recorded = snapshot.get("pid_start")
+    return recorded is None or process_start(pid) in (None, recorded)
 
 
 def pid_alive(pid: int) -> bool:

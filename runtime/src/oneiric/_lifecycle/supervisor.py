@@ -138,6 +138,8 @@ class Supervisor:
         self._store: ControlStore | None = None
         self._app_done: anyio.Event | None = None
         self.watching = False  # a file watch is registered (status.json "watching")
+        self._phase = "starting"  # then running (see `state`), stopping, stopped
+        self._pid_start = snapshots.process_start(os.getpid())
         self.observers: list[Observer] = []
         self.expires_at: float | None = None  # the running manifest's expiry, when signed
         self.applied_at: float | None = None
@@ -156,6 +158,20 @@ class Supervisor:
         return self._health
 
     @property
+    def state(self) -> str:
+        """status.json "state": running only once the first plan is bound and, when a
+        file is watched, the watch is registered (no false `watching: false`)."""
+        if self._phase != "starting":
+            return self._phase
+        if not self.ready.is_set() or (self._watches_file and not self.watching):
+            return "starting"
+        return "running"
+
+    @property
+    def _watches_file(self) -> bool:
+        return self.profile != SERVERLESS and self.settings.source.path is not None
+
+    @property
     def profile(self) -> str:
         plan = self.runtime.plan
         return self.settings.profile or (plan.profile if plan else "default")
@@ -165,46 +181,76 @@ class Supervisor:
 
     # -- entry points ----------------------------------------------------------
     async def run(self) -> list[str]:
-        """Start, serve until stopped, shut down; return components whose cleanup failed."""
+        """Start, serve until stopped, shut down; return components whose cleanup failed.
+
+        status.json is a heartbeat from the first moment to the last: "starting"
+        (until the first plan is bound and the file watch registered),
+        "running", "stopping", "stopped", rewritten every second, so a reader
+        can tell a live runtime from a dead one's last words.
+        """
         state = self.settings.state
         state.mkdir(parents=True, exist_ok=True)
         self._wake, self._stop = anyio.Event(), anyio.Event()
         self._store = ControlStore(state)
+        self._write_status()
+        failure: StartError | None = None
+        failures: list[str] = []
         try:
-            await self._start()
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._applier)
-                tg.start_soon(self._controls)
-                tg.start_soon(self._health_loop)
-                if self.profile != SERVERLESS:
-                    tg.start_soon(self._watch)
-                if self.settings.handle_signals:
-                    tg.start_soon(self._signals)
-                if self.settings.app is not None:
-                    tg.start_soon(self._run_app, self.settings.app)
-                for service in self.settings.services:
-                    tg.start_soon(service, self)
-                self.ready.set()
-                self._write_status()
-                if self.settings.collect_garbage_when_ready:
-                    gc.freeze()  # what starting allocated is never scanned again
-                    gc.enable()
-                self._log.info(
-                    "ready",
-                    plan=self._digest(),
-                    serial=self.runtime.serial,
-                    profile=self.profile,
-                    pid=os.getpid(),
-                )
-                await self._stop.wait()
-                if self._app_done is not None:
-                    # The app sees `stopping` and should return; its calls finish first.
-                    with anyio.move_on_after(APP_GRACE_S):
-                        await self._app_done.wait()
-                tg.cancel_scope.cancel()
-            return await self._shutdown()
+            async with anyio.create_task_group() as beat:
+                beat.start_soon(self._heartbeat)
+                try:
+                    failures = await self._serve()
+                except StartError as exc:
+                    failure = exc
+                    self._phase = "stopped"
+                finally:
+                    beat.cancel_scope.cancel()
         finally:
             self._store.close()
+            self._write_status()
+        if failure is not None:
+            raise failure
+        return failures
+
+    async def _serve(self) -> list[str]:
+        await self._start()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._applier)
+            tg.start_soon(self._controls)
+            tg.start_soon(self._health_loop)
+            if self.profile != SERVERLESS:
+                tg.start_soon(self._watch)
+            if self.settings.handle_signals:
+                tg.start_soon(self._signals)
+            if self.settings.app is not None:
+                tg.start_soon(self._run_app, self.settings.app)
+            for service in self.settings.services:
+                tg.start_soon(service, self)
+            self.ready.set()
+            self._write_status()
+            if self.settings.collect_garbage_when_ready:
+                gc.freeze()  # what starting allocated is never scanned again
+                gc.enable()
+            self._log.info(
+                "ready",
+                plan=self._digest(),
+                serial=self.runtime.serial,
+                profile=self.profile,
+                pid=os.getpid(),
+            )
+            assert self._stop is not None
+            await self._stop.wait()
+            if self._app_done is not None:
+                # The app sees `stopping` and should return; its calls finish first.
+                with anyio.move_on_after(APP_GRACE_S):
+                    await self._app_done.wait()
+            tg.cancel_scope.cancel()
+        return await self._shutdown()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await anyio.sleep(STATUS_INTERVAL_S)
+            self._write_status()
 
     def request_stop(self) -> None:
         """Ask `run` to shut down (call from the event loop's thread)."""
@@ -241,14 +287,17 @@ class Supervisor:
     async def _shutdown(self) -> list[str]:
         self._log.info("stopping", plan=self._digest())
         self.stopping.set()
+        self._phase = "stopping"
         with anyio.CancelScope(shield=True):
             failures = await self.runtime.stop()
-            self._write_status(stopped=True)
+            self._phase = "stopped"
+            self._write_status()
             snapshots.write_json(
                 self.settings.state / snapshots.HEALTH,
                 {
                     "healthy": False,
                     "pid": os.getpid(),
+                    "pid_start": self._pid_start,
                     "checked_at": time.time(),
                     "expires_at": time.time(),
                     "components": {},
@@ -462,7 +511,6 @@ class Supervisor:
         while True:
             await anyio.sleep(STATUS_INTERVAL_S)
             await self._check_health()
-            self._write_status()
 
     async def _check_health(self) -> None:
         """Run the checks that are due and write health.json.
@@ -500,6 +548,7 @@ class Supervisor:
             {
                 "healthy": healthy,
                 "pid": os.getpid(),
+                "pid_start": self._pid_start,
                 "checked_at": now,
                 "expires_at": now + 3 * STATUS_INTERVAL_S + 5,
                 "plan": self._digest(),
@@ -517,10 +566,10 @@ class Supervisor:
             "provider": instance.component.provider,
         }
 
-    def _write_status(self, *, stopped: bool = False) -> None:
-        snapshots.write_json(self.settings.state / snapshots.STATUS, self.status(stopped=stopped))
+    def _write_status(self) -> None:
+        snapshots.write_json(self.settings.state / snapshots.STATUS, self.status())
 
-    def status(self, *, stopped: bool = False) -> dict[str, Any]:
+    def status(self) -> dict[str, Any]:
         """The status document (status.json, `oneiric status`, GET /status)."""
         plan = self.runtime.plan
         components = {}
@@ -536,7 +585,8 @@ class Supervisor:
         counters = self.counters
         return {
             "pid": os.getpid(),
-            "state": "stopped" if stopped else ("running" if self.ready.is_set() else "starting"),
+            "pid_start": self._pid_start,
+            "state": self.state,
             "started_at": self.started_at,
             "updated_at": time.time(),
             "source": self.settings.source.description,
