@@ -132,7 +132,8 @@ def _duration_s(text: str) -> float:
 @click.option(
     "--app",
     metavar="MODULE:ATTR",
-    help="Call this function with the supervisor once ready (in a thread).",
+    help="Call this function with the supervisor once ready: an async def is awaited on "
+    "the runtime's loop, a sync one runs in a thread.",
 )
 @click.option(
     "--http",
@@ -206,6 +207,9 @@ def run(
         except SecurityError as exc:
             _fail("text", str(exc), exc.exit_code)
     services = _http_services(http, os.environ.get(PROFILE_ENV), os.environ.get("PORT"))
+    imports = Imports.find(unsigned, module_path)
+    if app and unsigned is not None:
+        imports.install(_module_path_of(Path(unsigned)))  # the app may live beside the code
     settings = Settings(
         state=snapshots.state_dir(state),
         source=source,
@@ -215,7 +219,7 @@ def run(
         app=_load_app(app) if app else None,
         collect_garbage_when_ready=True,
         services=services,
-        imports=Imports.find(unsigned, module_path),
+        imports=imports,
     )
     supervisor = Supervisor(settings)
     try:
@@ -253,6 +257,17 @@ def _http_services(address: str | None, profile: str | None, port: str | None) -
     except OSError as exc:
         _fail("text", f"--http {address}: cannot listen: {exc.strerror or exc}")
     return [service(sock)]
+
+
+def _module_path_of(plan_file: Path) -> list[str]:
+    """The plan file's recorded module path, [] when unreadable (`run` then says why)."""
+    from oneiric._plan.strictjson import loads
+
+    try:
+        found = loads(plan_file.read_bytes()).get("module_path", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [entry for entry in found if isinstance(entry, str)] if isinstance(found, list) else []
 
 
 def _load_app(target: str) -> Any:

@@ -11,6 +11,14 @@ before the instance is cleaned up.
 
 Thread-safe and usable from async code: entering and leaving take a short
 lock and never block on I/O.
+
+Typed access: `runtime.handle("adapter:cache", Cache)` is a `Handle[Cache]`
+whose `api` is typed `Cache` (mypy and pyright check the calls) and forwards
+every attribute to the current instance, with nothing of its own, so a
+component's `id`, `provider` or `use` method is never shadowed by the
+handle's.  The handle's own state stays on the handle (`id`, `provider`,
+`generation`, `paused`).  `handle.method(...)` keeps working untyped for the
+names the handle does not define itself.
 """
 
 from __future__ import annotations
@@ -20,7 +28,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
+
+T = TypeVar("T")
 
 
 class ComponentUnavailable(RuntimeError):
@@ -97,17 +107,30 @@ class Slot:
             return self._inflight
 
 
-class Handle:
-    """The application's reference to a component: `handle.method(...)`, `handle(...)`, `use()`."""
+class Handle(Generic[T]):
+    """The application's reference to a component: `handle.api.method(...)` (typed `T`),
+    `handle.method(...)`, `handle(...)`, `use()`."""
 
-    __slots__ = ("_past", "_retired", "_slot", "id", "paused")
+    __slots__ = ("_changed", "_past", "_paused", "_retired", "_slot", "id")
 
     def __init__(self, component_id: str) -> None:
         self.id = component_id
         self._slot: Slot | None = None
-        self.paused = False
+        self._paused = False
+        self._changed = threading.Condition(threading.Lock())  # bound or (un)paused
         self._past = (0, 0)  # calls and errors of retired slots that have drained
         self._retired: list[Slot] = []  # retired slots that may still have calls in flight
+
+    @property
+    def paused(self) -> bool:
+        """Paused or drained by an operator: calls raise `ComponentPaused`."""
+        return self._paused
+
+    @paused.setter
+    def paused(self, value: bool) -> None:
+        with self._changed:
+            self._paused = value
+            self._changed.notify_all()
 
     # -- for the runtime -----------------------------------------------------
     @property
@@ -117,7 +140,9 @@ class Handle:
     def bind(self, slot: Slot | None) -> Slot | None:
         """Point the handle at `slot` (atomically) and retire the previous one, returned."""
         old = self._slot
-        self._slot = slot
+        with self._changed:
+            self._slot = slot
+            self._changed.notify_all()
         if old is not None:
             old.retire()
             self._retired.append(old)
@@ -152,6 +177,48 @@ class Handle:
         slot = self._slot
         return slot.generation if slot is not None else None
 
+    @property
+    def ready(self) -> bool:
+        """An instance is bound and the component is not paused: a call would be taken."""
+        return self._slot is not None and not self._paused
+
+    @property
+    def api(self) -> T:
+        """The component, typed `T`: every attribute is the current instance's, each call
+        counted in flight (as `handle.method(...)`); nothing of the handle's shadows it."""
+        return cast(T, _Api(self))
+
+    def wait_ready(self, timeout: float) -> None:
+        """Block until the component takes calls (bound and not paused), at most `timeout` s.
+
+        Raises `ComponentPaused` (or `ComponentUnavailable`) when it still does not.
+        For threads and sync code; async code awaits `until_ready`.
+        """
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not self.ready:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._changed.wait(remaining)
+        if not self.ready:
+            self._refuse()
+
+    async def until_ready(self, timeout: float, poll_s: float = 0.01) -> None:
+        """`wait_ready` for async code: waits without blocking the event loop."""
+        import anyio
+
+        with anyio.move_on_after(timeout):
+            while not self.ready:
+                await anyio.sleep(poll_s)
+        if not self.ready:
+            self._refuse()
+
+    def _refuse(self) -> None:
+        if self._paused:
+            raise ComponentPaused(f"{self.id} is paused")
+        raise ComponentUnavailable(f"{self.id} has no bound instance")
+
     def _acquire(self) -> Slot:
         while True:
             if self.paused:
@@ -181,21 +248,47 @@ class Handle:
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("__"):
             raise AttributeError(name)
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            slot = self._acquire()
-            try:
-                method = getattr(slot.instance, name)
-            except BaseException:
-                slot.fail()
-                raise
-            return _tracked(slot, method, args, kwargs)
-
-        call.__name__ = name
-        return call
+        return _method(self, name)
 
     def __repr__(self) -> str:
         return f"<Handle {self.id} → {self.provider} gen {self.generation}>"
+
+
+class _Api:
+    """`Handle.api`: forwards every attribute to the handle's current instance."""
+
+    __slots__ = ("_oneiric_handle",)
+    _oneiric_handle: Handle[Any]
+
+    def __init__(self, handle: Handle[Any]) -> None:
+        object.__setattr__(self, "_oneiric_handle", handle)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _method(self._oneiric_handle, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._oneiric_handle(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<api of {self._oneiric_handle!r}>"
+
+
+def _method(handle: Handle[Any], name: str) -> Callable[..., Any]:
+    """A callable that calls `name` on the instance bound when it is called."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        slot = handle._acquire()
+        try:
+            method = getattr(slot.instance, name)
+        except BaseException:
+            slot.fail()
+            raise
+        return _tracked(slot, method, args, kwargs)
+
+    call.__name__ = name
+    return call
 
 
 def _tracked(slot: Slot, target: Callable[..., Any], args: Any, kwargs: Any) -> Any:

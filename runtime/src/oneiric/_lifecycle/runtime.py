@@ -22,6 +22,11 @@ plan) and for every later plan:
 
 Dependents are not recreated when a dependency changes: they hold the
 dependency's `Handle`, which now points at the new instance.
+
+Embedding (docs/components.md): `async with Runtime("golden/dev.plan.json") as
+rt:` applies the plan and stops the runtime at the end; `with Runtime(...) as
+rt:` does the same from synchronous code, the runtime's event loop running in
+a thread of its own (`rt.portal` runs coroutines on it).
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import anyio
 import structlog
@@ -44,7 +51,7 @@ from oneiric._lifecycle.handle import Handle, Slot
 from oneiric._lifecycle.modulepath import Imports
 from oneiric._plan import values
 from oneiric._plan.canonical import dumps
-from oneiric._plan.model import Component, Plan
+from oneiric._plan.model import Component, Plan, load_plan
 
 DEFAULT_ACTIVATE_TIMEOUT_S = 30.0
 DEFAULT_HEALTH_TIMEOUT_S = 5.0
@@ -123,10 +130,10 @@ class SwapReport:
 class Deps:
     """What a factory that takes a `deps` argument receives: handles of its requirements."""
 
-    def __init__(self, handles: dict[str, Handle]) -> None:
+    def __init__(self, handles: dict[str, Handle[Any]]) -> None:
         self._handles = handles
 
-    def __getitem__(self, component_id: str) -> Handle:
+    def __getitem__(self, component_id: str) -> Handle[Any]:
         try:
             return self._handles[component_id]
         except KeyError:
@@ -150,18 +157,36 @@ def fingerprint(component: Component) -> bytes:
     return dumps(data)
 
 
+if TYPE_CHECKING:
+    from anyio.from_thread import BlockingPortal
+
 _generations = itertools.count(1)
+T = TypeVar("T")
 
 
 class Runtime:
     """Holds the running plan, one `Handle` per component, and applies new plans."""
 
-    def __init__(self, *, probation_s: float = 0.0, imports: Imports | None = None) -> None:
-        """`imports`: where the plans' module paths are (default: found from the working dir)."""
-        self.imports = imports or Imports.find()
+    def __init__(
+        self,
+        plan: Plan | str | Path | None = None,
+        *,
+        probation_s: float = 0.0,
+        imports: Imports | None = None,
+    ) -> None:
+        """`plan`: what `async with`/`with` applies (a plan, or an unsigned plan file).
+
+        `imports`: where the plans' module paths are (default: found from the plan
+        file, else the working directory; see `oneiric._lifecycle.modulepath`).
+        """
+        near = str(plan) if isinstance(plan, str | Path) else None
+        self.imports = imports or Imports.find(near)
+        self._initial = plan
+        self._portal: Any = None  # the blocking portal's context manager (`with`)
+        self.portal: BlockingPortal | None = None
         self.plan: Plan | None = None
         self.serial: int | None = None
-        self.handles: dict[str, Handle] = {}
+        self.handles: dict[str, Handle[Any]] = {}
         self.instances: dict[str, Instance] = {}
         self.probation_s = probation_s
         self.cleanup_failures = 0
@@ -170,12 +195,71 @@ class Runtime:
         self._log = structlog.get_logger("oneiric.runtime")
 
     # -- application access --------------------------------------------------
-    def handle(self, component_id: str) -> Handle:
+    @overload
+    def handle(self, component_id: str) -> Handle[Any]: ...
+    @overload
+    def handle(self, component_id: str, kind: Callable[..., T]) -> Handle[T]: ...
+
+    def handle(self, component_id: str, kind: Callable[..., Any] | None = None) -> Handle[Any]:
+        """The handle of `component_id`; with `kind` (a class or protocol) typed `Handle[kind]`.
+
+        (`kind` is typed `Callable[..., T]`, not `type[T]`: mypy refuses a Protocol
+        where `type[T]` is expected.)
+
+        A runtime-checkable `kind` is checked against the bound instance now
+        (`TypeError` when it does not fit); `handle.api` is then typed `kind`.
+        """
         handle = self.handles.get(component_id)
         if handle is None:
             known = ", ".join(sorted(self.handles)) or "none"
             raise KeyError(f"no component {component_id} in the running plan (known: {known})")
+        slot = handle.slot
+        if kind is not None and slot is not None and not _fits(slot.instance, kind):
+            raise TypeError(
+                f"{component_id} is {type(slot.instance).__qualname__} "
+                f"({handle.provider}), not a {getattr(kind, '__qualname__', kind)}"
+            )
         return handle
+
+    # -- embedding -------------------------------------------------------------
+    async def __aenter__(self) -> Runtime:
+        if self._initial is not None:
+            await self.apply(_plan_of(self._initial))
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def __enter__(self) -> Runtime:
+        from anyio.from_thread import start_blocking_portal
+
+        self._portal = start_blocking_portal()
+        self.portal = cast("BlockingPortal", self._portal.__enter__())
+        try:
+            self.portal.call(self.__aenter__)
+        except BaseException:
+            self._portal.__exit__(None, None, None)
+            self.portal = self._portal = None
+            raise
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        assert self.portal is not None, "__exit__ without __enter__"
+        try:
+            self.portal.call(self.stop)
+        finally:
+            self._portal.__exit__(None, None, None)
+            self.portal = self._portal = None
 
     # -- applying plans ------------------------------------------------------
     async def apply(self, plan: Plan, serial: int | None = None) -> SwapReport:
@@ -778,3 +862,24 @@ def _abandon(instance: Instance, log: Any) -> None:
         clog.warning("late instance not cleaned up (async close)")
     else:
         clog.info("late instance cleaned up")
+
+
+def _fits(instance: Any, kind: Callable[..., Any]) -> bool:
+    """Whether `instance` is a `kind`; True when that cannot be checked (a plain Protocol)."""
+    if not isinstance(kind, type):
+        return True
+    try:
+        return isinstance(instance, kind)
+    except TypeError:
+        return True
+
+
+def _plan_of(plan: Plan | str | Path) -> Plan:
+    if isinstance(plan, Plan):
+        return plan
+    try:
+        return load_plan(Path(plan).read_bytes())
+    except OSError as exc:
+        raise PlanRejected(f"{plan}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise PlanRejected(f"{plan}: not a valid plan: {exc}") from None

@@ -24,6 +24,7 @@ an ordinary swap; with no last good plan, the source's plan.
 from __future__ import annotations
 
 import gc
+import inspect
 import os
 import signal
 import threading
@@ -31,7 +32,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import anyio
 import structlog
@@ -39,6 +40,7 @@ import structlog
 from oneiric._delivery.sources import Candidate, PlanInvalid, Source, SourceUnavailable
 from oneiric._lifecycle import snapshots
 from oneiric._lifecycle.control import ControlStore
+from oneiric._lifecycle.handle import Handle
 from oneiric._lifecycle.modulepath import Imports
 from oneiric._lifecycle.runtime import (
     Instance,
@@ -57,6 +59,7 @@ DEFAULT_HEALTH_INTERVAL_S = 10.0
 CONTROL_INTERVAL_S = 0.25
 STATUS_INTERVAL_S = 1.0
 WATCH_TIMEOUT_MS = 250
+T = TypeVar("T")
 APP_GRACE_S = 5.0  # at shutdown, how long the --app function gets to return
 MAX_SETTLE_S = 2.0  # a source that keeps changing is applied after this long anyway
 
@@ -176,8 +179,16 @@ class Supervisor:
         plan = self.runtime.plan
         return self.settings.profile or (plan.profile if plan else "default")
 
-    def handle(self, component_id: str) -> Any:
-        return self.runtime.handle(component_id)
+    @overload
+    def handle(self, component_id: str) -> Handle[Any]: ...
+    @overload
+    def handle(self, component_id: str, kind: Callable[..., T]) -> Handle[T]: ...
+
+    def handle(self, component_id: str, kind: Callable[..., Any] | None = None) -> Handle[Any]:
+        """The running runtime's handle (see `Runtime.handle`)."""
+        if kind is None:
+            return self.runtime.handle(component_id)
+        return self.runtime.handle(component_id, kind)
 
     # -- entry points ----------------------------------------------------------
     async def run(self) -> list[str]:
@@ -472,9 +483,15 @@ class Supervisor:
                     self.request_stop()
 
     async def _run_app(self, app: Callable[[Supervisor], Any]) -> None:
+        """An `async def` app is awaited on the runtime's loop; a sync one runs in a thread."""
         self._app_done = anyio.Event()
         try:
-            await anyio.to_thread.run_sync(app, self, abandon_on_cancel=True)
+            if inspect.iscoroutinefunction(app):
+                await app(self)
+            else:
+                result = await anyio.to_thread.run_sync(app, self, abandon_on_cancel=True)
+                if inspect.isawaitable(result):
+                    await result
         except Exception as exc:
             self._log.error("app failed", error=repr(exc))
         finally:

@@ -1,0 +1,1 @@
+"""The example project's own code: one service using the cache it requires."""
