@@ -243,10 +243,17 @@ CLI_CASES = (
 
 @pytest.fixture(scope="module")
 def bad_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One project holding a bad file per CLI case: every file is diagnosed in one run."""
-    files: dict[str, str | bytes] = {
-        f"stacks/case{index}.oneiric": BAD_SOURCES[name][0] for index, name in enumerate(CLI_CASES)
-    }
+    """One project holding a bad file per CLI case: every file is diagnosed in one run.
+
+    Each file's stack has a name of its own: what parses of a file with syntax errors
+    takes part in the build, and a stack declared twice keeps only the first's errors.
+    """
+    files: dict[str, str | bytes] = {}
+    for index, name in enumerate(CLI_CASES):
+        source = BAD_SOURCES[name][0]
+        if isinstance(source, str):
+            source = source.replace("stack s ", f"stack s{index} ")
+        files[f"stacks/case{index}.oneiric"] = source
     return write_project(tmp_path_factory.mktemp("bad"), files)
 
 

@@ -28,7 +28,8 @@ from oneiricc._incremental.cache import (
 from oneiricc._build.checker import CheckedFile, check_file
 from oneiricc._language.diagnostics import CompileError, Diagnostic
 from oneiricc._build.forking import map_forked
-from oneiricc._language.parser import decode_source, parse, parser
+from oneiricc._language.parser import SyntaxErrors, decode_source, parse, parser
+from oneiricc._language.recovery import Skipped
 from oneiricc._build.project import Project, ProjectError
 
 SOURCE_SUFFIX = ".oneiric"
@@ -45,6 +46,8 @@ class SourceFile:
 class Sources:
     files: dict[str, SourceFile] = field(default_factory=dict)
     checked: dict[str, CheckedFile] = field(default_factory=dict)  # every file that parsed
+    # Files with syntax errors, checked as far as they parse, and what of each is skipped.
+    broken: dict[str, Skipped] = field(default_factory=dict)
     modules: dict[str, n.Module] = field(default_factory=dict)  # syntax trees, on request
     imports: dict[str, tuple[str, ...]] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
@@ -110,11 +113,22 @@ def load(
     return sources
 
 
+@dataclass(frozen=True, slots=True)
+class _Broken:
+    """A file with syntax errors: what of it parses, checked, and what is skipped."""
+
+    checked: CheckedFile
+    diagnostics: list[Diagnostic]
+    skipped: Skipped
+
+
 # (path, text, cache entry to write or None, keep the syntax tree)
 _Job = tuple[str, str, Path | None, bool]
 # (path, checked file or its cache entry's bytes or the syntax errors, syntax tree,
 #  the checksum of the entry written)
-_Outcome = tuple[str, CheckedFile | bytes | list[Diagnostic], n.Module | None, bytes | None]
+_Outcome = tuple[
+    str, CheckedFile | bytes | _Broken | list[Diagnostic], n.Module | None, bytes | None
+]
 
 
 def _read(
@@ -181,6 +195,11 @@ def _read_and_parse(
                 sources.checksums[path] = checksum
                 if cache is not None and entry is not None:
                     cache.keep(entry, outcome, checksum)
+        elif isinstance(outcome, _Broken):  # never cached: it is parsed again until fixed
+            sources.checked[path], sources.broken[path] = outcome.checked, outcome.skipped
+            sources.diagnostics.extend(outcome.diagnostics)
+            if module is not None:
+                sources.modules[path] = module
         else:
             sources.diagnostics.extend(outcome)
 
@@ -229,8 +248,11 @@ def _parse_one(job: _Job, blob_back: bool = False) -> _Outcome:
     path, text, entry, keep_tree = job
     try:
         module = parse(path, text)
-    except CompileError as err:
-        return path, err.diagnostics, None, None
+    except SyntaxErrors as err:
+        if err.partial is None:
+            return path, err.diagnostics, None, None
+        broken = _Broken(check_file(err.partial), err.diagnostics, err.skipped)
+        return path, broken, err.partial if keep_tree else None, None
     checked = check_file(module)
     tree = module if keep_tree else None
     if entry is None:

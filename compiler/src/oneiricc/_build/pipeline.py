@@ -59,8 +59,9 @@ from oneiricc._build.checker import Program, check
 from oneiricc._language.diagnostics import Diagnostic, did_you_mean, has_errors, sorted_diagnostics
 from oneiricc._build.loader import Sources, discover, load, read_checksums
 from oneiricc._build.pins import PinError, Pinner, Resolved
-from oneiricc._build.planner import CompiledPlan, PlanMemo, build_plan, seal
+from oneiricc._build.planner import CompiledPlan, PlanMemo, build_plan, pin_errors, seal
 from oneiricc._build.project import Project
+from oneiricc._language.recovery import Skipped
 from oneiricc._build.resolver import CandidateMemo, DecisionMemo, Resolution, resolve
 
 if TYPE_CHECKING:
@@ -326,7 +327,10 @@ def _compile(
         visible = sources.visible_from(target.place.file)
         if any(path not in sources.checked for path in visible):
             continue  # a file it depends on did not parse; its errors are already reported
-        kept = warm.target(name, strict) if warm else None
+        skipped = [sources.broken[path] for path in visible if path in sources.broken]
+        if any(s.opaque or any(layer in s.layers for layer, _ in target.layers) for s in skipped):
+            continue  # what a file skipped could be anything: the target is not resolved
+        kept = warm.target(name, strict) if warm and not skipped else None
         resolution = resolve(
             program,
             sources,
@@ -334,10 +338,13 @@ def _compile(
             strict=strict,
             memo=warm.candidates if warm else None,
             decided=kept.decisions if kept else None,
+            unknown=Skipped.union(skipped),
         )
         build.resolutions[name] = resolution
         diagnostics.extend(resolution.diagnostics)
-        if has_errors(resolution.diagnostics):
+        if skipped or has_errors(resolution.diagnostics):
+            # No plan; but each winner's implementation is still looked for.
+            diagnostics.extend(pin_errors(resolution, pinner))
             continue
         plan, plan_diagnostics = build_plan(
             resolution, sources, pinner, kept.plan if kept else None, module_path

@@ -132,6 +132,14 @@ def build_plan(
     return seal(parts, sources), diagnostics
 
 
+def pin_errors(resolution: Resolution, pinner: Pinner) -> list[Diagnostic]:
+    """What pinning each winner of a resolution that makes no plan would report."""
+    diagnostics: list[Diagnostic] = []
+    for decision in resolution.decisions.values():
+        _pinned(decision.winner, pinner, diagnostics)
+    return diagnostics
+
+
 def seal(parts: PlanParts, sources: Sources) -> CompiledPlan:
     """The plan of `parts` listing `sources`' files, as they are now, and its digest."""
     listed = [doc.Source(path=path, sha256=sources.files[path].sha256) for path in parts.files]

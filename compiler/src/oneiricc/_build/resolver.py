@@ -36,6 +36,7 @@ from oneiricc._build.checker import (
 )
 from oneiricc._language.diagnostics import Diagnostic, Note, Severity, did_you_mean
 from oneiricc._build.loader import Sources
+from oneiricc._language.recovery import Skipped
 
 Key = tuple[str, str]  # (domain, key)
 # Everything one key's decision is made from, but the target's name and strictness:
@@ -124,8 +125,12 @@ class Resolution:
 
 
 class _Reporter:
-    def __init__(self) -> None:
+    """Collects diagnostics, but none about a key whose declarations (some of them) were
+    skipped for syntax errors (`unknown`): it would restate those."""
+
+    def __init__(self, unknown: Skipped | None = None) -> None:
         self.diagnostics: list[Diagnostic] = []
+        self.unknown = unknown or Skipped()
 
     def error(
         self,
@@ -135,7 +140,17 @@ class _Reporter:
         help: str | None = None,
         notes: tuple[Note, ...] = (),
         severity: Severity = Severity.ERROR,
+        about: Key | None = None,
+        provider: str | None = None,
     ) -> None:
+        """`about`: the key the diagnostic is about; `provider`: the provider of it that
+        it says is unknown (then only that provider's being skipped silences it)."""
+        if about is not None and (
+            (about[0], about[1], provider) in self.unknown.providers
+            if provider is not None
+            else about in self.unknown.keys
+        ):
+            return
         self.diagnostics.append(
             Diagnostic(
                 code,
@@ -161,13 +176,16 @@ def resolve(
     strict: bool,
     memo: CandidateMemo | None = None,
     decided: DecisionMemo | None = None,
+    unknown: Skipped | None = None,
 ) -> Resolution:
     """`memo`, in a long-running process: candidates made by earlier builds, and each
     decision keeps what it was made from (`Decision.inputs`), so that the planner can
     tell which are the same as the last build's.  `decided`: this target's decisions
-    (at this strictness) from the last build, reused where made of the same objects."""
+    (at this strictness) from the last build, reused where made of the same objects.
+    `unknown`: what the target's files skipped for syntax errors; nothing is
+    reported that it could cause."""
     target = program.targets[target_name]
-    report = _Reporter()
+    report = _Reporter(unknown)
     files = sources.visible_from(target.place.file)
     layers = _target_layers(program, target, set(files), report)
     candidates = _merge_candidates(program, layers, report, memo)
@@ -330,6 +348,7 @@ def _selections(
                     f"selection of unknown component {key[0]} {key[1]}",
                     sel.place,
                     help=did_you_mean(key[1], known),
+                    about=key,
                 )
                 continue
             effective[key] = sel
@@ -498,6 +517,8 @@ def _decide(
                 selection.provider_place,
                 help=did_you_mean(selection.provider, [c.provider for c in cands])
                 or f"providers of {name}: {', '.join(sorted(c.provider for c in cands))}",
+                about=key,
+                provider=selection.provider,
             )
             return None
         missing = [cap for cap in required if cap not in chosen.provides]
@@ -510,6 +531,7 @@ def _decide(
                 selection.provider_place,
                 help=_providers_of(cands, cap, name),
                 notes=(note(consumer_place, f"{cap} is required here"),),
+                about=key,
             )
         if missing:
             return None
@@ -553,6 +575,7 @@ def _decide(
                 f"{', '.join(sorted({w for who in required.values() for w in who}))}",
                 consumer_place,
                 help=_providers_of(cands, cap, name),
+                about=key,
             )
             return None
         if len(remaining) == 1 and len(cands) > 1:
@@ -643,6 +666,7 @@ def _decide(
             note(c.place, f'"{c.provider}" declared here') for c in best_layer if c is not winner
         ),
         severity=Severity.ERROR if strict else Severity.WARNING,
+        about=key,
     )
     return Decision(
         key,
@@ -677,6 +701,7 @@ def _check_requirements(
                     f"{component_id(key)} requires unknown component {req.domain} {req.key}",
                     req.key_place,
                     help=did_you_mean(req.key, known),
+                    about=dep,
                 )
                 continue
             edge_places.setdefault((key, dep), req.place)
@@ -707,6 +732,7 @@ def _check_workflow(
                 f"node {node.name} of workflow {key[1]} runs unknown task {node.task}",
                 node.task_place,
                 help=did_you_mean(node.task, tasks) or 'declare `task NAME "provider" { ... }`',
+                about=("task", node.task),
             )
     places: dict[tuple[str, str], Place] = {}
     for a, b, place in workflow.edges:

@@ -28,6 +28,7 @@ CODES: dict[str, str] = {
     "E0004": "unreadable source file",
     "E0005": "missing or unsupported language version",
     "E0006": "source too large or too deeply nested",
+    "E0007": "brace never closed",
     # declarations
     "E0101": "unknown domain",
     "E0102": "duplicate component in a layer",

@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from functools import cache
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from oneiricc._language import nodes as n
-from oneiricc._language.diagnostics import CompileError, Diagnostic, did_you_mean
+from oneiricc._language.diagnostics import (
+    CompileError,
+    Diagnostic,
+    Note,
+    did_you_mean,
+    sorted_diagnostics,
+)
+from oneiricc._language.recovery import Skipped, header_version, recover
 
 if TYPE_CHECKING:  # lark is imported on first parse: a build served from the cache never needs it
     from lark import Lark, Token
@@ -453,41 +461,31 @@ def decode_source(path: str, data: bytes) -> str:
         ) from None
 
 
-def parse(path: str, text: str) -> n.Module:
-    """Parse one file.  Raises `CompileError` with one diagnostic on a syntax error."""
-    from lark.exceptions import UnexpectedInput, UnexpectedToken
+class SyntaxErrors(CompileError):
+    """A file's syntax errors, with the syntax tree of what parses in it (`partial`,
+    None when nothing does or the header is wrong) and what the build cannot know
+    of it (`skipped`)."""
 
-    try:
-        result: tuple[int, n.Pos, list[Any]] = parser().parse(text)  # type: ignore[assignment]
-        version, version_pos, items = result
-    except _SoftError as exc:
-        _fail(Diagnostic(exc.code, str(exc), path, exc.pos, exc.help))
-    except UnexpectedInput as exc:
-        if isinstance(exc, UnexpectedToken) and isinstance(exc.__context__, _SoftError):
-            soft = exc.__context__
-            _fail(Diagnostic(soft.code, str(soft), path, soft.pos, soft.help))
-        diag = _syntax_error(path, text, exc)
-        if _lacks_header(text):
-            diag = Diagnostic(
-                "E0005",
-                "missing language version header",
-                path,
-                n.Pos(1, 1),
-                help='start the file with "oneiric 1"',
-            )
-        _fail(diag)
-    except RecursionError:
-        _fail(Diagnostic("E0006", "source is too deeply nested", path, n.Pos(1, 1)))
+    def __init__(
+        self, diagnostics: list[Diagnostic], partial: n.Module | None, skipped: Skipped
+    ) -> None:
+        super().__init__(diagnostics)
+        self.partial = partial
+        self.skipped = skipped
+
+
+def parse(path: str, text: str) -> n.Module:
+    """Parse one file.  Raises `SyntaxErrors` with every syntax error it finds."""
+    outcome = _attempt(path, text)
+    if isinstance(outcome, Diagnostic):
+        raise _recovered(path, text, outcome)
+    version, version_pos, items = outcome
     if version not in LANGUAGE_VERSIONS:
-        known = ", ".join(str(v) for v in LANGUAGE_VERSIONS)
-        _fail(
-            Diagnostic(
-                "E0005",
-                f"unsupported language version {version}; this compiler knows {known}",
-                path,
-                version_pos,
-            )
-        )
+        raise SyntaxErrors([_unsupported(path, version, version_pos)], None, Skipped(opaque=True))
+    return _module(path, version, version_pos, items)
+
+
+def _module(path: str, version: int, version_pos: n.Pos, items: list[Any]) -> n.Module:
     return n.Module(
         path=path,
         version=version,
@@ -498,13 +496,81 @@ def parse(path: str, text: str) -> n.Module:
     )
 
 
+def _unsupported(path: str, version: int, pos: n.Pos) -> Diagnostic:
+    known = ", ".join(str(v) for v in LANGUAGE_VERSIONS)
+    return Diagnostic(
+        "E0005", f"unsupported language version {version}; this compiler knows {known}", path, pos
+    )
+
+
+def _attempt(path: str, text: str) -> tuple[int, n.Pos, list[Any]] | Diagnostic:
+    """The parse of `text` (version, its place, the items), or its first syntax error."""
+    from lark.exceptions import UnexpectedInput, UnexpectedToken
+
+    try:
+        result: tuple[int, n.Pos, list[Any]] = parser().parse(text)  # type: ignore[assignment]
+    except _SoftError as exc:
+        return Diagnostic(exc.code, str(exc), path, exc.pos, exc.help)
+    except UnexpectedInput as exc:
+        if isinstance(exc, UnexpectedToken) and isinstance(exc.__context__, _SoftError):
+            soft = exc.__context__
+            return Diagnostic(soft.code, str(soft), path, soft.pos, soft.help)
+        return _syntax_error(path, text, exc)
+    except RecursionError:
+        return Diagnostic("E0006", "source is too deeply nested", path, n.Pos(1, 1))
+    return result
+
+
+def _recovered(path: str, text: str, first: Diagnostic) -> SyntaxErrors:
+    """Every syntax error of a file whose parse failed at `first`, and what parses of it."""
+    version = header_version(text)
+    if version is None:
+        if _lacks_header(text):
+            first = Diagnostic(
+                "E0005",
+                "missing language version header",
+                path,
+                n.Pos(1, 1),
+                help='start the file with "oneiric 1"',
+            )
+        return SyntaxErrors([first], None, Skipped(opaque=True))
+    if version not in LANGUAGE_VERSIONS:
+        return SyntaxErrors([_unsupported(path, version, n.Pos(1, 1))], None, Skipped(opaque=True))
+
+    def attempt(masked: str) -> list[Any] | Diagnostic:
+        outcome = _attempt(path, masked)
+        return outcome if isinstance(outcome, Diagnostic) else outcome[2]
+
+    errors, kept, skipped = recover(path, text, attempt)
+    partial = None
+    if kept is not None:
+        outcome = _attempt(path, kept)
+        if not isinstance(outcome, Diagnostic):
+            partial = _module(path, *outcome)
+    if not errors or partial is None:
+        errors, skipped = errors or [first], Skipped(opaque=True)
+    errors = sorted_diagnostics(errors)
+    if partial is None or skipped.names:
+        head = errors[0]
+        note = Note(path, head.pos or n.Pos(1, 1), _skipped_note(skipped, partial is not None))
+        errors[0] = replace(head, notes=(*head.notes, note))
+    return SyntaxErrors(errors, partial, skipped)
+
+
+def _skipped_note(skipped: Skipped, partial: bool) -> str:
+    """What the build does without what does not parse: said once, on a file's first error."""
+    if not partial:
+        return "nothing of this file takes part in the build"
+    names = ", ".join(skipped.names[:3]) + (", …" if len(skipped.names) > 3 else "")
+    if skipped.opaque:
+        return f"skipped for syntax errors: {names}; targets that see this file are not resolved"
+    them = "it" if len(skipped.names) == 1 else "them"
+    return f"skipped for syntax errors: {names}; the build goes on without {them}"
+
+
 def _lacks_header(text: str) -> bool:
     for line in text.splitlines():
         stripped = line.strip()
         if stripped and not stripped.startswith("#"):
             return not stripped.startswith("oneiric")
     return True
-
-
-def _fail(diagnostic: Diagnostic) -> NoReturn:
-    raise CompileError([diagnostic])
