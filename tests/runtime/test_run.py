@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest_paths import RUNTIME_TESTS
 from planbuild import component, plan
 from rtprocess import oneiric, running, wait_for, write_plan
@@ -36,39 +37,93 @@ def test_file_swaps_bursts_rejections_and_unreachable_source(tmp_path: Path, run
     write_plan(plan_path, v2)
     assert run.wait_running(v2.digest)["swaps"] == 1
 
-    # A burst of 20 writes (intermediate versions) ends in exactly one swap, to the last.
-    # The runtime is stopped (SIGSTOP) while the burst is written so that the test does not
-    # depend on how fast this process writes on a loaded machine: the kernel queues the
-    # file events, and the runtime sees the whole burst at once when it continues.
-    burst = [plan(store(f"b{i}", events)) for i in range(20)]
-    run.proc.send_signal(signal.SIGSTOP)
-    try:
-        for version in burst:
-            write_plan(plan_path, version)
-    finally:
-        run.proc.send_signal(signal.SIGCONT)
-    status = run.wait_running(burst[-1].digest)
-    time.sleep(0.5)
-    assert run.status()["swaps"] == 2  # type: ignore[index]
-
     # A truncated plan file is rejected; the running plan stays.
-    plan_path.write_bytes(burst[0].to_bytes()[:200])
+    plan_path.write_bytes(v1.to_bytes()[:200])
     wait_for(lambda: run.status()["rejected"] == 1, what="rejection")  # type: ignore[index]
-    status = run.wait_running(burst[-1].digest)
+    status = run.wait_running(v2.digest)
     assert "not a valid plan" in status["last_problem"]["error"]
 
     # The file disappears: the last known good plan keeps serving.
     plan_path.unlink()
     wait_for(lambda: run.status()["unreachable"] >= 1, what="unreachable")  # type: ignore[index]
-    assert run.wait_running(burst[-1].digest)["components"][CACHE]["provider"] == "b19"
+    assert run.wait_running(v2.digest)["components"][CACHE]["provider"] == "v2"
 
     assert run.stop() == 0
     calls = run.events_of("call")
     assert calls
-    assert all(tag in {"cache-v1", "cache-v2", "cache-b19"} for _, tag, *_ in calls), calls
+    assert all(tag in {"cache-v1", "cache-v2"} for _, tag, *_ in calls), calls
     activated = [tag for _, tag, *_ in run.events_of("activate")]
-    assert activated == ["cache-v1", "cache-v2", "cache-b19"]
-    assert len(run.events_of("close")) == 3  # nothing leaked at shutdown
+    assert activated == ["cache-v1", "cache-v2"]
+    assert len(run.events_of("close")) == 2  # nothing leaked at shutdown
+
+
+def write_burst(path: Path, versions: list[Any], gap_s: float = 0.005) -> None:
+    for version in versions:
+        write_plan(path, version)
+        time.sleep(gap_s)
+
+
+@pytest.mark.parametrize("gap_ms", [5, 20])
+def test_burst_of_writes_is_at_most_two_swaps_and_never_serves_an_overtaken_plan(  # type: ignore[no-untyped-def]
+    tmp_path: Path, running, gap_ms: int
+) -> None:
+    """20 plan writes `gap_ms` apart, the runtime running (not stopped): at most 2 swaps,
+    the last to the newest plan; a swap overtaken by a newer write before bind is torn
+    down unserved.  5 ms: the measured case of the issue (20 writes in 100 ms).  20 ms:
+    longer than the watcher's quiet period, inside the settle window, so each write is
+    reported on its own: with the supervisor's settling and supersede check removed this
+    gave 5-12 swaps (checked by removing them)."""
+    events = tmp_path / "events.jsonl"
+    plan_path = tmp_path / "plan.json"
+    v1 = plan(store("v1", events, activate_sleep_ms=20))
+    write_plan(plan_path, v1)
+    run = running(plan_path, "--app", "rtcomponents:busy_app")
+    run.wait_running(v1.digest)
+    burst = [plan(store(f"b{i}", events, activate_sleep_ms=20)) for i in range(20)]
+    write_burst(plan_path, burst, gap_ms / 1000)
+    run.wait_running(burst[-1].digest)
+    time.sleep(1.0)  # any late swap would show now
+    status = run.status()
+    assert status is not None
+    assert status["plan"]["digest"] == burst[-1].digest
+    assert 1 <= status["swaps"] <= 2, status
+    assert run.stop() == 0
+    applied = [e["digest"] for e in run.logs() if e["event"] == "plan applied"]
+    assert applied[0] == v1.digest  # at start
+    bound = applied[1:]
+    assert bound[-1] == burst[-1].digest
+    assert len(bound) == status["swaps"]
+    bound_tags = {"cache-v1"} | {f"cache-b{i}" for i, p in enumerate(burst) if p.digest in bound}
+    served = {tag for _, tag, *_ in run.events_of("call")}
+    assert served <= bound_tags, served - bound_tags  # nothing overtaken was ever served
+    activated = [tag for _, tag, *_ in run.events_of("activate")]
+    closed = [tag for _, tag, *_ in run.events_of("close")]
+    assert sorted(activated) == sorted(closed)  # every abandoned instance torn down
+    assert len(activated) == len(set(activated))
+
+
+def test_a_writer_pausing_mid_write_is_not_a_rejection(tmp_path: Path, running) -> None:  # type: ignore[no-untyped-def]
+    """The file is caught half-written (the writer pauses 50 ms, twice): the invalid read is
+    followed by another change inside the settle window, so it is neither counted nor
+    recorded as rejected, and the finished plan is applied."""
+    events = tmp_path / "events.jsonl"
+    plan_path = tmp_path / "plan.json"
+    v1 = plan(store("v1", events))
+    write_plan(plan_path, v1)
+    run = running(plan_path)
+    run.wait_running(v1.digest)
+    for name in ("v2", "v3"):
+        data = plan(store(name, events)).to_bytes()
+        with plan_path.open("wb") as handle:  # in place, not an atomic rename
+            handle.write(data[: len(data) // 2])
+            handle.flush()
+            time.sleep(0.05)
+            handle.write(data[len(data) // 2 :])
+        status = run.wait_running(plan(store(name, events)).digest)
+    assert status["rejected"] == 0, status["last_problem"]
+    assert status["last_problem"] is None
+    assert status["swaps"] == 2
+    assert run.stop() == 0
 
 
 def test_controls_snapshots_and_clean_shutdown(tmp_path: Path, running) -> None:  # type: ignore[no-untyped-def]

@@ -78,6 +78,11 @@ class RolledBack(Exception):
     """A new instance failed its probation health check: the previous plan was restored."""
 
 
+class Superseded(Exception):
+    """A newer plan arrived before this one was bound: its new instances were torn down
+    unserved and the old plan keeps serving (not a failure: the newer plan is applied next)."""
+
+
 @dataclass
 class Instance:
     component: Component
@@ -262,12 +267,24 @@ class Runtime:
             self.portal = self._portal = None
 
     # -- applying plans ------------------------------------------------------
-    async def apply(self, plan: Plan, serial: int | None = None) -> SwapReport:
-        """Make `plan` the running plan (see the module docstring for the phases)."""
-        async with self._lock:
-            return await self._apply(plan, serial)
+    async def apply(
+        self,
+        plan: Plan,
+        serial: int | None = None,
+        superseded: Callable[[], bool] | None = None,
+    ) -> SwapReport:
+        """Make `plan` the running plan (see the module docstring for the phases).
 
-    async def _apply(self, plan: Plan, serial: int | None) -> SwapReport:
+        `superseded` (thread-safe, cheap) is asked between activations and just
+        before bind: once it is true, what was made is torn down, never served,
+        and `Superseded` is raised.
+        """
+        async with self._lock:
+            return await self._apply(plan, serial, superseded or _never)
+
+    async def _apply(
+        self, plan: Plan, serial: int | None, superseded: Callable[[], bool]
+    ) -> SwapReport:
         started = time.perf_counter()
         old_plan, old_serial = self.plan, self.serial
         log = self._log.bind(plan=plan.digest, serial=serial)
@@ -304,11 +321,18 @@ class Runtime:
             self.handles.setdefault(cid, Handle(cid))
         made: dict[str, Instance] = {}
         try:
-            await self._make([new[cid] for cid in todo], factories, set(report.added), made, log)
+            await self._make(
+                [new[cid] for cid in todo], factories, set(report.added), made, log, superseded
+            )
+            if superseded():
+                raise Superseded(f"plan {plan.digest} superseded before bind")
         except Exception as exc:
             await self._teardown(made, report.added, log)
             for cid in report.added:  # not made before the failure: never bound
                 self.handles.pop(cid, None)
+            if isinstance(exc, Superseded):
+                log.info("swap abandoned: superseded before bind", torn_down=list(made))
+                raise
             raise SwapAborted(str(exc)) from exc
 
         # 2. bind: no await inside this loop.
@@ -393,6 +417,7 @@ class Runtime:
         added: set[str],
         made: dict[str, Instance],
         log: Any,
+        superseded: Callable[[], bool],
     ) -> None:
         """Activate and health-check `components` in order into `made`, binding added ones.
 
@@ -405,6 +430,8 @@ class Runtime:
         index = 0
         while index < len(components):
             component = components[index]
+            if superseded():
+                raise Superseded(component.id)
             if component.id in on_loop:
                 self._keep(
                     await self._activate(component, factories[component.id], log), made, added
@@ -424,6 +451,8 @@ class Runtime:
                 # Runs in the worker thread.  Abandonment happens only during a call,
                 # so once a call has returned, `runner.abandoned` is final until the next.
                 for item in batch:
+                    if superseded():
+                        raise Superseded(item.id)
                     try:
                         outcome = self._make_sync(item, factories.get(item.id), runner, log)
                     except _Failed as failed:
@@ -660,6 +689,10 @@ class Runtime:
             return False
         _retire_log(log, instance).info("cleaned up")
         return True
+
+
+def _never() -> bool:
+    return False
 
 
 def _rebound(instance: Instance) -> Slot:

@@ -7,9 +7,10 @@ Loops, each in its own task:
   wakes the applier.  Not started under the serverless profile (SIGHUP still
   asks for one re-read).
 * applier: reads the source, and applies its plan when the digest differs
-  from the running one.  Triggers that arrive during a swap coalesce into one
-  more read, so a burst of writes is one swap and v2, v3 back to back end on
-  v3.  A rejected plan changes nothing and is counted in status.json; an
+  from the running one.  Reads settle (`_settled_fetch`), a swap that a newer
+  write overtakes before bind is abandoned (`Superseded`), and triggers that
+  arrive during a swap coalesce into one more read, so a burst of writes is
+  one swap and v2, v3 back to back end on v3.  A rejected plan changes nothing and is counted in status.json; an
   unreachable source keeps the last known good plan serving.
 * control: polls control.db (about four times a second) and obeys pause,
   resume and drain.
@@ -47,6 +48,7 @@ from oneiric._lifecycle.runtime import (
     PlanRejected,
     RolledBack,
     Runtime,
+    Superseded,
     SwapAborted,
     SwapReport,
     check_health,
@@ -102,7 +104,12 @@ class Settings:
     poll_interval_s: float = 5.0
     watch_step_ms: int = 10  # the watcher reports once the file has been quiet this long
     watch_debounce_ms: int = 400  # ... or after this long at most
-    watch_settle_ms: int = 10  # then the applier reads again if it changed within this
+    # The settle window: after a valid read the applier waits this long for another
+    # change (then reads again, so a burst is one swap to its newest plan) ...
+    watch_settle_ms: int = 50
+    # ... and after an invalid read (a file caught half-written) this long, before it
+    # counts and records a rejection.
+    invalid_settle_ms: int = 500
     probation_s: float = 0.0
     handle_signals: bool = True
     app: Callable[[Supervisor], Any] | None = None
@@ -119,6 +126,7 @@ class Counters:
     aborted: int = 0
     rolled_back: int = 0
     unreachable: int = 0
+    superseded: int = 0  # swaps abandoned before bind because a newer plan arrived
     last_swap: dict[str, Any] | None = None
     last_problem: dict[str, Any] | None = None
     history: list[str] = field(default_factory=list)  # digests applied, oldest first
@@ -323,22 +331,28 @@ class Supervisor:
         while True:
             assert self._wake is not None
             await self._wake.wait()
-            candidate = await self._settled_fetch()
-            if candidate is not None:
-                await self._consider(candidate)
+            settled = await self._settled_fetch()
+            if settled is not None:
+                await self._consider(*settled)
 
-    async def _settled_fetch(self) -> Candidate | None:
+    async def _settled_fetch(self) -> tuple[Candidate, Any] | None:
         """Read the source once a burst of changes has settled; None if nothing to apply.
 
-        The watcher already waits for a quiet `watch_step_ms`; a writer that
-        pauses longer mid-burst wakes the applier again while it reads, or
-        within `watch_settle_ms` after: then the source is read again (up to
-        `MAX_SETTLE_S`), so a burst ends in one swap to its last version.
+        Returns the candidate and the file's identity (`_file_token`) taken
+        before the read.  The watcher waits for a quiet `watch_step_ms`; a
+        writer that pauses longer mid-burst changes the file again while it is
+        read or within the settle window after (`watch_settle_ms`, or
+        `invalid_settle_ms` after an invalid read): then the source is read
+        again (up to `MAX_SETTLE_S`), so a burst ends in one swap to its last
+        version, and a half-written file is not reported as rejected.
         """
-        settle = self.settings.watch_settle_ms / 1000 if self.settings.source.path else 0.0
+        path = self.settings.source.path
+        settle = self.settings.watch_settle_ms / 1000 if path else 0.0
+        invalid_settle = self.settings.invalid_settle_ms / 1000 if path else 0.0
         give_up = time.monotonic() + MAX_SETTLE_S
         while True:
             self._wake = anyio.Event()
+            token = self._file_token()
             try:
                 candidate = await self.settings.source.fetch()
             except SourceUnavailable as exc:
@@ -346,35 +360,57 @@ class Supervisor:
                 self._problem("unreachable", str(exc))
                 return None
             except PlanInvalid as exc:
-                if not await self._more_changes(settle, give_up):
+                if not await self._more_changes(invalid_settle, give_up, token):
                     self.notify("fetched", "rejected")
                     self._problem("rejected", str(exc))
                     return None
                 continue
-            if not await self._more_changes(settle, give_up):
+            if not await self._more_changes(settle, give_up, token):
                 changed = candidate is not None and candidate.plan.digest != self._digest()
                 self.notify("fetched", "changed" if changed else "unchanged")
-                return candidate
+                return None if candidate is None else (candidate, token)
 
-    async def _more_changes(self, settle: float, give_up: float) -> bool:
-        """True when the source changed again within `settle` s (and there is time left)."""
+    async def _more_changes(self, settle: float, give_up: float, token: Any) -> bool:
+        """True when the source changed again within `settle` s (and there is time left):
+        a wake-up from the watcher, or the file itself no longer the one read."""
         assert self._wake is not None
         if settle and not self._wake.is_set():
             with anyio.move_on_after(settle):
                 await self._wake.wait()
-        return self._wake.is_set() and time.monotonic() < give_up
+        changed = self._wake.is_set() or self._file_token() != token
+        return changed and time.monotonic() < give_up
+
+    def _file_token(self) -> Any:
+        """What identifies the source file's current content without reading it (inode,
+        size, mtime); None for a source that is not a file, or a missing file."""
+        path = self.settings.source.path
+        if path is None:
+            return None
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
 
     def wake(self) -> None:
         """Ask the applier to re-read the source (call from the event loop's thread)."""
         if self._wake is not None:
             self._wake.set()
 
-    async def _consider(self, candidate: Candidate) -> None:
+    async def _consider(self, candidate: Candidate, token: Any = None) -> None:
         if candidate.plan.digest == self._digest():
             return
         started = time.perf_counter()
+
+        def superseded() -> bool:
+            """The file changed since it was read: a newer plan is on its way (thread-safe)."""
+            return token is not None and self._file_token() != token
+
         try:
-            report = await self.runtime.apply(candidate.plan, candidate.serial)
+            report = await self.runtime.apply(candidate.plan, candidate.serial, superseded)
+        except Superseded:
+            self.counters.superseded += 1
+            self.wake()  # read the newer plan
         except PlanRejected as exc:
             self._problem("rejected", str(exc), time.perf_counter() - started)
         except SwapAborted as exc:
@@ -623,6 +659,7 @@ class Supervisor:
             "aborted": counters.aborted,
             "rolled_back": counters.rolled_back,
             "unreachable": counters.unreachable,
+            "superseded": counters.superseded,
             "cleanup_failures": self.runtime.cleanup_failures,
             "last_swap": counters.last_swap,
             "last_problem": counters.last_problem,
