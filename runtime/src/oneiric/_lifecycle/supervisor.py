@@ -10,8 +10,9 @@ Loops, each in its own task:
   from the running one.  Reads settle (`_settled_fetch`), a swap that a newer
   write overtakes before bind is abandoned (`Superseded`), and triggers that
   arrive during a swap coalesce into one more read, so a burst of writes is
-  one swap and v2, v3 back to back end on v3.  A rejected plan changes nothing and is counted in status.json; an
-  unreachable source keeps the last known good plan serving.
+  one swap and v2, v3 back to back end on v3.  A rejected plan changes
+  nothing and is counted in status.json; an unreachable source keeps the last
+  known good plan serving.
 * control: polls control.db (about four times a second) and obeys pause,
   resume and drain.
 * health: runs the components' health checks at their intervals and writes
