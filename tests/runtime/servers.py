@@ -191,3 +191,27 @@ def moto_server() -> Iterator[Server]:
     yield server
     server.stop()
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+def redis_server() -> Iterator[Server]:
+    binary = need("redis-server")
+    workdir = _workdir()
+    port = free_port()
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    server = Server(argv, port, workdir=workdir)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def http_server(name: str) -> Iterator[Server]:
+    """tests/runtime/httpd.py: a real HTTP server (Python's http.server) in its own process."""
+    workdir = _workdir()
+    port = free_port()
+    script = Path(__file__).with_name("httpd.py")
+    server = Server([sys.executable, str(script), str(port), name], port, workdir=workdir)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
