@@ -105,7 +105,7 @@ def test_help_and_status_start_fast_and_small(tmp_path: Path) -> None:
     # environment sets PYTHONDONTWRITEBYTECODE and the venv holds no .pyc files).
     env = {**os.environ, "PYTHONPYCACHEPREFIX": str(tmp_path)}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    for args in (["--help"], ["status", "--state", "/nonexistent"]):
+    for args in (["--help"], ["status", "--state", "/nonexistent"], ["list", "--state", "/x"]):
         subprocess.run([sys.executable, "-m", "oneiric", *args], env=env, capture_output=True)
         seconds, peak_kib = measure(env, "-m", "oneiric", *args)
         assert seconds < 0.2, f"oneiric {' '.join(args)} used {seconds:.3f}s of CPU"

@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
         name: f"oneiric._cli.runtime:{name}"
         for name in ("run", "status", "explain", "health", "pause", "resume", "drain")
     },
+    "list": "oneiric._cli.inventory:list_",
     "verify": "oneiric._cli.security:verify",
     "remote-sync": "oneiric._cli.security:remote_sync",
     "trust": "oneiric._cli.security:trust",
