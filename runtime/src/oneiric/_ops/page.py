@@ -71,7 +71,7 @@ def _plan(status: dict[str, Any], now: float) -> str:
     facts = [
         ("state", f"{status['state']} ({'ready' if ready else 'NOT READY'})"),
         ("target", plan.get("target")),
-        ("serial", plan.get("serial")),
+        ("serial", "none (unsigned)" if plan.get("serial") is None else plan["serial"]),
         ("digest", plan.get("digest")),
         ("profile", status.get("profile")),
         ("age", _ago(now - applied) if applied else None),
