@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from oneiric._flows.workflows import WorkflowError
     from oneiric._lifecycle.attest import ImplementationError, PinMismatch
     from oneiric._lifecycle.handle import ComponentPaused, ComponentUnavailable, Handle
-    from oneiric._lifecycle.runtime import PlanRejected, RolledBack, Runtime, SwapAborted
+    from oneiric._lifecycle.runtime import Deps, PlanRejected, RolledBack, Runtime, SwapAborted
     from oneiric._lifecycle.supervisor import Settings, StartError, Supervisor
     from oneiric._plan.model import Component, Plan, UnsupportedPlanVersion, load_plan
     from oneiric._plan.values import Secret
@@ -68,6 +68,7 @@ _EXPORTS: dict[str, str] = {
     "TrustError": "oneiric._delivery.checks",
     # the runtime and its components
     "Runtime": "oneiric._lifecycle.runtime",
+    "Deps": "oneiric._lifecycle.runtime",
     "PlanRejected": "oneiric._lifecycle.runtime",
     "SwapAborted": "oneiric._lifecycle.runtime",
     "RolledBack": "oneiric._lifecycle.runtime",
@@ -103,6 +104,7 @@ __all__ = [
     "ComponentPaused",
     "ComponentUnavailable",
     "Database",
+    "Deps",
     "Event",
     "EventError",
     "Handle",

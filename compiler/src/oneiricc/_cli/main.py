@@ -45,6 +45,7 @@ LAZY_COMMANDS = {
     "diff": "oneiricc._cli.authoring:diff",
     "lsp": "oneiricc._cli.authoring:lsp_command",
     "graph": "oneiricc._cli.graph:graph",
+    "init": "oneiricc._cli.project:init",
     "server": "oneiricc._cli.server:server",
 }
 

@@ -217,7 +217,10 @@ def _import(component: str, name: str, origin: str | None, sha256: str | None) -
     try:
         if module is None:
             module = importlib.import_module(name)
-        elif sha256 is not None and _imported.get(name) != sha256:
+        elif sha256 is not None and _imported.get(name, sha256) != sha256:
+            # Imported by this runtime for another pin: load the new code.  A module
+            # the application imported itself (from the file just hashed) is kept, so
+            # its classes stay the ones the application holds.
             module = importlib.reload(module)
     except Exception as exc:
         raise ImplementationError(f'{component}: importing "{name}" failed: {exc!r}') from exc

@@ -147,6 +147,10 @@ class Deps:
                 f"{component_id} is not required by this component (has: {known})"
             ) from None
 
+    def handle(self, component_id: str, kind: Callable[..., T]) -> Handle[T]:
+        """`deps[component_id]` typed: `deps.handle("adapter:cache", Cache).api` is a `Cache`."""
+        return self[component_id]
+
     def __contains__(self, component_id: object) -> bool:
         return component_id in self._handles
 
