@@ -81,3 +81,67 @@ class RedisServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+class PostgresCluster:
+    """A private PostgreSQL cluster (initdb + pg_ctl) in a temporary directory.
+
+    As root, the cluster runs as the unprivileged `nobody` (PostgreSQL refuses
+    root); its directory is created outside pytest's root-only tree and handed
+    to that user.
+    """
+
+    def __init__(self) -> None:
+        need(str(PG_BIN / "initdb"), "postgresql")
+        import tempfile
+
+        self.directory = Path(tempfile.mkdtemp(prefix="oneiric-pg-"))
+        self.data = self.directory / "data"
+        self.port = free_port()
+        self._as_user: list[str] = []
+        if os.geteuid() == 0:
+            os.chown(self.directory, 65534, 65534)
+            self._as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        self._run(
+            PG_BIN / "initdb", "-D", self.data, "-U", "postgres", "--auth=trust",
+            "-E", "UTF8", "--no-sync", "--no-instructions",
+        )  # fmt: skip
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *argv: object) -> None:
+        subprocess.run(
+            [*self._as_user, *map(str, argv)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=self.directory,
+        )
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c max_connections=100"
+        )
+        self._run(
+            PG_BIN / "pg_ctl", "-D", self.data, "-o", options, "-l",
+            self.directory / "server.log", "-w", "-t", "30", "start",
+        )  # fmt: skip
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run(PG_BIN / "pg_ctl", "-D", self.data, "-m", mode, "-w", "stop")
+
+    def restart(self) -> None:
+        """A crash and a restart: `immediate` kills the server without a shutdown checkpoint."""
+        self.stop("immediate")
+        self.start()
+
+    def destroy(self) -> None:
+        try:
+            self.stop("immediate")
+        except subprocess.CalledProcessError:
+            pass
+        shutil.rmtree(self.directory, ignore_errors=True)

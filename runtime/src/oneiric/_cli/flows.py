@@ -88,9 +88,35 @@ def _imports() -> Imports:
     return Imports.find(near, params.get("module_path", ()))
 
 
+def _remember_store(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
+    ctx.meta["oneiric.store"] = value
+
+
+STORE = click.option(
+    "--store",
+    envvar="ONEIRIC_FLOWS",
+    metavar="URL",
+    expose_value=False,
+    callback=_remember_store,
+    help="Flow store: postgresql://USER@HOST:PORT/DB[?lease=S] shares runs between runtimes "
+    "(env ONEIRIC_FLOWS); STATE/flows.db when unset.",
+)
+
+
 def _store(fmt: str, state: Path) -> FlowStore:
+    """The store named by --store / ONEIRIC_FLOWS (PostgreSQL), else STATE/flows.db."""
     from oneiric._flows.store import FlowStore
 
+    url = click.get_current_context().meta.get("oneiric.store")
+    if url:
+        from oneiric._flows.postgres import DatabaseUnavailable, PostgresFlowStore, is_url
+
+        if not is_url(url):
+            _fail(fmt, f"--store {url!r} is not a postgresql:// URL")
+        try:
+            return PostgresFlowStore(url)
+        except DatabaseUnavailable as exc:
+            _fail(fmt, str(exc))
     try:
         return FlowStore(state)
     except Exception as exc:  # sqlite3.Error or OSError
@@ -128,6 +154,7 @@ def _run_async(fmt: str, main: Any) -> Any:
     """anyio.run(main); a refused plan exits 1, as from `oneiric run` (see the docstring)."""
     import anyio
 
+    from oneiric._flows.store import StoreUnavailable
     from oneiric._lifecycle.runtime import PlanRejected, SwapAborted
 
     try:
@@ -137,6 +164,8 @@ def _run_async(fmt: str, main: Any) -> Any:
             raise _sole(group) from None
     except (PlanRejected, SwapAborted) as exc:
         _fail(fmt, f"cannot activate the plan's components: {exc}", 1)
+    except StoreUnavailable as exc:
+        _fail(fmt, str(exc))
 
 
 def _sole(error: BaseException) -> BaseException:
@@ -229,6 +258,7 @@ def _finish_run(fmt: str, record: RunRecord) -> None:
 @UNSIGNED
 @STATE
 @MODULE_PATH
+@STORE
 @VERBOSE
 @FORMAT
 def workflow_run(
@@ -254,6 +284,7 @@ def workflow_run(
 @UNSIGNED
 @STATE
 @MODULE_PATH
+@STORE
 @VERBOSE
 @FORMAT
 def workflow_resume(
@@ -269,7 +300,7 @@ def workflow_resume(
     store = _store(fmt, directory)
     found = store.run(run_id)
     if found is None:
-        _fail(fmt, f'no workflow run "{run_id}" in {store.path}', 1)
+        _fail(fmt, f'no workflow run "{run_id}" in {store.location}', 1)
     if found.status == "succeeded":
         _fail(fmt, f"run {run_id} already finished (succeeded); nothing to resume", 1)
     plan = _plan(fmt, unsigned, directory)
@@ -282,13 +313,14 @@ def workflow_resume(
 @workflow.command("status")
 @click.argument("run_id")
 @STATE
+@STORE
 @FORMAT
 def workflow_status(run_id: str, state: str | None, fmt: str) -> None:
     """A run's state and each node's state, attempts and duration."""
     store = _store(fmt, snapshots.state_dir(state))
     record = store.run(run_id)
     if record is None:
-        _fail(fmt, f'no workflow run "{run_id}" in {store.path}', 1)
+        _fail(fmt, f'no workflow run "{run_id}" in {store.location}', 1)
     _emit(fmt, record.as_json(), _run_text(record))
 
 
@@ -296,6 +328,7 @@ def workflow_status(run_id: str, state: str | None, fmt: str) -> None:
 @click.option("--workflow", "name", metavar="NAME", help="Only runs of this workflow.")
 @click.option("--limit", default=20, show_default=True, help="How many runs, newest first.")
 @STATE
+@STORE
 @FORMAT
 def workflow_list(name: str | None, limit: int, state: str | None, fmt: str) -> None:
     """Recent runs, newest first."""
@@ -319,6 +352,7 @@ def workflow_list(name: str | None, limit: int, state: str | None, fmt: str) -> 
 @workflow.command("cancel")
 @click.argument("run_id")
 @STATE
+@STORE
 @FORMAT
 def workflow_cancel(run_id: str, state: str | None, fmt: str) -> None:
     """Ask the process running RUN_ID to cancel it (it stays resumable)."""
@@ -334,6 +368,91 @@ def workflow_cancel(run_id: str, state: str | None, fmt: str) -> None:
         {"run": run_id, "cancel_requested": True, "owner_pid": record.owner_pid},
         f"cancel requested for run {run_id} (process {record.owner_pid})",
     )
+
+
+@workflow.command("serve")
+@click.option(
+    "--interval",
+    metavar="DURATION",
+    help="How often to look for runs to take over (default: a third of the lease).",
+)
+@UNSIGNED
+@STATE
+@MODULE_PATH
+@STORE
+@VERBOSE
+@FORMAT
+def workflow_serve(
+    interval: str | None,
+    unsigned: str | None,
+    state: str | None,
+    fmt: str,
+    verbose: bool,
+    module_path: tuple[str, ...],
+) -> None:
+    """Take over and run, until SIGTERM, the runs whose owner stopped (shared PostgreSQL store).
+
+    A run whose owner stopped renewing its lease (killed, machine lost) is
+    taken over within the lease time and resumed from its checkpoints.  At
+    SIGTERM/SIGINT this runtime lets go of its runs (their leases end now), so
+    another one takes them over at once.  The store's connection state is
+    written every second to STATE/runtimes/OWNER.json.
+    """
+    import os
+
+    directory = snapshots.state_dir(state)
+    plan, store = _setup(fmt, unsigned, state, lambda plan: None)
+    if store.lease_s is None:
+        _fail(fmt, "workflow serve needs a shared store: --store postgresql://... (ONEIRIC_FLOWS)")
+    every = None if interval is None else _duration_s(interval)
+    owner = str(getattr(store, "owner", os.getpid()))
+    status_path = directory / "runtimes" / f"{owner}.json"
+    tasks = sorted({f"task:{n.task}" for w in plan.workflows for n in w.nodes})
+    imports = _imports()
+
+    async def main() -> list[str]:
+        import signal
+        import time
+
+        import anyio
+
+        from oneiric._flows.host import activated
+        from oneiric._flows.workflows import Workflows
+
+        async with (
+            activated(plan, tasks, imports) as runtime,
+            Workflows(plan, runtime, store) as flows,
+        ):
+            released: list[str] = []
+            async with anyio.create_task_group() as group:
+
+                async def report() -> None:
+                    status_path.parent.mkdir(parents=True, exist_ok=True)
+                    while True:
+                        snapshots.write_json(
+                            status_path,
+                            {
+                                "pid": os.getpid(),
+                                "owner": owner,
+                                "plan": plan.digest,
+                                "written_at": time.time(),
+                                "runs": sorted(flows.active()),
+                                "store": getattr(store, "status", {}),
+                            },
+                        )
+                        await anyio.sleep(1)
+
+                group.start_soon(flows.adopt, every)
+                group.start_soon(report)
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        break
+                released = await flows.release_all()
+                group.cancel_scope.cancel()
+            return released
+
+    released = _run_async(fmt, main)
+    _emit(fmt, {"released": released}, f"stopped; released {len(released)} run(s)")
 
 
 # -- event ---------------------------------------------------------------------------------
@@ -423,6 +542,7 @@ def _broker(fmt: str, url: str, plan: Plan | None, work: Any) -> Any:
 @UNSIGNED
 @STATE
 @MODULE_PATH
+@STORE
 @VERBOSE
 @FORMAT
 def event_emit(
@@ -482,6 +602,7 @@ def event_emit(
 @click.option("--limit", default=100, show_default=True)
 @EVENTS
 @STATE
+@STORE
 @FORMAT
 def event_dead_letters(
     show_all: bool, limit: int, events_url: str | None, state: str | None, fmt: str
@@ -506,6 +627,7 @@ def event_dead_letters(
 @UNSIGNED
 @STATE
 @MODULE_PATH
+@STORE
 @VERBOSE
 @FORMAT
 def event_replay(
@@ -531,7 +653,7 @@ def event_replay(
     number = int(letter_id)
     letter = store.dead_letter(number)
     if letter is None:
-        _fail(fmt, f"no dead letter {letter_id} in {store.path}", 1)
+        _fail(fmt, f"no dead letter {letter_id} in {store.location}", 1)
     if letter.resolved_at is not None:
         _fail(fmt, f"dead letter {letter_id} was already replayed successfully", 1)
     plan = _plan(fmt, unsigned, directory)
@@ -605,6 +727,7 @@ def _replayed(fmt: str, letter: Any, outcome: Any) -> None:
 @UNSIGNED
 @STATE
 @MODULE_PATH
+@STORE
 @VERBOSE
 @FORMAT
 def event_consume(

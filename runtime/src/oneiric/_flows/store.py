@@ -77,6 +77,14 @@ class StoreError(Exception):
     """A record is missing or in a state that forbids the operation (exit 1 at the CLI)."""
 
 
+class StoreUnavailable(Exception):
+    """A shared store could not be reached, even after its retries (exit 2 at the CLI)."""
+
+
+class LeaseLost(Exception):
+    """This runtime no longer owns the run (its lease expired and another runtime took it)."""
+
+
 @dataclass(frozen=True, slots=True)
 class NodeRecord:
     name: str
@@ -167,11 +175,20 @@ class DeadLetter:
 
 
 class FlowStore:
-    """One connection to STATE/flows.db; use from one thread (the event loop's) at a time."""
+    """One connection to STATE/flows.db; use from one thread (the event loop's) at a time.
+
+    `postgres.PostgresFlowStore` is the same records in PostgreSQL, shared by
+    several runtimes: `remote` (its calls may wait on the network: run them in
+    a worker thread) and `lease_s` (runs are owned through leases).
+    """
+
+    remote = False
+    lease_s: float | None = None
 
     def __init__(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.path = state_dir / FILENAME
+        self.location = str(self.path)
         self._db = sqlite3.connect(
             self.path, timeout=10.0, isolation_level=None, check_same_thread=False
         )
@@ -319,6 +336,17 @@ class FlowStore:
             "SELECT cancel_requested FROM runs WHERE id = ?", (run_id,)
         ).fetchone()
         return bool(row and row[0])
+
+    def renew(self, run_ids: Iterable[str]) -> set[str]:
+        """Extend this runtime's leases on `run_ids`; the runs it lost (none: no leases here)."""
+        return set()
+
+    def release(self, run_ids: Iterable[str]) -> None:
+        """End this runtime's leases on `run_ids` now (no leases here)."""
+
+    def adopt(self, limit: int) -> list[str]:
+        """Take over runs whose owner's lease expired (none here: `resume` after a restart)."""
+        return []
 
     def data_version(self) -> int:
         """Changes when another connection commits (cheap to poll)."""

@@ -33,20 +33,22 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import structlog
 from anyio.abc import TaskGroup
 
 from oneiric._flows.host import lookup
-from oneiric._flows.store import FlowStore, RunRecord, StoreError
+from oneiric._flows.store import FlowStore, LeaseLost, RunRecord, StoreError, StoreUnavailable
 from oneiric._lifecycle.runtime import Runtime, _is_async
 from oneiric._plan.model import Plan, Retry, Workflow, WorkflowNode
 
 MAX_BACKOFF_S = 300.0
 DEFAULT_BACKOFF_MS = 100
 CANCEL_POLL_S = 0.25
+ADOPT_LIMIT = 16
+T = TypeVar("T")
 
 
 class WorkflowError(Exception):
@@ -82,6 +84,7 @@ class _Run:
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     done: anyio.Event = field(default_factory=anyio.Event)
     failure: str | None = None
+    lost: str | None = None  # why this runtime no longer owns the run (shared store)
 
 
 class Workflows:
@@ -142,7 +145,7 @@ class Workflows:
         self, name: str, input: Any = None, *, run_id: str | None = None, trigger: str = "api"
     ) -> RunRecord:
         """Run workflow `name` to its end in this task; return the final record."""
-        run = self._create(name, input, run_id, trigger)
+        run = await self._create(name, input, run_id, trigger)
         if run is None:
             raise WorkflowError(f'a run "{run_id}" already exists')
         return await self._execute(run)
@@ -150,23 +153,60 @@ class Workflows:
     async def resume(self, run_id: str) -> RunRecord:
         """Run what a stopped, failed or cancelled run has not completed; return its record."""
         try:
-            record = self.store.claim_for_resume(run_id)
+            record = await self._io(self.store.claim_for_resume, run_id)
         except StoreError as exc:
             raise WorkflowError(str(exc)) from None
+        return await self._execute(self._resumed(record))
+
+    def _resumed(self, record: RunRecord) -> _Run:
+        """A claimed run as this process runs it: its succeeded nodes' results kept."""
         nodes = {n["name"]: WorkflowNode.model_validate(n) for n in record.definition}
         self._check_tasks(record.workflow, nodes.values())
         if record.plan_digest != self.plan.digest:
             self._log.warning(
-                "resuming under another plan", run=run_id, started_under=record.plan_digest
+                "resuming under another plan", run=record.id, started_under=record.plan_digest
             )
         done = {
             name: json.dumps(n.result, sort_keys=True)
             for name, n in record.nodes.items()
             if n.status == "succeeded"
         }
-        run = _Run(run_id, record.workflow, nodes, json.dumps(record.input), done)
-        self._log.info("run resumed", run=run_id, workflow=record.workflow, completed=sorted(done))
-        return await self._execute(run)
+        self._log.info(
+            "run resumed", run=record.id, workflow=record.workflow, completed=sorted(done)
+        )
+        return _Run(record.id, record.workflow, nodes, json.dumps(record.input), done)
+
+    async def adopt(self, interval_s: float | None = None) -> None:
+        """Take over, forever, the runs of a shared store whose owner stopped renewing its lease.
+
+        Checks every `interval_s` (a third of the lease by default); each run
+        taken runs in the background (inside `async with`) from its last
+        checkpoints.  A no-op loop for a store without leases.
+        """
+        if self._group is None:
+            raise RuntimeError("Workflows.adopt() needs `async with workflows:`")
+        lease = self.store.lease_s
+        if lease is None:
+            return
+        while True:
+            try:
+                taken = await self._io(self.store.adopt, ADOPT_LIMIT)
+            except Exception as exc:  # the store's own retries were exhausted
+                self._log.error("cannot look for runs to take over", error=str(exc))
+                taken = []
+            for run_id in taken:
+                record = await self._io(self.store.run, run_id)
+                if record is None:
+                    continue
+                self._log.warning("run taken over", run=run_id)
+                try:
+                    run = self._resumed(record)
+                except WorkflowError as exc:
+                    self._log.error("cannot run a taken-over run", run=run_id, error=str(exc))
+                    continue
+                self._active[run.id] = run
+                self._group.start_soon(self._execute, run)
+            await anyio.sleep(interval_s or lease / 3)
 
     async def start(
         self, name: str, input: Any = None, *, run_id: str | None = None, trigger: str = "api"
@@ -178,7 +218,7 @@ class Workflows:
         """
         if self._group is None:
             raise RuntimeError("Workflows.start() needs `async with workflows:`")
-        run = self._create(name, input, run_id, trigger)
+        run = await self._create(name, input, run_id, trigger)
         if run is None:
             assert run_id is not None
             return run_id
@@ -191,15 +231,35 @@ class Workflows:
         active = self._active.get(run_id)
         if active is not None:
             await active.done.wait()
-        record = self.store.run(run_id)
+        record = await self._io(self.store.run, run_id)
         if record is None:
             raise WorkflowError(f'no workflow run "{run_id}"')
         return record
+
+    def active(self) -> list[str]:
+        """Ids of the runs this process is running."""
+        return list(self._active)
 
     def cancel_all(self) -> None:
         """Cancel every run of this process (each is recorded as cancelled, resumable)."""
         for run in list(self._active.values()):
             run.scope.cancel()
+
+    async def release_all(self) -> list[str]:
+        """Stop this process's runs without finishing them and end their leases now.
+
+        Another runtime sharing the store (`adopt`) takes them over from their
+        last checkpoints at once; a node that was running runs again there.
+        """
+        runs = list(self._active.values())
+        for run in runs:
+            run.lost = "released for another runtime"
+            run.scope.cancel()
+        for run in runs:
+            await run.done.wait()
+        ids = [run.id for run in runs]
+        await self._io(self.store.release, ids)
+        return ids
 
     def cancel(self, run_id: str) -> bool:
         """Cancel a run of this process; False when it is not running here."""
@@ -218,7 +278,13 @@ class Workflows:
                     "is not running (not in the plan or not activated)"
                 )
 
-    def _create(self, name: str, input: Any, run_id: str | None, trigger: str) -> _Run | None:
+    async def _io(self, call: Callable[..., T], *args: Any) -> T:
+        """A store call: in a worker thread when the store is remote (it may wait and retry)."""
+        if not self.store.remote:
+            return call(*args)
+        return await anyio.to_thread.run_sync(functools.partial(call, *args))
+
+    async def _create(self, name: str, input: Any, run_id: str | None, trigger: str) -> _Run | None:
         workflow = self.workflow(name)
         self._check_tasks(name, workflow.nodes)
         input_json = to_json(input, "the workflow input")
@@ -226,7 +292,9 @@ class Workflows:
         by_name = {node.name: node for node in workflow.nodes}
         ordered = [by_name[name] for level in workflow.generations for name in level]
         definition = [node.model_dump(mode="json") for node in ordered]
-        if not self.store.create_run(rid, name, self.plan.digest, definition, input_json, trigger):
+        if not await self._io(
+            self.store.create_run, rid, name, self.plan.digest, definition, input_json, trigger
+        ):
             return None
         self._log.info("run started", run=rid, workflow=name, trigger=trigger)
         return _Run(rid, name, {n.name: n for n in workflow.nodes}, input_json, {})
@@ -239,18 +307,30 @@ class Workflows:
                 async with anyio.create_task_group() as outer:
                     if self._cancel_poll_s:
                         outer.start_soon(self._watch_cancel, run, self._cancel_poll_s)
+                    if self.store.lease_s is not None:
+                        outer.start_soon(self._keep_lease, run, self.store.lease_s / 3)
                     with run.scope:
-                        await self._schedule(run)
+                        try:
+                            await self._schedule(run)
+                        except BaseExceptionGroup as group:
+                            # Not ours any more, or the store is gone: stop here, write
+                            # nothing more; the lease expires and another runtime goes on.
+                            lost, rest = group.split((LeaseLost, StoreUnavailable))
+                            if rest is not None:
+                                raise rest from None
+                            assert lost is not None
+                            run.lost = str(_leaf(lost))
                     outer.cancel_scope.cancel()
             except BaseException:
                 # Cancelled from outside (or a bug): record it, then let it propagate.
-                self._finish(run, cancelled=True)
+                with anyio.CancelScope(shield=True):
+                    await self._finish(run, cancelled=True)
                 raise
-            self._finish(run, cancelled=run.scope.cancel_called)
+            await self._finish(run, cancelled=run.scope.cancel_called)
         finally:
             self._active.pop(run.id, None)
             run.done.set()
-        record = self.store.run(run.id)
+        record = await self._io(self.store.run, run.id)
         assert record is not None
         self._log.info(
             "run finished",
@@ -299,7 +379,7 @@ class Workflows:
         error = ""
         for attempt in range(1, attempts + 1):
             run.states[node.name] = "running"
-            self.store.node_started(run.id, node.name, attempt, time.time())
+            await self._io(self.store.node_started, run.id, node.name, attempt, time.time())
             upstream = {up: json.loads(run.results[up]) for up in node.depends_on}
             try:
                 async with limiter or contextlib.nullcontext():
@@ -312,7 +392,8 @@ class Workflows:
                     result_json = to_json(result, f"the result of node {node.name}")
                     run.results[node.name] = result_json
                     run.states[node.name] = "succeeded"
-                    self.store.node_finished(
+                    await self._io(
+                        self.store.node_finished,
                         run.id,
                         node.name,
                         "succeeded",
@@ -332,12 +413,23 @@ class Workflows:
         log.error("node failed", attempts=attempts, error=error)
         run.states[node.name] = "failed"
         run.failure = run.failure or f"node {node.name} failed: {error}"
-        self.store.node_finished(
-            run.id, node.name, "failed", attempts, None, error, started, time.time()
+        await self._io(
+            self.store.node_finished,
+            run.id,
+            node.name,
+            "failed",
+            attempts,
+            None,
+            error,
+            started,
+            time.time(),
         )
         return False
 
-    def _finish(self, run: _Run, *, cancelled: bool) -> None:
+    async def _finish(self, run: _Run, *, cancelled: bool) -> None:
+        if run.lost is not None:
+            self._log.warning("run lost to another runtime", run=run.id, reason=run.lost)
+            return
         if cancelled:
             status, error = "cancelled", "cancelled"
             ends = [(n, "cancelled") for n, s in run.states.items() if s == "running"]
@@ -346,7 +438,11 @@ class Workflows:
             ends = [(n, "skipped") for n in run.nodes if n not in run.states]
         else:
             status, error, ends = "succeeded", None, []
-        self.store.finish_run(run.id, status, error, ends)
+        try:
+            await self._io(self.store.finish_run, run.id, status, error, ends)
+        except LeaseLost as exc:
+            run.lost = str(exc)
+            self._log.warning("run lost to another runtime", run=run.id, reason=run.lost)
 
     async def _watch_cancel(self, run: _Run, interval: float) -> None:
         """Obey `oneiric workflow cancel` from another process (polls the store)."""
@@ -356,10 +452,25 @@ class Workflows:
             now = self.store.data_version()
             if now != version:
                 version = now
-                if self.store.cancel_requested(run.id):
+                if await self._io(self.store.cancel_requested, run.id):
                     self._log.info("run cancel requested", run=run.id)
                     run.scope.cancel()
                     return
+
+    async def _keep_lease(self, run: _Run, interval: float) -> None:
+        """Renew this runtime's lease on the run; stop the run here if another took it."""
+        while True:
+            await anyio.sleep(interval)
+            try:
+                lost = await self._io(self.store.renew, [run.id])
+            except Exception as exc:  # unreachable beyond the store's retries: keep trying
+                self._log.error("cannot renew the lease", run=run.id, error=str(exc))
+                continue
+            if lost:
+                run.lost = "its lease expired and another runtime took it over"
+                self._log.error("run lost to another runtime", run=run.id)
+                run.scope.cancel()
+                return
 
     def _limiter(self, task: str, concurrency: int | None) -> anyio.CapacityLimiter | None:
         if not concurrency or concurrency < 1:
@@ -382,3 +493,9 @@ async def _call(target: Callable[..., Any], *args: Any) -> Any:
     if hasattr(result, "__await__"):
         return await result
     return result
+
+
+def _leaf(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
