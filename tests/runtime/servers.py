@@ -193,11 +193,14 @@ def moto_server() -> Iterator[Server]:
     shutil.rmtree(workdir, ignore_errors=True)
 
 
-def redis_server() -> Iterator[Server]:
+def redis_server(*, aof: bool = False) -> Iterator[Server]:
+    """redis-server; with `aof`, every write is fsynced, so a restart keeps streams and groups."""
     binary = need("redis-server")
     workdir = _workdir()
     port = free_port()
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir)]
+    argv += ["--save", ""]
+    argv += ["--appendonly", "yes", "--appendfsync", "always"] if aof else ["--appendonly", "no"]
     server = Server(argv, port, workdir=workdir)
     server.start()
     yield server

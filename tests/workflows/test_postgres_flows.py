@@ -22,7 +22,7 @@ from oneiric._flows.postgres import (
 )
 from oneiric._flows.store import LeaseLost
 from oneiric._flows.workflows import Workflows
-from servers import PostgresCluster, free_port
+from servers import Server, free_port, postgres_server
 from test_workflow_cli import spawn, started
 from test_workflows import task
 from wfkit import build_plan, oneiric, wait_for
@@ -41,15 +41,39 @@ CHAIN = "\n".join(
 )
 
 
+class Cluster:
+    """A private PostgreSQL cluster (restartable with its data)."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.url = f"postgresql://postgres@127.0.0.1:{server.port}/postgres"
+        self.ready()
+
+    def ready(self) -> None:
+        """Wait past "the database system is starting up" (the port opens before)."""
+
+        def accepts() -> bool:
+            try:
+                psycopg.connect(self.url, connect_timeout=2).close()
+            except psycopg.OperationalError:
+                return False
+            return True
+
+        wait_for(accepts, 30, "PostgreSQL to accept connections")
+
+    def restart(self) -> None:
+        self.server.stop()
+        self.server.start()
+
+
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[PostgresCluster]:
-    server = PostgresCluster()
-    yield server
-    server.destroy()
+def cluster() -> Iterator[Cluster]:
+    for server in postgres_server():
+        yield Cluster(server)
 
 
 @pytest.fixture
-def db(cluster: PostgresCluster) -> str:
+def db(cluster: Cluster) -> str:
     """A fresh database of the cluster: its URL."""
     name = f"t{os.getpid()}_{next(_names)}"
     with psycopg.connect(cluster.url, autocommit=True) as conn:
@@ -184,7 +208,7 @@ def test_owner_killed_mid_run_another_runtime_takes_over(tmp_path: Path, db: str
 
 
 @pytest.mark.slow
-def test_postgres_restarted_mid_run(tmp_path: Path, cluster: PostgresCluster, db: str) -> None:
+def test_postgres_restarted_mid_run(tmp_path: Path, cluster: Cluster, db: str) -> None:
     stack = "\n".join(
         [
             *(task(f"n{i}", sleep_ms=400) for i in range(6)),

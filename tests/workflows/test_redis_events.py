@@ -20,16 +20,27 @@ from oneiric._flows.host import activated
 from oneiric._flows.redis_events import RedisEvents
 from oneiric._flows.store import FlowStore
 from oneiric._flows.workflows import Workflows
-from servers import RedisServer, free_port
+from servers import Server, free_port, redis_server
 from test_events import handler
 from wfkit import build_plan, cli_env, oneiric, wait_for
 
 
+class Redis:
+    """A private redis-server with AOF (restartable with its data)."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.url = f"redis://127.0.0.1:{server.port}/0"
+
+    def restart(self) -> None:
+        self.server.stop()
+        self.server.start()
+
+
 @pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis", aof=True)
-    yield server
-    server.stop()
+def redis() -> Iterator[Redis]:
+    for server in redis_server(aof=True):
+        yield Redis(server)
 
 
 def picky(key: str, topic: str, body: str = "", **config: Any) -> str:
@@ -74,7 +85,7 @@ async def consuming(tmp_path: Path, stack: str, url: str, work: Any, *, consumer
 
 @pytest.mark.anyio
 async def test_broadcast_exclusive_filters_and_a_stable_event_id(
-    tmp_path: Path, wf_log: str, redis: RedisServer
+    tmp_path: Path, wf_log: str, redis: Redis
 ) -> None:
     stack = "\n".join(
         [
@@ -117,7 +128,7 @@ async def test_broadcast_exclusive_filters_and_a_stable_event_id(
 
 @pytest.mark.anyio
 async def test_a_poison_event_ends_in_dead_letters_while_the_rest_flow(
-    tmp_path: Path, wf_log: str, redis: RedisServer
+    tmp_path: Path, wf_log: str, redis: Redis
 ) -> None:
     stack = picky("orders", "order", "    retry 3 backoff 10ms\n")
 
@@ -205,7 +216,7 @@ def _consumer(plan: Path, url: str, state: Path, name: str, log: str) -> subproc
 
 @pytest.mark.slow
 def test_kill_9_of_a_consumer_mid_handler_loses_nothing(
-    tmp_path: Path, wf_log: str, redis: RedisServer
+    tmp_path: Path, wf_log: str, redis: Redis
 ) -> None:
     stack = picky("slow", "job", "    fanout exclusive\n    retry 3 backoff 10ms\n", sleep_ms=3000)
     _, plan = build_plan(tmp_path, stack)
@@ -241,7 +252,7 @@ def test_kill_9_of_a_consumer_mid_handler_loses_nothing(
 
 @pytest.mark.slow
 def test_redis_restarted_mid_stream_loses_nothing(
-    tmp_path: Path, wf_log: str, redis: RedisServer
+    tmp_path: Path, wf_log: str, redis: Redis
 ) -> None:
     stack = picky("count", "tick", sleep_ms=20)
     _, plan = build_plan(tmp_path, stack)
