@@ -359,3 +359,72 @@ def test_status_refuses_a_reused_pid_and_a_stale_heartbeat(tmp_path: Path) -> No
     assert oneiric("health", "--probe", "--state", str(state)).returncode == 1
     snapshots.write_json(state / snapshots.HEALTH, {**health, "pid_start": base["pid_start"]})
     assert oneiric("health", "--probe", "--state", str(state)).returncode == 0
+
+
+def test_sigterm_ends_within_the_drain_deadline_despite_hung_calls(tmp_path: Path, running) -> None:  # type: ignore[no-untyped-def]
+    """An activation abandoned at its timeout (a 60 s sleep in the constructor), and three
+    components whose close() hangs 60 s (drain deadline 1.5 s each, 4.5 s in sequence):
+    SIGTERM ends the process within the drain deadline plus the 2 s margin (asserted
+    with slack for a loaded machine, far below the hangs), exit 1, and the last log
+    line names what was left uncleaned."""
+    events = tmp_path / "events.jsonl"
+    plan_path = tmp_path / "plan.json"
+    stuck = [
+        component(
+            f"adapter:stuck{i}",
+            config={"events_file": str(events), "close_sleep_ms": 60_000},
+            drain_timeout_ms=1500,
+        )
+        for i in range(3)
+    ]
+    cache = component(CACHE, "v1", config={"events_file": str(events)}, drain_timeout_ms=1500)
+    v1 = plan(cache, *stuck)
+    write_plan(plan_path, v1)
+    run = running(plan_path)
+    run.wait_running(v1.digest)
+    hung = component(
+        CACHE,
+        "v2",
+        config={"events_file": str(events), "activate_sleep_ms": 60_000},
+        activate_timeout_ms=500,
+    )
+    write_plan(plan_path, plan(hung, *stuck))
+    wait_for(lambda: run.status()["aborted"] == 1, what="activation abandoned")  # type: ignore[index]
+    started = time.monotonic()
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.proc.wait(timeout=30) == 1
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.5 + 2.0 + 6.0, elapsed  # deadline + margin + slack; the hangs are 60 s
+    last = run.logs()[-1]
+    assert last["event"] == "stopped"
+    assert "adapter:cache: activation exceeded 0.5s" in last["uncleaned"]
+    assert "adapter:stuck2: cleanup exceeded 1.5s" in last["uncleaned"]
+    # Retired in reverse activation order, stuck2 and stuck1 each overran 1.5 s; the
+    # budget (1.5 s + 2 s) ran out during stuck0's close, and cache was never reached.
+    passed = next(e for e in run.logs() if e["event"] == "shutdown deadline passed")
+    assert passed["uncleaned"] == ["adapter:stuck0", CACHE]
+    assert set(last["cleanup_failures"]) == {f"adapter:stuck{i}" for i in range(3)} | {CACHE}
+
+
+def test_a_missed_drain_deadline_is_counted_and_surfaced(tmp_path: Path, running) -> None:  # type: ignore[no-untyped-def]
+    """Calls of 0.4 s (three threads, always in flight) keep running past a 1 ms drain
+    deadline when v1 is swapped out: status counts the overrun for that component and
+    reports it as the last problem."""
+    events = tmp_path / "events.jsonl"
+    plan_path = tmp_path / "plan.json"
+    v1 = plan(component(CACHE, "v1", config={"events_file": str(events)}, drain_timeout_ms=1))
+    write_plan(plan_path, v1)
+    run = running(plan_path, "--app", "rtcomponents:busy_app")
+    run.wait_running(v1.digest)
+    wait_for(lambda: run.status()["components"][CACHE]["inflight"] > 0, what="in-flight")  # type: ignore[index]
+    v2 = plan(store("v2", events))
+    write_plan(plan_path, v2)
+    status = wait_for(
+        lambda: (s := run.status()) and s["drain_overruns"] and s, what="overrun in status"
+    )
+    assert status["drain_overruns"] == {CACHE: 1}
+    assert status["last_problem"]["kind"] == "drain_overrun"
+    assert CACHE in status["last_problem"]["error"]
+    text = oneiric("status", "--state", str(run.state)).stdout
+    assert f"drain deadline overruns: {CACHE} 1" in text
+    assert run.stop() == 0

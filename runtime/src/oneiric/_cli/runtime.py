@@ -226,7 +226,21 @@ def run(
         failures = anyio.run(supervisor.run)
     except StartError as exc:
         _fail("text", f"cannot start: {exc}", 1)
-    sys.exit(1 if failures else 0)
+    _exit_now(1 if failures or supervisor.uncleaned else 0)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Exit with `code` without joining threads still stuck in abandoned calls (Python
+    would wait for them, forever for a hung connect); the "stopped" log line named them."""
+    import os
+    import threading
+
+    main = threading.main_thread()
+    if any(t is not main and t.is_alive() and not t.daemon for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 HTTP_EXTRA = "pip install 'oneiric-runtime[http]'"
@@ -317,6 +331,9 @@ def status(state: str | None, fmt: str) -> None:
             + (f"in-flight {comp['inflight']}  " if alive else "")
             + f"calls {comp['calls']}{flag}"
         )
+    if data.get("drain_overruns"):
+        overruns = ", ".join(f"{cid} {n}" for cid, n in sorted(data["drain_overruns"].items()))
+        lines.append(f"drain deadline overruns: {overruns}")
     if data.get("last_problem"):
         problem = data["last_problem"]
         lines.append(f"last problem ({problem['kind']}): {problem['error']}")

@@ -15,6 +15,11 @@ returns; then `call` refuses to start another one, and `abandoned` tells
 the worker to clean up what the late call made instead of handing it over.  So a sync hang costs
 one parked thread, never the caller's deadline.  A call that returns after
 its deadline, before the watchdog noticed, is an overrun too.
+
+Every abandoned call still running is listed by `hung_calls()` until it
+returns: at exit `oneiric run` reports them as left uncleaned and does not
+wait for them (Python would otherwise join their threads, for as long as the
+hung call takes).
 """
 
 from __future__ import annotations
@@ -29,6 +34,55 @@ import anyio
 T = TypeVar("T")
 # How often the watchdog looks at the call in progress: the most an overrun goes unnoticed.
 WATCHDOG_POLL_S = 0.05
+
+
+_hung: dict[int, str] = {}  # abandoned calls still running: id of their token → what
+_hung_lock = threading.Lock()
+
+
+def hung_calls() -> list[str]:
+    """What abandoned calls are still running (e.g. "x: activation exceeded 5s")."""
+    with _hung_lock:
+        return sorted(_hung.values())
+
+
+class Abandonable:
+    """One sync call that the event loop may stop waiting for: `abandon()` lists it
+    in `hung_calls()` until it returns (`done()`, called by the worker)."""
+
+    __slots__ = ("_finished", "what")
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._finished = False
+
+    def abandon(self) -> None:
+        with _hung_lock:
+            if not self._finished:
+                _hung[id(self)] = self.what
+
+    def done(self) -> None:
+        with _hung_lock:
+            self._finished = True
+            _hung.pop(id(self), None)
+
+
+async def run_abandonable(fn: Callable[[], T], what: str) -> T:
+    """`fn()` in a worker thread; if the caller is cancelled (a timeout) the thread is
+    abandoned and the call listed in `hung_calls()` until it returns."""
+    token = Abandonable(what)
+
+    def call() -> T:
+        try:
+            return fn()
+        finally:
+            token.done()
+
+    try:
+        return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+    except anyio.get_cancelled_exc_class():
+        token.abandon()
+        raise
 
 
 class Overrun(Exception):
@@ -54,6 +108,7 @@ class DeadlineRunner:
         self._deadline: float | None = None
         self._what = ""
         self._abandoned = False
+        self._token: Abandonable | None = None  # the call in progress
 
     @property
     def abandoned(self) -> bool:
@@ -68,12 +123,15 @@ class DeadlineRunner:
                 raise Abandoned(what)
             self._deadline = time.monotonic() + timeout
             self._what = f"{what} exceeded {timeout:g}s"
+            token = self._token = Abandonable(self._what)
         try:
             result = fn()
         finally:
+            token.done()
             with self._lock:
                 late = self._deadline is not None and time.monotonic() > self._deadline
                 self._deadline = None
+                self._token = None
         if late:
             raise Overrun(self._what, result)
         return result
@@ -83,6 +141,21 @@ class DeadlineRunner:
         """`work()` in a worker thread; `Overrun` as soon as one of its calls overruns."""
         outcome: list[T] = []
         failure: list[BaseException] = []
+        try:
+            await self._watch(work, outcome, failure)
+        except anyio.get_cancelled_exc_class():  # the caller gave up (shutdown deadline)
+            with self._lock:
+                self._abandoned = True
+                if self._token is not None:
+                    self._token.abandon()
+            raise
+        if failure:
+            raise failure[0]
+        return outcome[0]
+
+    async def _watch(
+        self, work: Callable[[], T], outcome: list[T], failure: list[BaseException]
+    ) -> None:
         async with anyio.create_task_group() as tg:
 
             async def worker() -> None:
@@ -99,14 +172,13 @@ class DeadlineRunner:
                     now = time.monotonic()
                     if deadline is not None and now > deadline:
                         self._abandoned = True
+                        if self._token is not None:
+                            self._token.abandon()
                         failure.append(Overrun(what))
                         tg.cancel_scope.cancel()
                         break
                 wait = WATCHDOG_POLL_S if deadline is None else deadline - now + 0.001
                 await anyio.sleep(min(wait, WATCHDOG_POLL_S))
-        if failure:
-            raise failure[0]
-        return outcome[0]
 
 
 async def run_each(

@@ -46,7 +46,13 @@ import anyio
 import structlog
 
 from oneiric._lifecycle import attest
-from oneiric._lifecycle.deadlines import Abandoned, DeadlineRunner, Overrun, run_each
+from oneiric._lifecycle.deadlines import (
+    Abandoned,
+    DeadlineRunner,
+    Overrun,
+    run_abandonable,
+    run_each,
+)
 from oneiric._lifecycle.handle import Handle, Slot
 from oneiric._lifecycle.modulepath import Imports
 from oneiric._plan import values
@@ -199,6 +205,7 @@ class Runtime:
         self.instances: dict[str, Instance] = {}
         self.probation_s = probation_s
         self.cleanup_failures = 0
+        self.uncleaned: list[str] = []  # components `stop` abandoned at its deadline
         self.drain_overruns: Counter[str] = Counter()  # by component: drain deadline passed
         self._lock = anyio.Lock()
         self._log = structlog.get_logger("oneiric.runtime")
@@ -379,22 +386,44 @@ class Runtime:
         log.info("plan applied", **report.as_json())
         return report
 
-    async def stop(self) -> list[str]:
+    async def stop(self, budget_s: float | None = None) -> list[str]:
         """Stop taking calls, drain, clean up in reverse activation order; return failures.
 
         Each component's handle is unbound just before it is retired, so a
-        dependent's cleanup can still reach its dependencies.
+        dependent's cleanup can still reach its dependencies.  `budget_s` bounds
+        the whole: components not cleaned up by then are abandoned, returned
+        with the failures and listed in `uncleaned`.
         """
         async with self._lock:
             order = self.plan.activation_order if self.plan else []
             log = self._log.bind(plan=self.plan.digest if self.plan else None, serial=self.serial)
             running = [self.instances.pop(c) for c in reversed(order) if c in self.instances]
-            failures = await self._retire_all(running, log, unbind=True)
+            retired: set[str] = set()
+            failures: list[str] = []
+            with anyio.move_on_after(budget_s if budget_s is not None else float("inf")):
+                await self._retire_all(
+                    running, log, unbind=True, retired=retired, failures=failures
+                )
+            left = [i.component.id for i in running if i.component.id not in retired]
+            if left:
+                self.uncleaned = left
+                log.error("shutdown deadline passed", uncleaned=left, deadline_s=budget_s)
+                failures = [*failures, *(cid for cid in left if cid not in failures)]
             for handle in self.handles.values():  # none left in a consistent runtime
                 handle.bind(None)
             self.handles.clear()
             self.plan = None
         return failures
+
+    def drain_deadline(self) -> float:
+        """The longest drain deadline among the running components, in seconds."""
+        return max(
+            (
+                _seconds(i.component.lifecycle.drain_timeout_ms, DEFAULT_DRAIN_TIMEOUT_S)
+                for i in self.instances.values()
+            ),
+            default=0.0,
+        )
 
     # -- operator controls ---------------------------------------------------
     async def drain(self, ids: list[str], timeout_s: float) -> dict[str, dict[str, int]]:
@@ -601,15 +630,24 @@ class Runtime:
         await self._retire_all(list(reversed(made.values())), log)
 
     async def _retire_all(
-        self, instances: list[Instance], log: Any, *, unbind: bool = False
+        self,
+        instances: list[Instance],
+        log: Any,
+        *,
+        unbind: bool = False,
+        retired: set[str] | None = None,
+        failures: list[str] | None = None,
     ) -> list[str]:
         """Retire `instances` in order (drain, then clean up); return ids whose cleanup failed.
 
         Sync cleanups run one after another in one worker thread, each under
         its drain timeout (see `deadlines`); async ones on the event loop.
         `unbind`: pop and unbind each one's handle just before retiring it.
+        `retired`: collects the ids of those done with (cleaned up or failed);
+        `failures`: the list to collect failures in (returned).
         """
-        failures: list[str] = []
+        failures = [] if failures is None else failures
+        done = retired if retired is not None else set()
 
         def step(runner: DeadlineRunner, instance: Instance) -> bool:
             if _async_cleanup(instance.value):
@@ -618,11 +656,14 @@ class Runtime:
                 self._unbind(instance.component.id)
             if not self._retire_sync(instance, runner, log) and not runner.abandoned:
                 failures.append(instance.component.id)
+            if not runner.abandoned:
+                done.add(instance.component.id)
             return True
 
         def overrun(instance: Instance, message: str) -> None:
             self._cleanup_failed(instance, message, log)
             failures.append(instance.component.id)
+            done.add(instance.component.id)
 
         todo = list(instances)
         while todo:
@@ -633,6 +674,7 @@ class Runtime:
                     self._unbind(instance.component.id)
                 if not await self._retire(instance, log):
                     failures.append(instance.component.id)
+                done.add(instance.component.id)
             todo = todo[index + 1 :]
         return failures
 
@@ -653,7 +695,7 @@ class Runtime:
         close = _closer(instance.value)
         if close is not None:
             try:
-                result = runner.call(close, deadline, "cleanup")
+                result = runner.call(close, deadline, f"{instance.component.id}: cleanup")
             except Abandoned:
                 return False
             except Exception as exc:  # an Overrun too: it returned after its deadline
@@ -683,7 +725,7 @@ class Runtime:
         slot.retire()
         deadline = _seconds(instance.component.lifecycle.drain_timeout_ms, DEFAULT_DRAIN_TIMEOUT_S)
         if slot.inflight:
-            left = await anyio.to_thread.run_sync(slot.wait_idle, deadline)
+            left = await anyio.to_thread.run_sync(slot.wait_idle, deadline, abandon_on_cancel=True)
             if left:
                 self._drain_overrun(instance, left, deadline, log)
         try:
@@ -718,12 +760,13 @@ def _takes_deps(factory: Callable[..., Any]) -> bool:
         return False
 
 
-async def _call(fn: Callable[[], Any], timeout: float) -> Any:
-    """Run a sync or async callable with a timeout; sync code runs in a worker thread."""
+async def _call(fn: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Run a sync or async callable with a timeout; sync code runs in a worker thread
+    (abandoned at the timeout, and listed as `what` in `hung_calls()` until it returns)."""
     with anyio.fail_after(timeout):
         if _is_async(fn):
             return await fn()
-        result = await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
+        result = await run_abandonable(fn, f"{what} exceeded {timeout:g}s")
         if inspect.isawaitable(result):
             return await result
         return result
@@ -802,7 +845,7 @@ async def health_of(instance: Instance) -> str | None:
     component = instance.component
     timeout = _seconds(component.health.timeout_ms, DEFAULT_HEALTH_TIMEOUT_S)
     try:
-        result = await _call(check, timeout)
+        result = await _call(check, timeout, f"{component.id}: health check")
     except TimeoutError:
         return f"health check exceeded {timeout:g}s"
     except Exception as exc:
@@ -826,7 +869,7 @@ async def _close(instance: Instance) -> None:
     if close is None:
         return
     timeout = _seconds(instance.component.lifecycle.drain_timeout_ms, DEFAULT_DRAIN_TIMEOUT_S)
-    await _call(close, timeout)
+    await _call(close, timeout, f"{instance.component.id}: cleanup")
 
 
 def _health_check(value: Any) -> Callable[[], Any] | None:

@@ -25,6 +25,7 @@ an ordinary swap; with no last good plan, the source's plan.
 
 from __future__ import annotations
 
+import functools
 import gc
 import inspect
 import os
@@ -42,6 +43,7 @@ import structlog
 from oneiric._delivery.sources import Candidate, PlanInvalid, Source, SourceUnavailable
 from oneiric._lifecycle import snapshots
 from oneiric._lifecycle.control import ControlStore
+from oneiric._lifecycle.deadlines import hung_calls, run_abandonable
 from oneiric._lifecycle.handle import Handle
 from oneiric._lifecycle.modulepath import Imports
 from oneiric._lifecycle.runtime import (
@@ -64,6 +66,7 @@ STATUS_INTERVAL_S = 1.0
 WATCH_TIMEOUT_MS = 250
 T = TypeVar("T")
 APP_GRACE_S = 5.0  # at shutdown, how long the --app function gets to return
+SHUTDOWN_MARGIN_S = 2.0  # shutdown takes at most the longest drain deadline plus this
 MAX_SETTLE_S = 2.0  # a source that keeps changing is applied after this long anyway
 
 
@@ -151,6 +154,8 @@ class Supervisor:
         self._app_done: anyio.Event | None = None
         self.watching = False  # a file watch is registered (status.json "watching")
         self._phase = "starting"  # then running (see `state`), stopping, stopped
+        self.uncleaned: list[str] = []  # what shutdown left running (see `_shutdown`)
+        self._overruns_seen: dict[str, int] = {}  # drain overruns already surfaced
         self._pid_start = snapshots.process_start(os.getpid())
         self.observers: list[Observer] = []
         self.expires_at: float | None = None  # the running manifest's expiry, when signed
@@ -270,7 +275,23 @@ class Supervisor:
     async def _heartbeat(self) -> None:
         while True:
             await anyio.sleep(STATUS_INTERVAL_S)
+            self._note_overruns()
             self._write_status()
+
+    def _note_overruns(self) -> None:
+        """Surface drain deadlines that passed since last time as the last problem (calls
+        were still running on an instance when it was cleaned up)."""
+        overruns = self.runtime.drain_overruns
+        new = {cid: n - self._overruns_seen.get(cid, 0) for cid, n in overruns.items()}
+        new = {cid: n for cid, n in new.items() if n > 0}
+        if not new:
+            return
+        self._overruns_seen = dict(overruns)
+        message = "drain deadline passed with calls in flight: " + ", ".join(
+            f"{cid} ({n}x)" for cid, n in sorted(new.items())
+        )
+        self.counters.last_problem = {"kind": "drain_overrun", "error": message, "at": time.time()}
+        self._log.error("drain overrun", components=new, total=dict(overruns))
 
     def request_stop(self) -> None:
         """Ask `run` to shut down (call from the event loop's thread)."""
@@ -309,7 +330,8 @@ class Supervisor:
         self.stopping.set()
         self._phase = "stopping"
         with anyio.CancelScope(shield=True):
-            failures = await self.runtime.stop()
+            failures = await self.runtime.stop(self.runtime.drain_deadline() + SHUTDOWN_MARGIN_S)
+            self._note_overruns()
             self._phase = "stopped"
             self._write_status()
             snapshots.write_json(
@@ -324,7 +346,14 @@ class Supervisor:
                     "reason": "stopped",
                 },
             )
-        self._log.info("stopped", cleanup_failures=failures)
+        # What is left: components abandoned at the shutdown deadline, and calls abandoned
+        # at their own deadlines that still have not returned (`oneiric run` exits
+        # without waiting for them).
+        self.uncleaned = [*self.runtime.uncleaned, *hung_calls()]
+        if self.uncleaned:
+            self._log.error("stopped", cleanup_failures=failures, uncleaned=self.uncleaned)
+        else:
+            self._log.info("stopped", cleanup_failures=failures)
         return failures
 
     # -- applying ----------------------------------------------------------------
@@ -423,6 +452,7 @@ class Supervisor:
             # health.json names the new instances at once, not at the next tick (their
             # pre-bind check counts, so this calls nothing again).
             await self._check_health()
+        self._note_overruns()
         self._write_status()
 
     def _applied(self, candidate: Candidate, report: SwapReport | None, seconds: float) -> None:
@@ -526,7 +556,7 @@ class Supervisor:
             if inspect.iscoroutinefunction(app):
                 await app(self)
             else:
-                result = await anyio.to_thread.run_sync(app, self, abandon_on_cancel=True)
+                result = await run_abandonable(functools.partial(app, self), "--app function")
                 if inspect.isawaitable(result):
                     await result
         except Exception as exc:
@@ -661,6 +691,7 @@ class Supervisor:
             "rolled_back": counters.rolled_back,
             "unreachable": counters.unreachable,
             "superseded": counters.superseded,
+            "drain_overruns": dict(self.runtime.drain_overruns),
             "cleanup_failures": self.runtime.cleanup_failures,
             "last_swap": counters.last_swap,
             "last_problem": counters.last_problem,
