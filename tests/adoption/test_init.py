@@ -125,3 +125,13 @@ def test_the_new_project_is_typed(tmp_path: Path) -> None:
         timeout=300,
     )
     assert checked.returncode == 0, checked.stdout
+
+
+def test_the_pre_commit_configuration_formats_before_building(tmp_path: Path) -> None:
+    import yaml
+
+    assert cli("oneiricc", "init", "hooks", cwd=tmp_path).returncode == 0
+    config = yaml.safe_load((tmp_path / "hooks" / ".pre-commit-config.yaml").read_text())
+    hooks = config["repos"][0]["hooks"]
+    assert [h["entry"] for h in hooks] == ["oneiricc fmt", "oneiricc build", "oneiricc check"]
+    assert hooks[0]["files"] == r"\.oneiric$"

@@ -177,9 +177,11 @@ def test_ci_workflow_example_is_valid_yaml_and_uses_real_commands() -> None:
 def test_pre_commit_hooks() -> None:
     hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
     by_id = {hook["id"]: hook for hook in hooks}
-    assert set(by_id) == {"oneiric-fmt", "oneiric-check"}
+    assert [hook["id"] for hook in hooks] == ["oneiric-fmt", "oneiric-build", "oneiric-check"]
     for hook in hooks:
         assert hook["language"] == "system"
-        assert hook["files"] == r"\.oneiric$"
         _check_commands([shlex.split(hook["entry"])[1:] + hook.get("args", [])])
-    assert by_id["oneiric-fmt"]["args"] == ["--check"]
+    assert by_id["oneiric-fmt"]["files"] == r"\.oneiric$"
+    assert by_id["oneiric-fmt"]["entry"] == "oneiricc fmt"  # fixes, then the build sees it
+    assert by_id["oneiric-build"]["entry"] == "oneiricc build"
+    assert by_id["oneiric-build"]["pass_filenames"] is False

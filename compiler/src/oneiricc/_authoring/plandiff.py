@@ -79,6 +79,15 @@ class TargetDiff:
     def changes(self) -> list[Change]:
         return [*self.plan, *self.components, *self.workflows, *self.routes]
 
+    @property
+    def provenance_only(self) -> bool:
+        """The plans differ (digests), but not in anything that runs: source hashes and
+        spans only, as after a formatting-only edit."""
+        return self.status == "unchanged" and self.old_digest != self.new_digest
+
+    def changed_sources(self) -> list[str]:
+        return [entry[2:] for entry in self.sources if entry.startswith(("M ", "A ", "D "))]
+
     def counts(self) -> dict[str, int]:
         return {
             "added": sum(c.kind == "added" for c in self.components),
@@ -107,8 +116,19 @@ class PlanDiff:
         total["targets_removed"] = sum(t.status == "removed" for t in self.targets)
         return total
 
+    @property
+    def provenance_only(self) -> bool:
+        return not self.different and any(t.provenance_only for t in self.targets)
+
     def total_line(self) -> str:
         counts = self.counts()
+        if self.provenance_only:
+            files = sorted({f for t in self.targets for f in t.changed_sources()})
+            return (
+                f"No semantic changes: {plural(len(self.targets), 'plan')} compared; only "
+                f"provenance differs (source hashes of {', '.join(files) or 'the sources'}, "
+                "as after a formatting-only edit): every component and decision is identical."
+            )
         if not self.different:
             return f"No changes: {plural(len(self.targets), 'plan')} compared."
         parts = [

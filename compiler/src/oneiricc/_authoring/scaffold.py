@@ -153,7 +153,8 @@ __pycache__/
 """
 
 PRE_COMMIT = """\
-# pre-commit (https://pre-commit.com): format first, then check the committed plans.
+# pre-commit (https://pre-commit.com): format first, then rebuild the golden plans from
+# the formatted sources, then check.  A hook that changes a file stops the commit: add it.
 repos:
   - repo: local
     hooks:
@@ -162,12 +163,18 @@ repos:
         entry: oneiricc fmt
         language: system
         files: \\.oneiric$
-      - id: oneiric-build-check
-        name: oneiricc build --check
-        entry: oneiricc build --check
+      - id: oneiric-build
+        name: oneiricc build
+        entry: oneiricc build
         language: system
         pass_filenames: false
         files: (\\.oneiric|\\.py|oneiric\\.toml)$
+      - id: oneiric-check
+        name: oneiricc check
+        entry: oneiricc check
+        language: system
+        pass_filenames: false
+        files: \\.oneiric$
 """
 
 

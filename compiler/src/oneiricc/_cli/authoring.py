@@ -282,25 +282,56 @@ def diff(
     from oneiricc._authoring import plandiff
 
     state = cli_state(output)
+    stale: dict[str, list[str]] = {}
     if against is not None:
         if old is not None or new is not None:
             fail_usage("give either two plan files or --against REF, not both")
         before, after = _golden_at(state, against)
         result = plandiff.diff_plan_sets(before, after)
+        stale = _unbuilt_sources(state.project.root, after)
     else:
         if old is None or new is None:
             fail_usage("expected two plan files (OLD NEW) or --against REF")
         old_plan, new_plan = _read_plan(old), _read_plan(new)
         result = plandiff.PlanDiff([plandiff.diff_plans(new_plan.target, old_plan, new_plan)])
+    golden = state.project.golden if against is not None else ""
+    notes = [
+        f"note: {golden}/{name}.plan.json was built from other sources than those in the "
+        f"working tree ({', '.join(files)} changed since): run `oneiricc build` and commit "
+        "the result (`oneiricc build --check` fails until then)"
+        for name, files in sorted(stale.items())
+    ]
     if state.output == "json":
-        click.echo(json.dumps(plandiff.to_json(result), indent=2, ensure_ascii=False))
+        document = plandiff.to_json(result) | {"unbuilt": stale}
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
     elif state.output == "markdown":
         click.echo(plandiff.render_markdown(result, verbose=verbose), nl=False)
+        click.echo("".join(f"\n> {note}\n" for note in notes), nl=False)
     else:
         click.echo(
             plandiff.render_human(result, verbose=verbose, color=use_color(sys.stdout)), nl=False
         )
+        click.echo("".join(f"{note}\n" for note in notes), nl=False)
     sys.exit(1 if exit_code and result.different else 0)
+
+
+def _unbuilt_sources(root: Path, plans: dict[str, Plan]) -> dict[str, list[str]]:
+    """Per golden plan, its sources whose content is no longer what it was built from."""
+    import hashlib
+
+    found: dict[str, list[str]] = {}
+    for name, plan in plans.items():
+        changed = []
+        for source in plan.sources:
+            try:
+                digest = hashlib.sha256((root / source.path).read_bytes()).hexdigest()
+            except OSError:
+                digest = None
+            if digest != source.sha256.removeprefix("sha256:"):
+                changed.append(source.path)
+        if changed:
+            found[name] = changed
+    return found
 
 
 # ------------------------------------------------------------ explain CODE --

@@ -145,10 +145,22 @@ def build(
     ]
     if check_only:
         stale = _stale_golden(project, plans, all_targets=not targets and not paths)
-        report(ctx, result, {"plans": summary, "stale": sorted(stale)})
+        provenance = _provenance_only(project, plans, stale)
+        report(
+            ctx, result, {"plans": summary, "stale": sorted(stale), "provenance_only": provenance}
+        )
         if ctx.output != "json":
-            for diff in stale.values():
-                sys.stdout.writelines(diff)
+            for name, diff in stale.items():
+                if name in provenance:
+                    rel = project.golden_file(name).relative_to(project.root).as_posix()
+                    click.echo(
+                        f"{rel}: provenance only: the source hashes of "
+                        f"{', '.join(provenance[name]) or 'the sources'} changed (a "
+                        "formatting-only edit?), every component and decision is identical; "
+                        "run `oneiricc build` and commit the result"
+                    )
+                else:
+                    sys.stdout.writelines(diff)
             if stale:
                 click.echo(
                     f"{plural(len(stale), 'golden plan')} out of date: {', '.join(sorted(stale))}; "
@@ -182,6 +194,30 @@ def build(
         for name, plan in result.outputs.items():
             destination = next(item["path"] for item in summary if item["target"] == name)
             click.echo(f"{name}: {_describe(plan)} → {destination}")
+
+
+def _provenance_only(
+    project: Project, plans: dict[str, bytes], stale: dict[str, list[str]]
+) -> dict[str, list[str]]:
+    """The stale targets whose plan changed in provenance only (source hashes, spans), with
+    the sources whose hashes changed; semantic changes are compared as `oneiricc diff` does."""
+    from oneiric._plan.model import load_plan
+
+    from oneiricc._authoring.plandiff import diff_plans
+
+    found: dict[str, list[str]] = {}
+    for name in stale:
+        path = project.golden_file(name)
+        if name not in plans or not path.is_file():
+            continue
+        try:
+            old = load_plan(path.read_bytes())
+        except ValueError:
+            continue
+        change = diff_plans(name, old, load_plan(plans[name]))
+        if change.provenance_only:
+            found[name] = change.changed_sources()
+    return found
 
 
 def _stale_golden(
