@@ -16,6 +16,14 @@ BUILTINS: dict[str, str] = {
     "webhook.notify": "oneiric.actions.webhook:notify",
     "compress": "oneiric.actions.compress:compress",
     "decompress": "oneiric.actions.compress:decompress",
+    "hash": "oneiric.actions.crypto:digest",
+    "sign": "oneiric.actions.crypto:sign",
+    "verify": "oneiric.actions.crypto:verify",
+    "encode": "oneiric.actions.serialize:encode",
+    "decode": "oneiric.actions.serialize:decode",
+    "validate": "oneiric.actions.validate:validate",
+    "transform": "oneiric.actions.transform:transform",
+    "redact": "oneiric.actions.transform:redact",
 }
 
 
