@@ -48,6 +48,7 @@ NEAR_MISSES = {
     "E0401",
     "E0402",
     "E0603",
+    "E0802",
     "multi",
 }
 _LOCATION = re.compile(r"^(?P<file>[^\s:]+):(?P<line>\d+):(?P<col>\d+): (error|warning)\[")

@@ -40,6 +40,7 @@ UNPARSABLE_FIXTURES = {
     "tests/cases/E0004/stacks/latin1.oneiric",
     "tests/cases/E0005/stacks/future.oneiric",
     "tests/cases/E0005/stacks/headless.oneiric",
+    "tests/cases/E0007/stacks/base.oneiric",
 }
 
 

@@ -50,6 +50,6 @@ def test_demo_sqlite_database_is_shared_by_threads_and_creates_its_directory(
         thread.start()
     for thread in threads:
         thread.join()
-    assert db.execute("select count(*) from visits") == [(200,)]
+    assert db.query("select count(*) from visits") == [(200,)]
     assert db.health() is True
     db.close()

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
+
+
+class Payments(Protocol):
+    """What a payments service promises (the stacks bind capability `charge` to it)."""
+
+    def charge(self, amount_cents: int) -> str: ...
 
 
 class OrderService:

@@ -197,12 +197,31 @@ class Select:
 
 
 @_pickled_as_call
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """`capability DOMAIN KEY NAME = "module:Protocol"`: providing NAME promises Protocol."""
+
+    domain: Domain
+    key: str
+    capability: str
+    module: str
+    attr: str
+    place: Place
+    protocol_place: Place
+
+    @property
+    def protocol(self) -> str:
+        return f"{self.module}:{self.attr}"
+
+
+@_pickled_as_call
 @dataclass(slots=True)
 class Layer:
     name: str
     place: Place
     decls: list[Decl]
     selections: dict[tuple[str, str], Select]
+    bindings: dict[tuple[str, str, str], Binding] = field(default_factory=dict)
 
 
 @_pickled_as_call
@@ -359,7 +378,43 @@ class _FileChecker:
             layer.decls.append(decl)
         for selection in stack.selections:
             self.selection(selection, layer)
+        for capability in stack.capabilities:
+            self.binding(capability, layer)
         return layer
+
+    def binding(self, cap: n.Capability, layer: Layer) -> None:
+        if not self.domain_ok(cap.domain, cap.domain_pos):
+            return
+        match = _IMPL.fullmatch(cap.protocol)
+        if match is None:
+            self.error(
+                "E0802",
+                f'malformed protocol "{cap.protocol}"',
+                cap.protocol_pos,
+                help='write "package.module:Protocol", for example "oneiric.protocols:Cache"',
+            )
+            return
+        identity = (cap.domain, cap.key, cap.name)
+        first = layer.bindings.get(identity)
+        if first is not None:
+            self.error(
+                "E0803",
+                f"capability {cap.name} of {cap.domain} {cap.key} is bound twice in stack "
+                f"{layer.name}",
+                cap.pos,
+                help="keep one binding per capability",
+                notes=(Note(first.place.file, first.place.pos, "first bound"),),
+            )
+            return
+        layer.bindings[identity] = Binding(
+            cap.domain,
+            cap.key,
+            cap.name,
+            match[1],
+            match[2],
+            self.place(cap.pos),
+            self.place(cap.protocol_pos),
+        )
 
     def selection(self, sel: n.Selection, layer: Layer) -> None:
         if not self.domain_ok(sel.domain, sel.domain_pos):

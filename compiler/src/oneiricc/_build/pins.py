@@ -53,6 +53,7 @@ class Pinner:
     def __init__(self, module_path: list[Path]) -> None:
         self.search_path = [str(p) for p in module_path] + [p for p in sys.path if p]
         self._pins: dict[str, Pin | PinError] = {}
+        self._sources: dict[str, str] = {}  # module → the file it was pinned from
         self._files_by_root: dict[str, dict[str, metadata.Distribution]] = {}
         self._editable_by_root: dict[str, metadata.Distribution | None] = {}
 
@@ -67,6 +68,10 @@ class Pinner:
         if isinstance(cached, PinError):
             raise cached
         return cached
+
+    def source_of(self, module: str) -> str | None:
+        """The file a module pinned without error was found at (None for a built-in one)."""
+        return self._sources.get(module)
 
     def resolve_entry_point(self, group: str, name: str) -> Resolved:
         matches = sorted(
@@ -111,6 +116,7 @@ class Pinner:
         if not os.path.isfile(origin):
             raise PinError(f'module "{module}" is a namespace package, not a module file')
         relative = os.path.relpath(origin, root).replace(os.sep, "/") if root else None
+        self._sources[module] = origin
         dist = self._owner(origin, root)
         return Pin(
             module=module,

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 from oneiric._plan.gcpause import gc_paused
 from oneiric._plan.document import Pin
 
-from oneiricc._build import graphs
+from oneiricc._build import capabilities, graphs
 from oneiricc._build import loader
 from oneiricc._build import pins
 from oneiricc._build import planner
@@ -125,7 +125,9 @@ class Build:
 
 # The code that turns checked files into plans: part of the memo's key, with what
 # shapes the entries themselves (`cache`).
-_PLANNING_MODULES = (loader, resolver, graphs, pins, planner, sys.modules[__name__])
+_PLANNING_MODULES = (
+    loader, resolver, graphs, pins, planner, capabilities, sys.modules[__name__]
+)
 
 
 @dataclass(slots=True)
@@ -307,6 +309,7 @@ def _compile(
 ) -> Build:
     program = check(sources)
     build = Build(sources, program)
+    protocols = capabilities.ProtocolReader(pinner)
     diagnostics = [*sources.diagnostics, *program.diagnostics]
 
     names = sorted(program.targets) if targets is None else targets
@@ -342,6 +345,7 @@ def _compile(
         )
         build.resolutions[name] = resolution
         diagnostics.extend(resolution.diagnostics)
+        diagnostics.extend(capabilities.check(program, resolution, protocols))
         if skipped or has_errors(resolution.diagnostics):
             # No plan; but each winner's implementation is still looked for.
             diagnostics.extend(pin_errors(resolution, pinner))

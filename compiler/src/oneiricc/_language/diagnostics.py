@@ -63,6 +63,10 @@ CODES: dict[str, str] = {
     "E0601": "malformed implementation",
     "E0602": "implementation module not found",
     "E0603": "entry point not found",
+    # capabilities
+    "E0801": "provider lacks its capability's protocol",
+    "E0802": "capability protocol not found",
+    "E0803": "capability bound twice",
 }
 
 

@@ -253,11 +253,26 @@ class Selection(NamedTuple):
     provider_pos: Pos
 
 
+class Capability(NamedTuple):
+    """`capability DOMAIN KEY NAME = "module:Protocol"`: providing NAME promises the protocol."""
+
+    pos: Pos
+    domain: str
+    domain_pos: Pos
+    key: str
+    key_pos: Pos
+    name: str
+    name_pos: Pos
+    protocol: str
+    protocol_pos: Pos
+
+
 class Stack(NamedTuple):
     pos: Pos
     name: str
     components: tuple[Component, ...]
     selections: tuple[Selection, ...]
+    capabilities: tuple[Capability, ...] = ()
 
 
 class Target(NamedTuple):

@@ -254,6 +254,19 @@ class _Builder:
             _pos(c[0]), str(c[1]), _pos(c[1]), str(c[2]), _pos(c[2]), _string(c[3]), _pos(c[3])
         )
 
+    def capability(self, c: list[Token]) -> n.Capability:
+        return n.Capability(
+            _pos(c[0]),
+            str(c[1]),
+            _pos(c[1]),
+            str(c[2]),
+            _pos(c[2]),
+            str(c[3]),
+            _pos(c[3]),
+            _string(c[4]),
+            _pos(c[4]),
+        )
+
     def stack_decl(self, c: list[Any]) -> n.Stack:
         name: Token = c[0]
         items = c[1:]
@@ -262,6 +275,7 @@ class _Builder:
             str(name),
             tuple(i for i in items if isinstance(i, n.Component)),
             tuple(i for i in items if isinstance(i, n.Selection)),
+            tuple(i for i in items if isinstance(i, n.Capability)),
         )
 
     def layers(self, c: list[Token]) -> tuple[str, tuple[tuple[str, n.Pos], ...]]:

@@ -149,10 +149,13 @@ def _starts_declaration(tokens: list[_Tok], index: int) -> bool:
 
 
 def _starts_item(tokens: list[_Tok], index: int) -> bool:
-    """`DOMAIN KEY "provider"` or `select DOMAIN KEY =` from `index` on."""
-    kinds = [t.kind for t in tokens[index : index + 4]]
+    """`DOMAIN KEY "provider"`, `select DOMAIN KEY =` or `capability DOMAIN KEY NAME =`
+    from `index` on."""
+    kinds = [t.kind for t in tokens[index : index + 5]]
     if tokens[index].text == "select":
-        return kinds == ["word", "word", "word", "punct"] and tokens[index + 3].text == "="
+        return kinds[:4] == ["word", "word", "word", "punct"] and tokens[index + 3].text == "="
+    if tokens[index].text == "capability":
+        return kinds == ["word", "word", "word", "word", "punct"] and tokens[index + 4].text == "="
     return kinds[:3] == ["word", "word", "string"]
 
 
@@ -356,6 +359,8 @@ def _recover_stack(
         kinds = [t.kind for t in first]
         if kinds[:3] == ["word", "word", "word"] and first[0].text == "select":
             skipped.keys.add((first[1].text, first[2].text))
+        elif first[0].text == "capability":
+            pass  # a binding skipped: what it would check is not checked, nothing else
         elif kinds[:3] == ["word", "word", "string"]:
             skipped.keys.add((first[0].text, first[1].text))
             skipped.providers.add((first[0].text, first[1].text, _unquoted(first[2].text)))
