@@ -15,6 +15,18 @@ from planbuild import component, plan
 pytestmark = pytest.mark.anyio
 
 CACHE = "adapter:cache"
+# A hang (sleep in a factory, health check or close) far longer than the 100 ms timeouts
+# under test; "returned before the hang ended" is the property, robust on a loaded machine.
+HANG_MS = 2500
+NOT_THE_HANG_S = HANG_MS / 1000 - 0.5
+
+
+async def until_event(event: tuple[str, str], timeout_s: float = HANG_MS / 1000 + 10) -> None:
+    """Wait until `rtcomponents.EVENTS` holds (what, tag) (a late worker's cleanup)."""
+    deadline = time.monotonic() + timeout_s
+    while event not in [e[:2] for e in rtcomponents.EVENTS]:
+        assert time.monotonic() < deadline, f"never saw {event}"
+        await anyio.sleep(0.05)
 
 
 def live_tags() -> set[str]:
@@ -113,15 +125,15 @@ async def test_activation_that_raises_aborts_and_leaves_old_untouched() -> None:
 
 async def test_activation_that_hangs_past_its_timeout_aborts() -> None:
     runtime = await started(component(CACHE, "old"))
-    slow = component(CACHE, "new", config={"activate_sleep_ms": 2000}, activate_timeout_ms=100)
+    slow = component(CACHE, "new", config={"activate_sleep_ms": HANG_MS}, activate_timeout_ms=100)
     started_at = time.monotonic()
     with pytest.raises(SwapAborted, match=r"activation exceeded 0.1s"):
         await runtime.apply(plan(slow))
-    assert time.monotonic() - started_at < 1.0
+    assert time.monotonic() - started_at < NOT_THE_HANG_S
     assert runtime.handle(CACHE).who() == "cache-old"
-    # The abandoned worker makes, then closes, the late instance after 2 s: wait for it
-    # here, so it cannot land in a later test's events.
-    deadline = time.monotonic() + 5
+    # The abandoned worker makes, then closes, the late instance after the hang: wait for
+    # it here, so it cannot land in a later test's events.
+    deadline = time.monotonic() + HANG_MS / 1000 + 10
     while ("close", "cache-new") not in [e[:2] for e in rtcomponents.EVENTS]:
         assert time.monotonic() < deadline, "the late instance was never cleaned up"
         await anyio.sleep(0.05)
@@ -132,18 +144,18 @@ async def test_a_hang_midway_through_a_batch_of_sync_activations_aborts_and_clea
     # Many sync factories share one worker thread; the third one hangs past its timeout.
     components = [component(f"adapter:a{i}", f"p{i}") for i in range(5)]
     components[2] = component(
-        "adapter:a2", "p2", config={"activate_sleep_ms": 600}, activate_timeout_ms=100
+        "adapter:a2", "p2", config={"activate_sleep_ms": HANG_MS}, activate_timeout_ms=100
     )
     runtime = Runtime()
     started_at = time.monotonic()
     with pytest.raises(SwapAborted, match=r"adapter:a2: activation exceeded 0.1s"):
         await runtime.apply(plan(*components))
-    assert time.monotonic() - started_at < 0.5  # not the 600 ms the factory takes
+    assert time.monotonic() - started_at < NOT_THE_HANG_S  # not the hang the factory takes
     assert runtime.plan is None
     assert runtime.handles == {}
     # Made before the hang: torn down in reverse.  The late instance is cleaned up by the
     # abandoned worker once its factory returns; nothing after it was activated.
-    await anyio.sleep(0.8)
+    await until_event(("close", "a2-p2"))
     ours = {f"a{i}-p{i}" for i in range(5)}  # (an earlier test's abandoned worker may finish now)
     assert [e[:2] for e in rtcomponents.EVENTS if e[1] in ours] == [
         ("activate", "a0-p0"),
@@ -166,33 +178,33 @@ async def test_health_checks_share_a_worker_and_a_hung_one_times_out_alone() -> 
         component(CACHE),
     )
     # Healthy at activation; now b's check hangs past its timeout and c's fails.
-    runtime.instances["adapter:b"].value.health_sleep_ms = 600
+    runtime.instances["adapter:b"].value.health_sleep_ms = HANG_MS
     runtime.instances["adapter:c"].value.unhealthy = True
     started_at = time.monotonic()
     problems = await check_health(list(runtime.instances.values()))
-    assert time.monotonic() - started_at < 0.5
+    assert time.monotonic() - started_at < NOT_THE_HANG_S
     assert problems == {
         "adapter:a": None,
         "adapter:b": "health check exceeded 0.1s",
         "adapter:c": "health check returned False",
         CACHE: None,
     }
-    await anyio.sleep(0.6)
+    await anyio.sleep(HANG_MS / 1000)
     assert await runtime.stop() == []
 
 
 async def test_a_cleanup_that_hangs_at_stop_is_reported_and_the_others_still_run() -> None:
     runtime = await started(
         component("adapter:a"),
-        component("adapter:b", config={"close_sleep_ms": 600}, drain_timeout_ms=100),
+        component("adapter:b", config={"close_sleep_ms": HANG_MS}, drain_timeout_ms=100),
         component("adapter:c"),
     )
     started_at = time.monotonic()
     assert await runtime.stop() == ["adapter:b"]
-    assert time.monotonic() - started_at < 0.5
+    assert time.monotonic() - started_at < NOT_THE_HANG_S
     assert runtime.handles == {}
     assert runtime.cleanup_failures == 1
-    await anyio.sleep(0.7)  # the abandoned worker finishes b's close late
+    await until_event(("close", "b-one"))  # the abandoned worker finishes b's close late
     ours = {"a-one", "b-one", "c-one"}  # (an earlier test's abandoned worker may finish now)
     assert [e[:2] for e in rtcomponents.EVENTS if e[0] == "close" and e[1] in ours] == [
         ("close", "c-one"),

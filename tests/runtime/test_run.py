@@ -185,14 +185,29 @@ def test_controls_snapshots_and_clean_shutdown(tmp_path: Path, running) -> None:
 
 
 def test_pause_persists_across_restart(tmp_path: Path, running) -> None:  # type: ignore[no-untyped-def]
+    """Paused while running, stopped, started again: still paused; and a pause recorded
+    with no runtime running is obeyed at the next start."""
     plan_path = tmp_path / "plan.json"
     write_plan(plan_path, plan(store("v1", tmp_path / "events.jsonl")))
     state = ["--state", str(tmp_path / "state")]
-    recorded = oneiric("pause", CACHE, *state)
-    assert "no runtime is running" in recorded.stdout
-    run = running(plan_path)
-    assert run.wait_running()["components"][CACHE]["paused"] is True
-    assert run.stop() == 0
+    first = running(plan_path)
+    assert first.wait_running()["components"][CACHE]["paused"] is False
+    paused = oneiric("pause", CACHE, *state)
+    assert "done by runtime pid" in paused.stdout, paused.stdout
+    assert first.status()["components"][CACHE]["paused"] is True  # type: ignore[index]
+    assert first.stop() == 0
+
+    second = running(plan_path)
+    status = second.wait_running()
+    assert status["pid"] == second.proc.pid != first.proc.pid
+    assert status["components"][CACHE]["paused"] is True
+    assert oneiric("resume", CACHE, *state).returncode == 0
+    assert second.stop() == 0
+
+    assert "no runtime is running" in oneiric("pause", CACHE, *state).stdout
+    third = running(plan_path)
+    assert third.wait_running()["components"][CACHE]["paused"] is True
+    assert third.stop() == 0
 
 
 def test_crash_mid_swap_restarts_on_the_last_good_plan(tmp_path: Path, running) -> None:  # type: ignore[no-untyped-def]

@@ -100,7 +100,7 @@ def test_endless_manifest_is_abandoned_while_streaming(
     with pytest.raises(Rejected) as caught:
         sync(server.url("/big.dsse.json"), trust, served, fetcher, max_manifest_bytes=CAP)
     assert caught.value.check is Check.SIZE
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 10  # the server would stream for 20 s
     assert files(served) == before
     time.sleep(0.3)
     assert server.sent["/big.dsse.json"] < 16 * 1024 * 1024
@@ -109,23 +109,23 @@ def test_endless_manifest_is_abandoned_while_streaming(
 def test_declared_content_length_over_the_cap_refused_before_the_body(
     trust: Trust, served: State, fetcher: Fetcher, server: Server
 ) -> None:
-    server.routes["/big.dsse.json"] = Route(b"{}", content_length=10 * CAP, stall=5)
+    server.routes["/big.dsse.json"] = Route(b"{}", content_length=10 * CAP, stall=30)
     started = time.monotonic()
     with pytest.raises(Rejected) as caught:
         sync(server.url("/big.dsse.json"), trust, served, fetcher, max_manifest_bytes=CAP)
     assert caught.value.check is Check.SIZE
     assert "Content-Length" in caught.value.message
-    assert time.monotonic() - started < 1.5  # did not wait for the stalled body
+    assert time.monotonic() - started < 10  # did not wait for the body stalled 30 s
 
 
 def test_stalled_server_times_out(keys: Keys, trust: Trust, served: State, server: Server) -> None:
-    server.routes["/slow.dsse.json"] = Route(manifest(keys[:2], serial=6), stall=10)
+    server.routes["/slow.dsse.json"] = Route(manifest(keys[:2], serial=6), stall=30)
     before = files(served)
     started = time.monotonic()
     with Fetcher(timeout=0.5) as fetcher, pytest.raises(TransferError) as caught:
         sync(server.url("/slow.dsse.json"), trust, served, fetcher)
     assert caught.value.check is Check.TIMEOUT
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 10  # the 0.5 s timeout, not the 30 s stall
     assert files(served) == before
 
 
@@ -137,7 +137,9 @@ def test_dripping_server_hits_the_overall_deadline(
     with Fetcher(timeout=0.6) as fetcher, pytest.raises(TransferError) as caught:
         sync(server.url("/drip.dsse.json"), trust, served, fetcher)
     assert caught.value.check is Check.TIMEOUT
-    assert time.monotonic() - started < 3
+    # The whole body would take minutes at 20 bytes a second; each byte is faster than
+    # the per-read timeout, so only the overall deadline can end this.
+    assert time.monotonic() - started < 10
 
 
 def test_unreachable_source_is_a_transfer_error(

@@ -144,16 +144,19 @@ async def test_failing_and_hanging_handlers_do_not_hold_back_siblings(
         with anyio.fail_after(5):
             return await bus.emit("t", {"n": 1})
 
-    delivery = await with_bus(tmp_path, stack, work, timeout_s=0.3)
+    delivery = await with_bus(tmp_path, stack, work, timeout_s=1.0)
     by = {o.handler: o for o in delivery.outcomes}
     assert by["fine"].status == "delivered"
-    assert by["fine"].ms < 250
+    # Not held back: fine ran to its end before the hanging sibling's timeout fired.
+    started = {e["name"]: e["t"] for e in wftasks.calls(wf_log, "start")}
+    ended = {e["name"]: e["t"] for e in wftasks.calls(wf_log, "end")}
+    assert ended["fine"] < started["hangs"] + 1.0
     assert by["flaky"].status == "delivered"
     assert by["flaky"].attempts == 3
     assert by["fails"].status == "dead-lettered"
     assert by["fails"].attempts == 2
     assert by["hangs"].status == "dead-lettered"
-    assert by["hangs"].error == "timed out after 0.3s"
+    assert by["hangs"].error == "timed out after 1s"
     assert not delivery.ok
     letters = FlowStore(tmp_path / "state").dead_letters()
     assert sorted(d.handler for d in letters) == ["fails", "hangs"]

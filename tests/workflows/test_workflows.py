@@ -60,11 +60,13 @@ async def test_independent_nodes_run_concurrently_and_get_upstream_results(
 ) -> None:
     stack = diamond(b={"sleep_ms": 400}, c={"sleep_ms": 400})
     record = await run_flow(tmp_path, stack, lambda wf: wf.run("w", {"order": 7}))
-    elapsed = record.finished_at - record.created_at
     assert record.status == "succeeded"
-    assert elapsed < 0.75, f"b and c ran one after the other ({elapsed:.2f}s)"
+    # Concurrent: each of b and c started before the other ended (sequential runs would
+    # not overlap, however fast or loaded the machine).
     b, c = starts(wf_log, "b")[0], starts(wf_log, "c")[0]
-    assert abs(b["t"] - c["t"]) < 0.2
+    ends = {e["name"]: e["t"] for e in wftasks.calls(wf_log, "end")}
+    assert c["t"] < ends["b"], "c started after b ended"
+    assert b["t"] < ends["c"], "b started after c ended"
     (d,) = starts(wf_log, "d")
     assert d["input"] == {"order": 7}
     assert d["upstream"] == {
@@ -85,9 +87,11 @@ async def test_retry_with_exponential_backoff(tmp_path: Path, wf_log: str) -> No
     assert record.nodes["b"].attempts == 3
     times = [e["t"] for e in starts(wf_log, "b")]
     assert len(times) == 3
-    # Jittered between half and all of 100 ms, then of 200 ms.
-    assert 0.05 <= times[1] - times[0] < 0.3
-    assert 0.1 <= times[2] - times[1] < 0.45
+    # Jittered between half and all of 100 ms, then of 200 ms: the lower bounds are the
+    # property (the second wait is at least the first's maximum: it grew); the upper
+    # bounds only show that nothing else (a timeout) was waited for, generously.
+    assert 0.05 <= times[1] - times[0] < 3
+    assert 0.1 <= times[2] - times[1] < 3
 
 
 @pytest.mark.anyio
@@ -104,9 +108,9 @@ async def test_task_retry_applies_when_the_node_has_none(tmp_path: Path, wf_log:
 async def test_timeout_fails_the_node_skips_below_and_siblings_finish(
     tmp_path: Path, wf_log: str
 ) -> None:
-    stack = diamond(b={"sleep_ms": 5000}, nodes="    node b { timeout 200ms }")
+    stack = diamond(b={"sleep_ms": 60_000}, nodes="    node b { timeout 200ms }")
     record = await run_flow(tmp_path, stack, lambda wf: wf.run("w"))
-    assert record.finished_at - record.created_at < 2
+    assert record.finished_at - record.created_at < 20  # the timeout, not b's 60 s
     assert record.status == "failed"
     assert record.nodes["b"].status == "failed"
     assert record.nodes["b"].error == "timed out after 0.2s"
