@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,6 +104,21 @@ STORE = click.option(
 )
 
 
+def _remember_tasks(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
+    ctx.meta["oneiric.tasks"] = value
+
+
+TASKS = click.option(
+    "--tasks",
+    envvar="ONEIRIC_TASKS",
+    metavar="URL",
+    expose_value=False,
+    callback=_remember_tasks,
+    help="Dispatch the nodes to `oneiric worker`s on Redis Streams "
+    "(redis://HOST:PORT/DB; env ONEIRIC_TASKS); run here when unset.",
+)
+
+
 def _store(fmt: str, state: Path) -> FlowStore:
     """The store named by --store / ONEIRIC_FLOWS (PostgreSQL), else STATE/flows.db."""
     from oneiric._flows.store import FlowStore
@@ -155,6 +171,7 @@ def _run_async(fmt: str, main: Any) -> Any:
     import anyio
 
     from oneiric._flows.store import StoreUnavailable
+    from oneiric._flows.streams import BrokerUnavailable
     from oneiric._lifecycle.runtime import PlanRejected, SwapAborted
 
     try:
@@ -164,7 +181,7 @@ def _run_async(fmt: str, main: Any) -> Any:
             raise _sole(group) from None
     except (PlanRejected, SwapAborted) as exc:
         _fail(fmt, f"cannot activate the plan's components: {exc}", 1)
-    except StoreUnavailable as exc:
+    except (StoreUnavailable, BrokerUnavailable) as exc:
         _fail(fmt, str(exc))
 
 
@@ -219,6 +236,34 @@ async def _drive(workflows: Any, work: Any) -> Any:
     return result
 
 
+@asynccontextmanager
+async def _workflows(
+    plan: Plan, tasks: list[str], imports: Any, store: FlowStore
+) -> AsyncIterator[Workflows]:
+    """`Workflows` running `tasks` here, or, with --tasks URL, dispatching them to workers."""
+    import anyio
+
+    from oneiric._flows.host import activated
+    from oneiric._flows.workers import RedisTasks
+    from oneiric._flows.workflows import Workflows
+
+    url = click.get_current_context().meta.get("oneiric.tasks")
+    dispatcher = await RedisTasks.open(url) if url else None
+    try:
+        async with (
+            activated(plan, [] if dispatcher else tasks, imports) as runtime,
+            anyio.create_task_group() as group,
+        ):
+            if dispatcher is not None:
+                group.start_soon(dispatcher.serve)
+            async with Workflows(plan, runtime, store, tasks=dispatcher) as flows:
+                yield flows
+            group.cancel_scope.cancel()
+    finally:
+        if dispatcher is not None:
+            await dispatcher.close()
+
+
 def _execute(
     fmt: str,
     plan: Plan,
@@ -227,14 +272,12 @@ def _execute(
     start: Callable[[Workflows], Awaitable[RunRecord]],
 ) -> None:
     """Activate `tasks`, drive the run `start` begins, report it and exit with its outcome."""
-    from oneiric._flows.host import activated
-    from oneiric._flows.workflows import WorkflowError, Workflows
+    from oneiric._flows.workflows import WorkflowError
 
     imports = _imports()
 
     async def main() -> RunRecord:
-        async with activated(plan, tasks, imports) as runtime:
-            flows = Workflows(plan, runtime, store)
+        async with _workflows(plan, tasks, imports, store) as flows:
             record: RunRecord = await _drive(flows, lambda: start(flows))
             return record
 
@@ -259,6 +302,7 @@ def _finish_run(fmt: str, record: RunRecord) -> None:
 @STATE
 @MODULE_PATH
 @STORE
+@TASKS
 @VERBOSE
 @FORMAT
 def workflow_run(
@@ -285,6 +329,7 @@ def workflow_run(
 @STATE
 @MODULE_PATH
 @STORE
+@TASKS
 @VERBOSE
 @FORMAT
 def workflow_resume(
@@ -380,6 +425,7 @@ def workflow_cancel(run_id: str, state: str | None, fmt: str) -> None:
 @STATE
 @MODULE_PATH
 @STORE
+@TASKS
 @VERBOSE
 @FORMAT
 def workflow_serve(
@@ -416,13 +462,7 @@ def workflow_serve(
 
         import anyio
 
-        from oneiric._flows.host import activated
-        from oneiric._flows.workflows import Workflows
-
-        async with (
-            activated(plan, tasks, imports) as runtime,
-            Workflows(plan, runtime, store) as flows,
-        ):
+        async with _workflows(plan, tasks, imports, store) as flows:
             released: list[str] = []
             async with anyio.create_task_group() as group:
 

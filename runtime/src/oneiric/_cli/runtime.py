@@ -155,6 +155,7 @@ def run(
     app: str | None,
     http: str | None,
     module_path: tuple[str, ...],
+    extra_services: list[Any] | None = None,
 ) -> None:
     """Run a verified plan and apply new plans live until SIGTERM/SIGINT.
 
@@ -207,6 +208,7 @@ def run(
         except SecurityError as exc:
             _fail("text", str(exc), exc.exit_code)
     services = _http_services(http, os.environ.get(PROFILE_ENV), os.environ.get("PORT"))
+    services += extra_services or []  # `oneiric worker`: the node consumer
     imports = Imports.find(unsigned, module_path)
     if app and unsigned is not None:
         imports.install(_module_path_of(Path(unsigned)))  # the app may live beside the code

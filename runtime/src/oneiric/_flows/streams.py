@@ -98,6 +98,23 @@ async def connect(settings: StreamSettings) -> Redis:
     return client
 
 
+def check(settings: StreamSettings) -> None:
+    """PING the server synchronously (before an event loop runs); `BrokerUnavailable` if not."""
+    try:
+        import redis
+    except ImportError:
+        raise BrokerUnavailable(
+            "the Redis transport needs redis-py: pip install 'oneiric-runtime[redis]'"
+        ) from None
+    client = redis.Redis.from_url(settings.url, socket_connect_timeout=5)
+    try:
+        client.ping()
+    except Exception as exc:
+        raise BrokerUnavailable(f"event broker {settings.safe_url} is unreachable: {exc}") from None
+    finally:
+        client.close()
+
+
 async def ensure_group(client: Redis, stream: str, group: str) -> None:
     """Create `group` on `stream` (and the stream) at its end, unless it exists."""
     from redis.exceptions import ResponseError
@@ -203,7 +220,7 @@ class Group:
             if dead_letter is not None:
                 pipe.xadd(
                     self.settings.key(DEAD_LETTERS),
-                    _fields(dead_letter),
+                    xadd_fields(dead_letter),
                     maxlen=self.settings.maxlen,
                     approximate=True,
                 )
@@ -217,11 +234,11 @@ async def publish(
     client: Redis, settings: StreamSettings, stream: str, fields: Mapping[str, str]
 ) -> str:
     """Append to `stream`, trimming it to about `maxlen` entries; the entry id."""
-    entry = await client.xadd(stream, _fields(fields), maxlen=settings.maxlen, approximate=True)
+    entry = await client.xadd(stream, xadd_fields(fields), maxlen=settings.maxlen, approximate=True)
     return text(entry)
 
 
-def _fields(fields: Mapping[str, str]) -> Any:
+def xadd_fields(fields: Mapping[str, str]) -> Any:
     """As redis-py's (over-narrow) annotation of XADD fields wants them."""
     return dict(fields)
 

@@ -31,9 +31,9 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import structlog
@@ -42,13 +42,21 @@ from anyio.abc import TaskGroup
 from oneiric._flows.host import lookup
 from oneiric._flows.store import FlowStore, LeaseLost, RunRecord, StoreError, StoreUnavailable
 from oneiric._lifecycle.runtime import Runtime, _is_async
-from oneiric._plan.model import Plan, Retry, Workflow, WorkflowNode
+from oneiric._plan.model import Component, Plan, Retry, Workflow, WorkflowNode
 
 MAX_BACKOFF_S = 300.0
 DEFAULT_BACKOFF_MS = 100
 CANCEL_POLL_S = 0.25
 ADOPT_LIMIT = 16
 T = TypeVar("T")
+
+
+class NodeRunner(Protocol):
+    """Runs a node's attempts elsewhere (`workers.RedisTasks`): the outcome once it is back."""
+
+    async def run_node(
+        self, digest: str, run_id: str, node: WorkflowNode, input_json: str, upstream_json: str
+    ) -> NodeOutcome: ...
 
 
 class WorkflowError(Exception):
@@ -103,10 +111,12 @@ class Workflows:
         *,
         rng: random.Random | None = None,
         cancel_poll_s: float | None = CANCEL_POLL_S,
+        tasks: NodeRunner | None = None,
     ) -> None:
         self.plan = plan
         self.runtime = runtime
         self.store = store
+        self.tasks = tasks  # None: nodes run here; else dispatched to workers
         self._rng = rng or random.Random()
         self._cancel_poll_s = cancel_poll_s
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
@@ -271,6 +281,8 @@ class Workflows:
 
     # -- execution ---------------------------------------------------------------------
     def _check_tasks(self, workflow: str, nodes: Any) -> None:
+        if self.tasks is not None:
+            return  # the workers run them
         for node in nodes:
             if f"task:{node.task}" not in self.runtime.handles:
                 raise WorkflowError(
@@ -363,68 +375,59 @@ class Workflows:
                     group.start_soon(node_task, name)
 
     async def _node(self, run: _Run, node: WorkflowNode) -> bool:
-        """Run one node with its retries and timeout; checkpoint; True on success."""
-        task_id = f"task:{node.task}"
-        component = self.plan.component(task_id)
-        retry: Retry | None = node.retry or (component.retry if component else None)
-        attempts = max(1, retry.attempts) if retry else 1
-        backoff_ms = (
-            retry.backoff_ms if retry is not None and retry.backoff_ms is not None else None
-        ) or DEFAULT_BACKOFF_MS
-        timeout = None if node.timeout_ms is None else node.timeout_ms / 1000
-        limiter = self._limiter(node.task, component.concurrency if component else None)
-        handle = self.runtime.handle(task_id)
-        log = self._log.bind(run=run.id, node=node.name, task=task_id)
+        """Run one node (here, or on a worker); checkpoint its outcome; True on success."""
         started = time.time()
-        error = ""
-        for attempt in range(1, attempts + 1):
-            run.states[node.name] = "running"
-            await self._io(self.store.node_started, run.id, node.name, attempt, time.time())
-            upstream = {up: json.loads(run.results[up]) for up in node.depends_on}
-            try:
-                async with limiter or contextlib.nullcontext():
-                    with anyio.move_on_after(timeout) as deadline:
-                        result = await _call(handle, json.loads(run.input_json), upstream)
-                if deadline.cancelled_caught:
-                    assert timeout is not None
-                    error = f"timed out after {timeout:g}s"
-                else:
-                    result_json = to_json(result, f"the result of node {node.name}")
-                    run.results[node.name] = result_json
-                    run.states[node.name] = "succeeded"
-                    await self._io(
-                        self.store.node_finished,
-                        run.id,
-                        node.name,
-                        "succeeded",
-                        attempt,
-                        result_json,
-                        None,
-                        started,
-                        time.time(),
-                    )
-                    return True
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            if attempt < attempts:
-                delay = backoff_s(backoff_ms, attempt, self._rng)
-                log.warning("node attempt failed", attempt=attempt, error=error, retry_in_s=delay)
-                await anyio.sleep(delay)
-        log.error("node failed", attempts=attempts, error=error)
-        run.states[node.name] = "failed"
-        run.failure = run.failure or f"node {node.name} failed: {error}"
+        upstream_json = to_json(
+            {up: json.loads(run.results[up]) for up in node.depends_on}, "upstream results"
+        )
+        run.states[node.name] = "running"
+        if self.tasks is not None:
+            # On a worker: the attempts happen there; "running" is recorded once.
+            await self._io(self.store.node_started, run.id, node.name, 1, started)
+            outcome = await self.tasks.run_node(
+                self.plan.digest or "", run.id, node, run.input_json, upstream_json
+            )
+        else:
+
+            async def attempt_started(attempt: int) -> None:
+                await self._io(self.store.node_started, run.id, node.name, attempt, time.time())
+
+            task_id = f"task:{node.task}"
+            component = self.plan.component(task_id)
+            outcome = await attempt_node(
+                self.runtime.handle(task_id),
+                node,
+                component,
+                run.input_json,
+                upstream_json,
+                limiter=self._limiter(node.task, component.concurrency if component else None),
+                rng=self._rng,
+                log=self._log.bind(run=run.id, node=node.name, task=task_id),
+                started=attempt_started,
+            )
+        if outcome.ok:
+            assert outcome.result_json is not None
+            run.results[node.name] = outcome.result_json
+            run.states[node.name] = "succeeded"
+        else:
+            self._log.error(
+                "node failed", run=run.id, node=node.name, attempts=outcome.attempts,
+                error=outcome.error,
+            )  # fmt: skip
+            run.states[node.name] = "failed"
+            run.failure = run.failure or f"node {node.name} failed: {outcome.error}"
         await self._io(
             self.store.node_finished,
             run.id,
             node.name,
-            "failed",
-            attempts,
-            None,
-            error,
+            "succeeded" if outcome.ok else "failed",
+            outcome.attempts,
+            outcome.result_json,
+            outcome.error,
             started,
             time.time(),
         )
-        return False
+        return outcome.ok
 
     async def _finish(self, run: _Run, *, cancelled: bool) -> None:
         if run.lost is not None:
@@ -479,6 +482,71 @@ class Workflows:
         if limiter is None:
             limiter = self._limiters[task] = anyio.CapacityLimiter(concurrency)
         return limiter
+
+
+@dataclass(frozen=True)
+class NodeOutcome:
+    ok: bool
+    attempts: int
+    result_json: str | None = None
+    error: str | None = None
+
+
+async def attempt_node(
+    handle: Callable[..., Any],
+    node: WorkflowNode,
+    component: Component | None,
+    input_json: str,
+    upstream_json: str,
+    *,
+    limiter: anyio.CapacityLimiter | None,
+    rng: random.Random,
+    log: Any,
+    started: Callable[[int], Awaitable[None]] | None = None,
+    count: Callable[[], Awaitable[int]] | None = None,
+    done: int = 0,
+) -> NodeOutcome:
+    """A node's attempts (retry, backoff, timeout, concurrency), here or on a worker.
+
+    `count()` numbers attempts when they are counted elsewhere (a worker's
+    Redis counter, which survives the worker); `done` attempts were made before.
+    """
+    retry: Retry | None = node.retry or (component.retry if component else None)
+    attempts = max(1, retry.attempts) if retry else 1
+    backoff_ms = (
+        retry.backoff_ms if retry is not None and retry.backoff_ms is not None else None
+    ) or DEFAULT_BACKOFF_MS
+    timeout = None if node.timeout_ms is None else node.timeout_ms / 1000
+    error = ""
+    attempt = done
+    while attempt < attempts:
+        attempt = await count() if count is not None else attempt + 1
+        if attempt > attempts:
+            break
+        if started is not None:
+            await started(attempt)
+        try:
+            async with limiter or contextlib.nullcontext():
+                with anyio.move_on_after(timeout) as deadline:
+                    result = await _call(handle, json.loads(input_json), json.loads(upstream_json))
+            if deadline.cancelled_caught:
+                assert timeout is not None
+                error = f"timed out after {timeout:g}s"
+            else:
+                result_json = to_json(result, f"the result of node {node.name}")
+                return NodeOutcome(True, attempt, result_json)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        if attempt < attempts:
+            delay = backoff_s(backoff_ms, attempt, rng)
+            log.warning("node attempt failed", attempt=attempt, error=error, retry_in_s=delay)
+            await anyio.sleep(delay)
+    return NodeOutcome(
+        False,
+        attempts,
+        None,
+        error or f"its {attempts} attempt(s) were used up by workers that stopped",
+    )
 
 
 async def _call(target: Callable[..., Any], *args: Any) -> Any:
