@@ -20,7 +20,7 @@ import click
 COMMANDS: dict[str, str] = {
     **{
         name: f"oneiric._cli.runtime:{name}"
-        for name in ("run", "status", "explain", "health", "pause", "resume", "drain")
+        for name in ("run", "status", "explain", "health", "pause", "resume", "drain", "secrets")
     },
     "list": "oneiric._cli.inventory:list_",
     "verify": "oneiric._cli.security:verify",

@@ -45,6 +45,7 @@ MODULE_PATH = click.option(
     "(relative to the project root); env ONEIRIC_MODULE_PATH.",
 )
 ACK_TIMEOUT_S = 3.0
+ROTATE_TIMEOUT_S = 60.0  # re-reading secrets and swapping what changed
 
 
 def _emit(fmt: str, data: dict[str, Any], text: str) -> None:
@@ -142,6 +143,12 @@ def _duration_s(text: str) -> float:
     help="Serve /healthz, /readyz, /metrics, /status and the status page (GET only) on "
     "HOST:PORT; a bare PORT is loopback.  Needs oneiric-runtime[http].",
 )
+@click.option(
+    "--secrets-refresh",
+    metavar="DURATION",
+    help="Re-read every secret this often (e.g. 5m) and swap, make before break, the "
+    "components whose secret values changed.",
+)
 @MODULE_PATH
 def run(
     manifest: str | None,
@@ -154,6 +161,7 @@ def run(
     probation: str,
     app: str | None,
     http: str | None,
+    secrets_refresh: str | None,
     module_path: tuple[str, ...],
     extra_services: list[Any] | None = None,
 ) -> None:
@@ -161,7 +169,7 @@ def run(
 
     Env: LOG_LEVEL, ONEIRIC_PROFILE (serverless: no watchers; with $PORT set, the
     HTTP surface listens on 0.0.0.0:$PORT), ONEIRIC_CONFIG (directory holding
-    secrets/), ONEIRIC_STATE, ONEIRIC_MODULE_PATH.
+    secrets/ and secrets.toml), ONEIRIC_STATE, ONEIRIC_MODULE_PATH.
     """
     if (manifest is None) == (unsigned is None):
         raise click.UsageError("give exactly one of --manifest (with --trust) or --unsigned-plan")
@@ -222,6 +230,7 @@ def run(
         collect_garbage_when_ready=True,
         services=services,
         imports=imports,
+        secrets_refresh_s=_duration_s(secrets_refresh) if secrets_refresh else None,
     )
     supervisor = Supervisor(settings)
     try:
@@ -517,6 +526,53 @@ def drain(keys: tuple[str, ...], deadline: str, state: str | None, fmt: str) -> 
     if not result["obeyed"]:
         sys.exit(0 if not running else 2)
     sys.exit(1 if left else 0)
+
+
+@click.group()
+def secrets() -> None:
+    """Secrets of the running plan: `rotate` re-reads them and swaps what changed."""
+
+
+@secrets.command()
+@click.argument("references", nargs=-1, metavar="[REFERENCE...]")
+@STATE
+@FORMAT
+def rotate(references: tuple[str, ...], state: str | None, fmt: str) -> None:
+    """Re-read secrets (these references, e.g. aws-sm:shop/db, or all) in the running
+    process and swap, make before break, exactly the components whose values changed.
+
+    Exit 0 when done, 1 when a secret could not be read (nothing was swapped),
+    2 when no running process answered.
+    """
+    from oneiric._lifecycle.control import ControlStore
+
+    directory = snapshots.state_dir(state)
+    status_data = snapshots.read_json(directory / snapshots.STATUS)
+    if not (status_data and _running(status_data)):
+        _fail(fmt, f"secrets rotate: no runtime is running with state {directory}")
+    try:
+        store = ControlStore(directory)
+        request = store.request("rotate", list(references))
+    except OSError as exc:
+        _fail(fmt, f"{directory}: {exc}")
+    answer = None
+    wait_until = time.monotonic() + ACK_TIMEOUT_S + ROTATE_TIMEOUT_S
+    while answer is None and time.monotonic() < wait_until:
+        time.sleep(0.05)
+        answer = store.result(request)
+    store.close()
+    if answer is None:
+        _fail(fmt, "secrets rotate: recorded, but the runtime did not answer in time")
+    result = {"op": "rotate", "references": list(references), "result": answer}
+    swapped = answer["swapped"]
+    if "error" in answer:
+        text = f"secrets rotate: nothing swapped: {answer['error']}"
+    elif swapped:
+        text = f"secrets rotate: swapped {', '.join(swapped)} (runtime pid {answer['pid']})"
+    else:
+        text = "secrets rotate: no secret value changed; nothing swapped"
+    _emit(fmt, result, text)
+    sys.exit(1 if "error" in answer else 0)
 
 
 def _control_text(result: dict[str, Any]) -> str:

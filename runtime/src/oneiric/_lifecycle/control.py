@@ -11,8 +11,9 @@ Schema (documented in docs/runtime.md):
              state     TEXT NOT NULL,     -- 'paused' | 'drained'
              updated_at REAL NOT NULL)    -- unix time; a row exists while not resumed
     requests(id INTEGER PRIMARY KEY AUTOINCREMENT,
-             op        TEXT NOT NULL,     -- 'pause' | 'resume' | 'drain'
-             components TEXT NOT NULL,    -- JSON list of "domain:key"
+             op        TEXT NOT NULL,     -- 'pause' | 'resume' | 'drain' | 'rotate'
+             components TEXT NOT NULL,    -- JSON list of "domain:key" (rotate: secret
+                                          -- references, none for all)
              deadline_ms INTEGER,         -- drain only
              created_at REAL NOT NULL,
              done_at   REAL,              -- set by the runtime once obeyed
@@ -37,7 +38,7 @@ CREATE TABLE IF NOT EXISTS controls (
 );
 CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    op TEXT NOT NULL CHECK (op IN ('pause', 'resume', 'drain')),
+    op TEXT NOT NULL CHECK (op IN ('pause', 'resume', 'drain', 'rotate')),
     components TEXT NOT NULL,
     deadline_ms INTEGER,
     created_at REAL NOT NULL,
@@ -65,7 +66,22 @@ class ControlStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self._migrate()
         self._version = -1
+
+    def _migrate(self) -> None:
+        """A control.db made before 'rotate' existed: widen the op CHECK, keeping requests."""
+        row = self._db.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'requests'"
+        ).fetchone()
+        if row is None or "'rotate'" in row[0]:
+            return
+        create = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS requests") :]
+        self._db.executescript(
+            "BEGIN IMMEDIATE; ALTER TABLE requests RENAME TO requests_old;"
+            f"{create} INSERT INTO requests SELECT * FROM requests_old;"
+            "DROP TABLE requests_old; COMMIT;"
+        )
 
     def close(self) -> None:
         self._db.close()
@@ -76,7 +92,7 @@ class ControlStore:
         now = time.time()
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            for component in components:
+            for component in components if op != "rotate" else ():
                 if op == "resume":
                     self._db.execute("DELETE FROM controls WHERE component = ?", (component,))
                 else:

@@ -36,7 +36,7 @@ import inspect
 import itertools
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -95,6 +95,7 @@ class Instance:
     value: Any
     slot: Slot
     healthy_at: float | None = None  # time.time() its health check passed before bind
+    secrets: str = ""  # digest of the secret values it was made with (values.secret_digest)
 
 
 @dataclass
@@ -209,6 +210,7 @@ class Runtime:
         self.drain_overruns: Counter[str] = Counter()  # by component: drain deadline passed
         self._lock = anyio.Lock()
         self._log = structlog.get_logger("oneiric.runtime")
+        self._secret_digests: dict[str, str] = {}  # by component, at its latest activation
 
     # -- application access --------------------------------------------------
     @overload
@@ -283,18 +285,53 @@ class Runtime:
         plan: Plan,
         serial: int | None = None,
         superseded: Callable[[], bool] | None = None,
+        renew: Collection[str] = (),
     ) -> SwapReport:
         """Make `plan` the running plan (see the module docstring for the phases).
 
         `superseded` (thread-safe, cheap) is asked between activations and just
         before bind: once it is true, what was made is torn down, never served,
-        and `Superseded` is raised.
+        and `Superseded` is raised.  Components in `renew` are swapped for new
+        instances even when the plan did not change them (a rotated secret).
         """
         async with self._lock:
-            return await self._apply(plan, serial, superseded or _never)
+            return await self._apply(plan, serial, superseded or _never, renew)
+
+    async def refresh_secrets(self, references: Collection[str] = ()) -> SwapReport | None:
+        """Re-read secrets (those in `references`, or all) and swap, make before break,
+        exactly the running components whose secret values changed; None when none did.
+
+        A secret that cannot be read now fails the swap (`SwapAborted`, naming the
+        component and the reference); the instances made with the old value keep serving.
+        """
+        values.SECRETS.invalidate(references)
+        plan = self.plan
+        if plan is None:
+            return None
+        wanted = set(references)
+        changed: list[str] = []
+        for cid, instance in list(self.instances.items()):
+            used = values.secret_references(instance.component.config)
+            if not used or (wanted and not wanted & set(used)):
+                continue
+            config = instance.component.config
+            try:
+                resolved = await anyio.to_thread.run_sync(values.resolve, cid, config)
+            except values.ConfigError as exc:
+                raise SwapAborted(str(exc)) from None
+            if values.secret_digest(resolved) != instance.secrets:
+                changed.append(cid)
+        if not changed:
+            return None
+        self._log.info("secrets changed", components=changed)
+        return await self.apply(plan, self.serial, renew=changed)
 
     async def _apply(
-        self, plan: Plan, serial: int | None, superseded: Callable[[], bool]
+        self,
+        plan: Plan,
+        serial: int | None,
+        superseded: Callable[[], bool],
+        renew: Collection[str] = (),
     ) -> SwapReport:
         started = time.perf_counter()
         old_plan, old_serial = self.plan, self.serial
@@ -306,7 +343,7 @@ class Runtime:
         for cid in order:
             if cid not in old:
                 report.added.append(cid)
-            elif fingerprint(old[cid]) != fingerprint(new[cid]):
+            elif cid in renew or fingerprint(old[cid]) != fingerprint(new[cid]):
                 report.changed.append(cid)
         old_order = old_plan.activation_order if old_plan else []
         report.removed = [cid for cid in old_order if cid not in new]
@@ -517,6 +554,7 @@ class Runtime:
     def _keep(self, instance: Instance, made: dict[str, Instance], added: set[str]) -> None:
         """A healthy new instance: record it; an added component is bound at once."""
         cid = instance.component.id
+        instance.secrets = self._secret_digests.pop(cid, "")
         made[cid] = instance
         if cid in added:
             self.handles[cid].bind(instance.slot)
@@ -524,6 +562,7 @@ class Runtime:
     def _factory_kwargs(self, component: Component, factory: Any) -> dict[str, Any]:
         """The factory's keyword arguments: resolved config, and `deps` when it takes them."""
         config: dict[str, Any] = values.resolve(component.id, component.config)
+        self._secret_digests[component.id] = values.secret_digest(config)
         if component.domain in FACTORY_DOMAINS and _takes_deps(factory):
             needed = [f"{r.domain}:{r.key}" for r in component.requires]
             config["deps"] = Deps({cid: self.handles[cid] for cid in needed})

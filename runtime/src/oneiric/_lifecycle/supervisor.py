@@ -121,6 +121,8 @@ class Settings:
     # `oneiric run` starts with the cyclic garbage collector off; ready turns it on.
     collect_garbage_when_ready: bool = False
     services: list[Service] = field(default_factory=list)
+    # Re-read every secret this often and swap the components whose values changed.
+    secrets_refresh_s: float | None = None
 
 
 @dataclass
@@ -251,6 +253,8 @@ class Supervisor:
                 tg.start_soon(self._run_app, self.settings.app)
             for service in self.settings.services:
                 tg.start_soon(service, self)
+            if self.settings.secrets_refresh_s:
+                tg.start_soon(self._refresh_secrets, self.settings.secrets_refresh_s)
             self.ready.set()
             self._write_status()
             if self.settings.collect_garbage_when_ready:
@@ -579,6 +583,9 @@ class Supervisor:
         for cid, handle in self.runtime.handles.items():
             handle.paused = cid in wanted
         for request in store.pending():
+            if request.op == "rotate":
+                store.complete(request.id, await self.rotate_secrets(request.components))
+                continue
             known = [c for c in request.components if c in self.runtime.handles]
             unknown = [c for c in request.components if c not in self.runtime.handles]
             result: dict[str, Any] = {"pid": os.getpid(), "applied": known, "unknown": unknown}
@@ -589,6 +596,27 @@ class Supervisor:
             self._log.info(f"control {request.op}", components=known, unknown=unknown)
         if self.ready.is_set():  # at start, the one status write is when ready
             self._write_status()
+
+    # -- secrets -------------------------------------------------------------------------
+    async def rotate_secrets(self, references: list[str]) -> dict[str, Any]:
+        """Re-read secrets (`references`, or all) and swap the components they changed."""
+        result: dict[str, Any] = {"pid": os.getpid(), "references": references, "swapped": []}
+        try:
+            report = await self.runtime.refresh_secrets(references)
+        except (SwapAborted, RolledBack) as exc:
+            self._problem("aborted", f"secret rotation: {exc}")
+            result["error"] = str(exc)
+            return result
+        if report is not None:
+            result["swapped"] = report.changed
+            self._log.info("secrets rotated", components=report.changed)
+            self._write_status()
+        return result
+
+    async def _refresh_secrets(self, interval_s: float) -> None:
+        while True:
+            await anyio.sleep(interval_s)
+            await self.rotate_secrets([])
 
     # -- health and status -----------------------------------------------------------
     async def _health_loop(self) -> None:

@@ -4,7 +4,8 @@
     {"$bytes": n}        -> int (a byte count)
     {"$float": "0.25"}   -> float
     {"$env": NAME, "default": d} -> os.environ[NAME], else d (resolved the same way)
-    {"$secret": path}    -> Secret, the stripped text of $ONEIRIC_CONFIG/secrets/<path>
+    {"$secret": ref}     -> Secret, read by the provider `ref`'s scheme names
+                            (oneiric._plan.secrets: file (default), env, aws-sm, aws-ssm, cmd)
 
 A `Secret` is a `str` whose repr is redacted.  The runtime only ever logs
 the plan's config (where a secret is a reference), never a resolved one.
@@ -12,13 +13,24 @@ the plan's config (where a secret is a reference), never a resolved one.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from datetime import timedelta
-from pathlib import Path, PurePosixPath
 from typing import Any
 
-CONFIG_ENV = "ONEIRIC_CONFIG"
+from oneiric._plan.secrets import CONFIG_ENV, SECRETS, SecretError, config_dir
+
+__all__ = [
+    "CONFIG_ENV",
+    "SECRETS",
+    "ConfigError",
+    "Secret",
+    "config_dir",
+    "resolve",
+    "secret_digest",
+    "secret_references",
+]
 
 
 class ConfigError(Exception):
@@ -32,10 +44,6 @@ class Secret(str):
 
     def __repr__(self) -> str:
         return "Secret('***')"
-
-
-def config_dir() -> Path:
-    return Path(os.environ.get(CONFIG_ENV) or "config")
 
 
 def resolve(component: str, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -68,15 +76,48 @@ def _value(component: str, where: str, value: Any) -> Any:
     raise ConfigError(f"{component}: config {where}: unknown tagged value {tag}")
 
 
-def _secret(component: str, where: str, name: str) -> Secret:
-    relative = PurePosixPath(name)
-    if relative.is_absolute() or ".." in relative.parts:
-        raise ConfigError(f"{component}: config {where}: secret path {name!r} must be relative")
-    path = config_dir() / "secrets" / relative
+def _secret(component: str, where: str, reference: str) -> Secret:
     try:
-        return Secret(path.read_text(encoding="utf-8").strip())
-    except OSError as exc:
-        raise ConfigError(
-            f"{component}: config {where}: secret {name!r} not readable at {path} "
-            f"({exc.strerror}); set {CONFIG_ENV} to the directory holding secrets/"
-        ) from None
+        return Secret(SECRETS.read(reference))
+    except SecretError as exc:
+        raise ConfigError(f"{component}: config {where}: {exc}") from None
+
+
+def secret_references(config: Any) -> list[str]:
+    """Every secret reference in a plan config (unresolved), sorted, without repeats."""
+    found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, list):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            if isinstance(value.get("$secret"), str):
+                found.add(value["$secret"])
+            for item in value.values():
+                walk(item)
+
+    walk(config)
+    return sorted(found)
+
+
+def secret_digest(resolved: Any) -> str:
+    """A digest of the secret values in a resolved config ("" without any): compared to
+    find the components a rotation changed; the values themselves are never kept."""
+    digest = hashlib.sha256()
+    count = 0
+
+    def walk(where: str, value: Any) -> None:
+        nonlocal count
+        if isinstance(value, Secret):
+            count += 1
+            digest.update(f"{where}\0{value}\0".encode())
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                walk(f"{where}[{i}]", item)
+        elif isinstance(value, dict):
+            for key in sorted(value):
+                walk(f"{where}.{key}", value[key])
+
+    walk("", resolved)
+    return digest.hexdigest() if count else ""
