@@ -46,6 +46,7 @@ LAZY_COMMANDS = {
     "lsp": "oneiricc._cli.authoring:lsp_command",
     "graph": "oneiricc._cli.graph:graph",
     "init": "oneiricc._cli.project:init",
+    "import": "oneiricc._cli.project:import_command",
     "server": "oneiricc._cli.server:server",
 }
 
