@@ -355,7 +355,7 @@ def definitions(
 
 
 _SELECT = re.compile(r"\bselect\s+(\w+)\s+([\w-]+)\s*=\s*\"?[\w-]*$")
-_KEY_OF = re.compile(r"\b(?:select|requires)\s+(\w+)\s+[\w-]*$")
+_KEY_OF = re.compile(r"\b(?:select|requires|capability)\s+(\w+)\s+[\w-]*$")
 _LAYERS = re.compile(r"\blayers\s+[\w\s,-]*$")
 
 
