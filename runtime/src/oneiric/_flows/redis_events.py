@@ -218,7 +218,7 @@ class RedisEvents:
             )
             for entry in entries:
                 c.inflight.add(entry.id)
-                deliveries.start_soon(self._handle, bus, c, entry)
+                deliveries.start_soon(self._handle, bus, c, entry, False)
 
     async def _claim_loop(
         self, bus: EventBus, c: _Consumer, deliveries: Any, prefetch: int
@@ -234,16 +234,20 @@ class RedisEvents:
                 self.status.claimed += 1
                 self._log.info("claimed", group=c.group.group, entry=entry.id)
                 c.inflight.add(entry.id)
-                deliveries.start_soon(self._handle, bus, c, entry)
+                deliveries.start_soon(self._handle, bus, c, entry, True)
 
-    async def _handle(self, bus: EventBus, c: _Consumer, entry: streams.Entry) -> None:
+    async def _handle(
+        self, bus: EventBus, c: _Consumer, entry: streams.Entry, claimed: bool
+    ) -> None:
         try:
-            await self._deliver(bus, c, entry)
+            await self._deliver(bus, c, entry, claimed)
         finally:
             c.inflight.discard(entry.id)
             await c.slots.release()
 
-    async def _deliver(self, bus: EventBus, c: _Consumer, entry: streams.Entry) -> None:
+    async def _deliver(
+        self, bus: EventBus, c: _Consumer, entry: streams.Entry, claimed: bool
+    ) -> None:
         group, f = c.group, entry.fields
         try:
             eid, topic, payload_json = f["id"], f["topic"], f["payload"]
@@ -258,13 +262,14 @@ class RedisEvents:
             return
         matched, _ = bus.select(c.route, document, c.sub.handlers)
         if not matched:
-            await self._retrying(lambda: group.ack(entry.id))
+            await self._retrying(lambda: group.ack(entry.id, forget=claimed))
             return
         key = matched[0]
-        done = await self._retrying(lambda: group.attempts(entry.id))
+        counter = group.counter(entry.id, claimed=claimed)
+        done = await self._retrying(counter.before)
 
         async def count() -> int:
-            return await self._retrying(lambda: group.attempt(entry.id))
+            return await self._retrying(counter.next)
 
         async def dead(error: str, attempts: int) -> str | None:
             letter = streams.dead_letter_fields(
@@ -285,7 +290,7 @@ class RedisEvents:
             record=dead,
         )
         if outcome.status == "delivered":
-            await self._retrying(lambda: group.ack(entry.id))
+            await self._retrying(lambda: group.ack(entry.id, forget=counter.recorded))
             self.status.delivered += 1
 
     async def _retrying(self, op: Callable[[], Awaitable[T]]) -> T:

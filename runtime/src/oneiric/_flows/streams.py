@@ -7,8 +7,8 @@ a pending entry claimed by another consumer once idle longer than the
 visibility timeout (`XAUTOCLAIM`), and a heartbeat that keeps a slow but
 alive consumer's entries from being claimed (`XCLAIM ... JUSTID`, which
 resets the idle time without counting a delivery).  Attempts are counted in a
-hash per group (`HINCRBY` before each attempt), so a retry or a claim by
-another process continues the count instead of restarting it.
+hash per group and by Redis's delivery count (`Attempts`), so a retry or a
+claim by another process continues the count instead of restarting it.
 
 redis-py is an optional extra (`oneiric-runtime[redis]`), imported only when
 a Redis URL is used.
@@ -206,16 +206,20 @@ class Group:
                 self.stream, self.group, self.consumer, 0, list(ids), justid=True
             )
 
-    async def attempt(self, entry_id: str) -> int:
-        """Count one more attempt at `entry_id` (across processes); return its number."""
-        return int(await self.client.hincrby(self.attempts_key, entry_id, 1))
+    def counter(self, entry_id: str, *, claimed: bool) -> Attempts:
+        """The attempt counter of one delivery of `entry_id` (see `Attempts`)."""
+        return Attempts(self, entry_id, claimed)
 
-    async def attempts(self, entry_id: str) -> int:
-        found = await self.client.hget(self.attempts_key, entry_id)
-        return int(found) if found is not None else 0
+    async def ack(
+        self, entry_id: str, dead_letter: Mapping[str, str] | None = None, *, forget: bool = True
+    ) -> str | None:
+        """Acknowledge (and forget the attempts); with `dead_letter`, add it in the same MULTI.
 
-    async def ack(self, entry_id: str, dead_letter: Mapping[str, str] | None = None) -> str | None:
-        """Acknowledge (and forget the attempts); with `dead_letter`, add it in the same MULTI."""
+        `forget=False` (nothing was counted for this entry) is a bare XACK.
+        """
+        if dead_letter is None and not forget:
+            await self.client.xack(self.stream, self.group, entry_id)
+            return None
         async with self.client.pipeline(transaction=True) as pipe:
             if dead_letter is not None:
                 pipe.xadd(
@@ -228,6 +232,46 @@ class Group:
             pipe.hdel(self.attempts_key, entry_id)
             replies = await pipe.execute()
         return text(replies[0]) if dead_letter is not None else None
+
+
+class Attempts:
+    """Numbers the attempts at one entry across processes, at no cost on the common path.
+
+    Redis counts deliveries (XREADGROUP, XAUTOCLAIM: `times_delivered`), and a
+    delivery's first attempt is implied by it; every other attempt (a retry,
+    or any attempt of a claimed delivery) is recorded first in the group's
+    hash (`HSET`).  A claimed delivery continues after the larger of the
+    two, so the attempt of a consumer that died counts: a fresh entry that
+    succeeds at once costs no round trip beyond XREADGROUP and XACK.
+    """
+
+    def __init__(self, group: Group, entry_id: str, claimed: bool) -> None:
+        self.group = group
+        self.entry_id = entry_id
+        self.claimed = claimed
+        self.recorded = False
+        self.number = 0
+
+    async def before(self) -> int:
+        """Attempts made before this delivery (0 for a fresh entry)."""
+        if not self.claimed:
+            return 0
+        g = self.group
+        async with g.client.pipeline(transaction=False) as pipe:
+            pipe.hget(g.attempts_key, self.entry_id)
+            pipe.xpending_range(g.stream, g.group, self.entry_id, self.entry_id, 1)
+            found, pending = await pipe.execute()
+        delivered = int(pending[0]["times_delivered"]) if pending else 1
+        self.number = max(int(found) if found is not None else 0, delivered - 1)
+        return self.number
+
+    async def next(self) -> int:
+        """The number of the attempt about to start (recorded unless implied)."""
+        self.number += 1
+        if self.claimed or self.number > 1:
+            await self.group.client.hset(self.group.attempts_key, self.entry_id, self.number)
+            self.recorded = True
+        return self.number
 
 
 async def publish(

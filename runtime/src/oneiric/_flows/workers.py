@@ -12,7 +12,7 @@ digest reads another stream, so it never takes that run's nodes.  When the
 worker's plan is swapped live, it reads the new plan's stream from then on
 (nodes in flight finish on the handles, which follow the swap).  The worker
 runs the node's attempts (`workflows.attempt_node`: retry, backoff, timeout,
-the task's concurrency per worker), numbering them in Redis (`HINCRBY`), then
+the task's concurrency per worker), numbering them in Redis (`streams.Attempts`), then
 appends the outcome to the reply stream, acknowledges and forgets the
 counter in one `MULTI`.  A worker killed mid-task leaves the entry pending;
 another worker claims it after the visibility timeout (`XAUTOCLAIM`) and
@@ -200,13 +200,14 @@ async def serve_worker(
         stream = tasks_stream(settings, plan.digest)
         return plan, streams.Group(client, settings, stream, GROUP, name)
 
-    async def handle(plan: Plan, group: streams.Group, entry: streams.Entry) -> None:
+    async def handle(plan: Plan, group: streams.Group, entry: streams.Entry, claimed: bool) -> None:
         try:
             f = entry.fields
             node = WorkflowNode.model_validate_json(f["node"])
             task_id = f"task:{node.task}"
             component = plan.component(task_id)
-            done = await call(lambda: group.attempts(entry.id))
+            counter = group.counter(entry.id, claimed=claimed)
+            done = await call(counter.before)
             concurrency = component.concurrency if component else None
             limiter = None
             if concurrency:
@@ -225,7 +226,7 @@ async def serve_worker(
                     limiter=limiter,
                     rng=rng,
                     log=log.bind(run=f["run"], node=node.name, task=task_id),
-                    count=lambda: call(lambda: group.attempt(entry.id)),
+                    count=lambda: call(counter.next),
                     done=done,
                 )
             reply = {"dispatch": f["dispatch"], "ok": "1" if outcome.ok else "0"}
@@ -235,7 +236,11 @@ async def serve_worker(
                 reply["result"] = outcome.result_json
             if outcome.error is not None:
                 reply["error"] = outcome.error
-            await call(lambda: _reply(client, settings, group, entry.id, f["reply"], reply))
+            await call(
+                lambda: _reply(
+                    client, settings, group, entry.id, f["reply"], reply, counter.recorded
+                )
+            )
             counters["done" if outcome.ok else "failed"] += 1
         finally:
             inflight.pop(entry.id, None)
@@ -258,7 +263,7 @@ async def serve_worker(
                     counters["claimed"] += 1
                     log.info("claimed", entry=entry.id)
                     inflight[entry.id] = group
-                    tasks.start_soon(handle, plan, group, entry)
+                    tasks.start_soon(handle, plan, group, entry, True)
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(keep_alive)
@@ -276,7 +281,7 @@ async def serve_worker(
             entries = await call(lambda g=group: g.read(prefetch - len(inflight), block_ms))  # type: ignore[misc]
             for entry in entries:
                 inflight[entry.id] = group
-                tasks.start_soon(handle, plan, group, entry)
+                tasks.start_soon(handle, plan, group, entry, False)
 
 
 async def _reply(
@@ -286,10 +291,12 @@ async def _reply(
     entry_id: str,
     reply_to: str,
     fields: dict[str, str],
+    counted: bool,
 ) -> None:
     """The outcome to the dispatcher, the acknowledgement and the counter's end: one MULTI."""
     async with client.pipeline(transaction=True) as pipe:
         pipe.xadd(reply_to, streams.xadd_fields(fields), maxlen=settings.maxlen, approximate=True)
         pipe.xack(group.stream, group.group, entry_id)
-        pipe.hdel(group.attempts_key, entry_id)
+        if counted:
+            pipe.hdel(group.attempts_key, entry_id)
         await pipe.execute()
