@@ -42,8 +42,7 @@ def stack(levels: int, width: int, impl: str) -> str:
 
 
 def compile_plan(root: Path, body: str) -> Any:
-    from oneiricc._build.pipeline import compile_project
-    from oneiricc._build.project import load_project
+    from oneiricc import compile_project, load_project
 
     (root / "stacks").mkdir(parents=True)
     (root / "oneiric.toml").write_text('sources = ["stacks"]\n')

@@ -1,10 +1,10 @@
 """Where a build's time goes: per-stage timings in one process, and a cProfile.
 
-Runs the stages of `oneiricc.compiler.compile_project` by hand on the project
+Runs the stages of `oneiricc.compile_project` by hand on the project
 of `gen_project.py` (default N=10,000), without the parse cache, and prints
 how long each takes:
 
-    start     a fresh `python -c "import oneiricc.cli"` minus a bare `python -c pass`
+    start     a fresh `python -c "import oneiricc._cli.main"` minus a bare `python -c pass`
     grammar   building lark's parser from the grammar (once per process)
     load      loader.load: reading, decoding, parsing (lark + syntax tree) and checking
               each file alone (checker.check_file); in the "cache" runs, reading the
@@ -54,14 +54,14 @@ def process_start(repeat: int = 5) -> tuple[float, float]:
         return time.perf_counter() - start
 
     bare = statistics.median(wall("pass") for _ in range(repeat))
-    cli = statistics.median(wall("import oneiricc.cli") for _ in range(repeat))
+    cli = statistics.median(wall("import oneiricc._cli.main") for _ in range(repeat))
     return bare, cli
 
 
 def import_costs(limit: int = 12) -> list[tuple[str, float]]:
-    """The costliest imports of `oneiricc.cli` (cumulative seconds, `-X importtime`)."""
+    """The costliest imports of `oneiricc._cli.main` (cumulative seconds, `-X importtime`)."""
     done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import oneiricc.cli"],
+        [sys.executable, "-X", "importtime", "-c", "import oneiricc._cli.main"],
         check=True,
         capture_output=True,
         text=True,
@@ -85,7 +85,7 @@ def stages(
     from oneiricc._build.pins import Pinner
     from oneiricc._build.project import load_project
     from oneiricc._build.resolver import resolve
-    from oneiricc._incremental.cache import CheckCache
+    from oneiricc._incremental.cache import CachedLoader, CheckCache
     from oneiricc._language.parser import parse
 
     class TimedPinner(Pinner):
@@ -137,8 +137,10 @@ def stages(
     parse("warm-up.oneiric", "oneiric 1\n")  # builds the parser tables once per process
     lap("grammar")
     project = load_project(root)
-    cache = CheckCache(project.cache_dir) if cached else None
-    sources = loader.load(project, loader.discover(project, [root / "stacks"]), cache)
+    files = loader.Loader(project)
+    if cached:
+        files = CachedLoader(project, CheckCache(project.cache_dir))
+    sources = files.load(loader.discover(project, [root / "stacks"]))
     lap("load")
     program = check(sources)
     lap("check")
@@ -166,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     gen_project.generate(root, args.size)
 
     bare, cli = process_start()
-    print(f"process start: python {bare:.2f} s; + import oneiricc.cli {cli - bare:.2f} s")
+    print(f"process start: python {bare:.2f} s; + import oneiricc._cli.main {cli - bare:.2f} s")
     print(
         "  costliest imports (cumulative, -X importtime): "
         + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in import_costs())

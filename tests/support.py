@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from oneiricc._build.pipeline import Build
+    from oneiricc import Build
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,10 +75,7 @@ def write_project(root: Path, files: dict[str, str | bytes], settings: str = "")
 
 def compile_at(root: Path, targets: list[str] | None = None, **options: Any) -> Build:
     """Compile the project in `root` in-process, without the parse cache unless asked."""
-    from oneiricc._build.pipeline import (
-        compile_project,  # lazily: runtime-only tests skip the compiler,
-    )
-    from oneiricc._build.project import load_project
+    from oneiricc import compile_project, load_project  # lazily: runtime-only tests skip it
 
     options.setdefault("use_cache", False)
     return compile_project(load_project(root), None, targets, **options)

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from oneiricc._build.pipeline import Build, compile_project
-from oneiricc._build.project import load_project
+from oneiricc import Build, compile_project, load_project
 from oneiricc._incremental.cache import MEMO_DIRECTORY
 from support import SMALL_BASE, SMALL_PROJECT, SMALL_SETTINGS, compile_at, write_project
 

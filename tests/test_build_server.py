@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from oneiricc._build.pipeline import WarmState
 from oneiricc._cli.launcher import NO_SERVER_ENV
 from oneiricc._incremental.cache import MEMO_DIRECTORY
+from oneiricc._incremental.memos import WarmState
 from oneiricc._incremental.server import _CodeFiles
 from oneiricc._incremental.wire import (
     ProtocolError,
@@ -363,8 +363,10 @@ def test_warm_state_gives_the_plans_of_a_build_without_any_cache(
             for target in [("dev", strict), ("prod", strict)]
             if (memo := warm.targets.get(target)) is not None
         }
-        before = {t: (k.plan.last.copy(), k.plan.workflows.copy()) for t, k in kept.items()}
-        decided = {t: k.decisions.last.copy() for t, k in kept.items()}
+        before = {
+            t: (k.planner.last.copy(), k.planner.last_workflows.copy()) for t, k in kept.items()
+        }
+        decided = {t: k.resolver.last.copy() for t, k in kept.items()}
         served = compile_at(root, use_cache=True, reuse_outputs=True, warm=warm, strict=strict)
         cold = compile_at(root, strict=strict)
         assert served.diagnostics == cold.diagnostics
@@ -373,17 +375,17 @@ def test_warm_state_gives_the_plans_of_a_build_without_any_cache(
         }
         planned.append(bool(served.outputs))
         components_reused += sum(
-            made is warm.target(*target).plan.last.get(key)
+            made is warm.target(*target).planner.last.get(key)
             for target, (last, _) in before.items()
             for key, made in last.items()
         )
         workflows_reused += sum(
-            made is warm.target(*target).plan.workflows.get(key)
+            made is warm.target(*target).planner.last_workflows.get(key)
             for target, (_, workflows) in before.items()
             for key, made in workflows.items()
         )
         decisions_reused += sum(
-            made is warm.target(*target).decisions.last.get(key)
+            made is warm.target(*target).resolver.last.get(key)
             for target, last_decided in decided.items()
             for key, made in last_decided.items()
         )

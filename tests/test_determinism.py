@@ -108,8 +108,7 @@ def test_repository_golden_plans_are_reproduced_outside_the_repository(demo: Pat
 def test_discovery_order_and_entry_files_do_not_matter(
     demo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from oneiricc._build.pipeline import compile_project
-    from oneiricc._build.project import load_project
+    from oneiricc import compile_project, load_project
 
     project = load_project(demo)
     stacks = demo / "stacks"

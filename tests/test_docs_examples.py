@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from oneiricc._build.pipeline import Build
+from oneiricc import Build
 from oneiricc._language.diagnostics import Severity, render_human, summary_line
 from support import ROOT, compile_at, write_project
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from oneiricc._build.pipeline import Build
+from oneiricc import Build
 from oneiricc._language.diagnostics import Severity, render_human, render_json
 from support import ROOT, compile_at, run_cli, write_project
 

@@ -14,7 +14,7 @@ from textwrap import dedent
 
 import pytest
 from oneiric._plan.model import Component, Plan
-from oneiricc._build.pipeline import Build
+from oneiricc import Build
 from oneiricc._language.diagnostics import Severity
 from support import compile_at, write_project
 

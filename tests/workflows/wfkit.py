@@ -23,8 +23,7 @@ def build_plan(tmp_path: Path, stack: str, target: str = "t") -> tuple[Plan, Pat
 
     Implementations are modules of this folder, pinned by their file hashes.
     """
-    from oneiricc._build.pipeline import compile_project
-    from oneiricc._build.project import load_project
+    from oneiricc import compile_project, load_project
 
     root = tmp_path / "project"
     (root / "stacks").mkdir(parents=True, exist_ok=True)

@@ -20,13 +20,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from oneiricc._build.pipeline import Build, compile_project
+    from oneiricc._build.pipeline import Build
     from oneiricc._build.planner import CompiledPlan
     from oneiricc._build.project import Project, ProjectError, load_project
+    from oneiricc._incremental.build import compile_project
     from oneiricc._language.diagnostics import CompileError, Diagnostic, Severity
 
 _EXPORTS: dict[str, str] = {
-    "compile_project": "oneiricc._build.pipeline",
+    "compile_project": "oneiricc._incremental.build",
     "Build": "oneiricc._build.pipeline",
     "CompiledPlan": "oneiricc._build.planner",
     "Project": "oneiricc._build.project",

@@ -31,8 +31,9 @@ from pygls import uris
 from pygls.lsp.server import LanguageServer
 
 from oneiricc._authoring.explanation import render_explanation
+from oneiricc._build import pipeline
 from oneiricc._build.loader import SOURCE_SUFFIX
-from oneiricc._build.pipeline import Build, compile_project
+from oneiricc._build.pipeline import Build
 from oneiricc._build.project import Project, ProjectError, find_root, load_project
 from oneiricc._language import nodes as n
 from oneiricc._language.diagnostics import CompileError, Diagnostic, Severity
@@ -188,9 +189,7 @@ class OneiricServer(LanguageServer):
         if not in_sources:  # a file outside the configured sources: check it on its own terms
             paths = [project.root / relative]
         try:
-            build = compile_project(
-                project, paths, None, use_cache=False, overlay=overlay, keep_trees=True
-            )
+            build = pipeline.build(project, paths, None, overlay=overlay, keep_trees=True)
         except ProjectError as exc:
             self.window_log_message(lsp.LogMessageParams(lsp.MessageType.Warning, str(exc)))
             return

@@ -4,8 +4,11 @@ Input: the project and the paths named on the command line (files or
 directories).  Output: a `Sources` with every file's text and digest, each
 file checked on its own (`checker.check_file`), the resolved import graph and
 the diagnostics met on the way.  Files are parsed and checked in parallel when
-there is enough text to pay for it, and through the cache when one is given:
-a cached file is neither parsed nor checked again.
+there is enough text to pay for it (`forking`).
+
+`Loader` is the pure stage.  Its two seams, `read` (a file's text) and
+`check_files` (each file's checked form), are what the incremental build
+(`_incremental.cache.CachedLoader`) overrides to serve files from the cache.
 """
 
 from __future__ import annotations
@@ -13,26 +16,22 @@ from __future__ import annotations
 import difflib
 import hashlib
 import posixpath
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
-from oneiricc._language import nodes as n
-from oneiricc._incremental.cache import (
-    CHECKSUM_SIZE,
-    CheckCache,
-    dump_entry,
-    load_entry,
-    write_entry,
-)
 from oneiricc._build.checker import CheckedFile, check_file
-from oneiricc._language.diagnostics import CompileError, Diagnostic
 from oneiricc._build.forking import map_forked
 from oneiricc._language.parser import SyntaxErrors, decode_source, parse, parser
 from oneiricc._language.recovery import Skipped
 from oneiricc._build.project import Project, ProjectError
+from oneiricc._language import nodes as n
+from oneiricc._language.diagnostics import CompileError, Diagnostic
 
 SOURCE_SUFFIX = ".oneiric"
+_Job = TypeVar("_Job")
+_Outcome = TypeVar("_Outcome")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +50,6 @@ class Sources:
     modules: dict[str, n.Module] = field(default_factory=dict)  # syntax trees, on request
     imports: dict[str, tuple[str, ...]] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
-    # The cache entry checksum of each checked file that has an entry (a build memo's key).
-    checksums: dict[str, bytes] = field(default_factory=dict)
-    entries: dict[str, Path] = field(default_factory=dict)  # each file's cache entry
 
     def texts(self) -> dict[str, str]:
         return {path: f.text for path, f in self.files.items()}
@@ -89,32 +85,16 @@ def discover(project: Project, paths: Iterable[Path]) -> list[str]:
 def load(
     project: Project,
     entries: list[str],
-    cache: CheckCache | None = None,
     overlay: Mapping[str, str] | None = None,
     *,
     keep_trees: bool = False,
-    read: Sources | None = None,
 ) -> Sources:
-    """`overlay`: text to use instead of a file's (an editor's unsaved buffers), by path.
-
-    `keep_trees` also keeps each parsed file's syntax tree in `Sources.modules`
-    (the language server navigates them); a file served by the cache has none.
-    `read`: files this build has read already (`read_checksums`), not read again.
-    """
-    sources = Sources()
-    attempted: set[str] = set()
-    pending = sorted(set(entries))
-    while pending:
-        attempted.update(pending)
-        _read_and_parse(project, pending, sources, cache, overlay or {}, keep_trees, read)
-        imported = {target for path in pending for target in sources.imports.get(path, ())}
-        pending = sorted(imported - attempted)
-    _check_import_cycles(sources)
-    return sources
+    """The files `entries` and every file they import, each parsed and checked."""
+    return Loader(project, overlay, keep_trees=keep_trees).load(entries)
 
 
 @dataclass(frozen=True, slots=True)
-class _Broken:
+class Broken:
     """A file with syntax errors: what of it parses, checked, and what is skipped."""
 
     checked: CheckedFile
@@ -122,16 +102,84 @@ class _Broken:
     skipped: Skipped
 
 
-# (path, text, cache entry to write or None, keep the syntax tree)
-_Job = tuple[str, str, Path | None, bool]
-# (path, checked file or its cache entry's bytes or the syntax errors, syntax tree,
-#  the checksum of the entry written)
-_Outcome = tuple[
-    str, CheckedFile | bytes | _Broken | list[Diagnostic], n.Module | None, bytes | None
-]
+# A file to parse and check: (path, text, keep its syntax tree)
+CheckJob = tuple[str, str, bool]
+# Its outcome: (path, the checked file, or what of it parses, or its syntax errors,
+#  its syntax tree if kept)
+Checked = tuple[str, CheckedFile | Broken | list[Diagnostic], n.Module | None]
 
 
-def _read(
+class Loader:
+    """Reads the files of a build, parses and checks each, and follows their imports.
+
+    `overlay`: text to use instead of a file's (an editor's unsaved buffers), by path.
+    `keep_trees` also keeps each parsed file's syntax tree in `Sources.modules`
+    (the language server navigates them).
+    """
+
+    def __init__(
+        self,
+        project: Project,
+        overlay: Mapping[str, str] | None = None,
+        *,
+        keep_trees: bool = False,
+    ) -> None:
+        self.project = project
+        self.overlay: Mapping[str, str] = overlay or {}
+        self.keep_trees = keep_trees
+
+    def load(self, entries: list[str]) -> Sources:
+        sources = Sources()
+        attempted: set[str] = set()
+        pending = sorted(set(entries))
+        while pending:
+            attempted.update(pending)
+            read = [path for path in pending if self.read(path, sources)]
+            self.check_files(read, sources)
+            for path in pending:
+                checked = sources.checked.get(path)
+                if checked is not None:
+                    sources.imports[path] = _resolve_imports(
+                        self.project, path, checked.imports, sources
+                    )
+            imported = {target for path in pending for target in sources.imports.get(path, ())}
+            pending = sorted(imported - attempted)
+        _check_import_cycles(sources)
+        return sources
+
+    def read(self, path: str, sources: Sources) -> bool:
+        """Whether `path` could be read: its text is then in `sources.files`."""
+        return read_source(self.project, path, self.overlay, sources) is not None
+
+    def check_files(self, paths: list[str], sources: Sources) -> None:
+        """Parse and check each of `paths` (read already): its checked form (and tree) in
+        `sources`, or its syntax errors in `sources.diagnostics`."""
+        jobs = [(path, sources.files[path].text, self.keep_trees) for path in paths]
+        for path, outcome, module in check_forked(check_source, jobs, [len(j[1]) for j in jobs]):
+            record_checked(sources, path, outcome, module)
+
+
+def record_checked(
+    sources: Sources,
+    path: str,
+    outcome: CheckedFile | Broken | list[Diagnostic],
+    module: n.Module | None,
+) -> None:
+    """What checking a file gave, in `sources` (a broken file is checked as far as it
+    parses, and what it skips recorded)."""
+    if isinstance(outcome, CheckedFile):
+        sources.checked[path] = outcome
+    elif isinstance(outcome, Broken):
+        sources.checked[path], sources.broken[path] = outcome.checked, outcome.skipped
+        sources.diagnostics.extend(outcome.diagnostics)
+    else:
+        sources.diagnostics.extend(outcome)
+        return
+    if module is not None:
+        sources.modules[path] = module
+
+
+def read_source(
     project: Project, path: str, overlay: Mapping[str, str], sources: Sources
 ) -> bytes | None:
     """A file's bytes, its text and digest recorded in `sources`; None (reported) when
@@ -153,125 +201,27 @@ def _read(
     return data
 
 
-def _read_and_parse(
-    project: Project,
-    paths: list[str],
-    sources: Sources,
-    cache: CheckCache | None,
-    overlay: Mapping[str, str],
-    keep_trees: bool,
-    read: Sources | None,
-) -> None:
-    jobs: list[_Job] = []
-    for path in paths:
-        entry = None
-        if read is not None and path in read.entries:  # (a build with the cache, no overlay)
-            sources.files[path], entry = read.files[path], read.entries[path]
-        else:
-            data = _read(project, path, overlay, sources)
-            if data is None:
-                continue
-            if cache is not None and not keep_trees:
-                entry = cache.entry(path, data)
-        if entry is not None and cache is not None:
-            sources.entries[path] = entry
-            found = cache.load(entry)
-            if found is not None:
-                sources.checked[path], sources.checksums[path] = found
-                continue
-        jobs.append((path, sources.files[path].text, entry, keep_trees))
-
-    for job, (path, outcome, module, checksum) in zip(jobs, _parse_all(jobs), strict=True):
-        entry = job[2]
-        if isinstance(outcome, bytes):
-            loaded = load_entry(outcome, CheckedFile)
-            assert loaded is not None, path  # bytes this build's own child just pickled
-            outcome = loaded
-        if isinstance(outcome, CheckedFile):
-            sources.checked[path] = outcome
-            if module is not None:
-                sources.modules[path] = module
-            if checksum is not None:
-                sources.checksums[path] = checksum
-                if cache is not None and entry is not None:
-                    cache.keep(entry, outcome, checksum)
-        elif isinstance(outcome, _Broken):  # never cached: it is parsed again until fixed
-            sources.checked[path], sources.broken[path] = outcome.checked, outcome.skipped
-            sources.diagnostics.extend(outcome.diagnostics)
-            if module is not None:
-                sources.modules[path] = module
-        else:
-            sources.diagnostics.extend(outcome)
-
-    for path in paths:
-        checked = sources.checked.get(path)
-        if checked is not None:
-            sources.imports[path] = _resolve_imports(project, path, checked.imports, sources)
-
-
-def read_checksums(project: Project, paths: list[str], cache: CheckCache) -> Sources | None:
-    """Each file's text and its checked form's entry checksum, without loading any entry.
-
-    Only a file without an entry (an edited one) is parsed and checked, its entry
-    written on the way, so a build that goes on to `load` finds it.  None when a
-    file cannot be read, decoded, parsed or cached (the build that reports why is
-    `load`'s).
-    """
-    sources = Sources()
-    jobs: list[_Job] = []
-    for path in paths:
-        data = _read(project, path, {}, sources)
-        if data is None:
-            return None
-        entry = sources.entries[path] = cache.entry(path, data)
-        checksum = cache.checksum(entry)
-        if checksum is None:
-            jobs.append((path, sources.files[path].text, entry, False))
-        else:
-            sources.checksums[path] = checksum
-    for job, (path, outcome, _, checksum) in zip(jobs, _parse_all(jobs), strict=True):
-        written = job[2]
-        if checksum is None or written is None:
-            return None
-        sources.checksums[path] = checksum
-        if isinstance(outcome, CheckedFile):
-            cache.keep(written, outcome, checksum)
-    return sources
-
-
-def _parse_one(job: _Job, blob_back: bool = False) -> _Outcome:
-    """Parse and check one file, and write its cache entry when one is wanted.
-
-    `blob_back` (in a forked child): return a cached file as its entry's bytes,
-    pickled already for the cache, rather than pickle it again to send it back.
-    """
-    path, text, entry, keep_tree = job
+def check_source(job: CheckJob, pickled: bool = False) -> Checked:
+    """Parse and check one file (`pickled`: `forking.map_forked`'s flag, unused)."""
+    path, text, keep_tree = job
     try:
         module = parse(path, text)
     except SyntaxErrors as err:
         if err.partial is None:
-            return path, err.diagnostics, None, None
-        broken = _Broken(check_file(err.partial), err.diagnostics, err.skipped)
-        return path, broken, err.partial if keep_tree else None, None
-    checked = check_file(module)
-    tree = module if keep_tree else None
-    if entry is None:
-        return path, checked, tree, None
-    try:
-        blob = dump_entry(checked)
-    except RecursionError:  # too deep to pickle: built but not cached
-        if blob_back:
-            raise  # nor can it be sent back: the parent parses it again
-        return path, checked, tree, None
-    write_entry(entry, blob)
-    return path, blob if blob_back else checked, tree, blob[:CHECKSUM_SIZE]
+            return path, err.diagnostics, None
+        broken = Broken(check_file(err.partial), err.diagnostics, err.skipped)
+        return path, broken, err.partial if keep_tree else None
+    return path, check_file(module), module if keep_tree else None
 
 
-def _parse_all(jobs: list[_Job]) -> list[_Outcome]:
-    """Each job's outcome, in the order of `jobs`, parsed on every core when worth it."""
+def check_forked(
+    call: Callable[[_Job, bool], _Outcome], jobs: list[_Job], weights: Sequence[int]
+) -> list[_Outcome]:
+    """Each job's outcome, in the order of `jobs`, on every core when worth it
+    (`weights`: each job's text length)."""
     if len(jobs) > 1:
         parser()  # build the tables once; forked children inherit them
-    return map_forked(_parse_one, jobs, [len(job[1]) for job in jobs])
+    return map_forked(call, jobs, weights)
 
 
 def _resolve_imports(

@@ -10,6 +10,11 @@ mirror of the `oneiric.plan` models) and encoded once: no pydantic on the
 build path.  The values are already valid here (the checker bounds every
 integer and admits no floats), and tests validate every emitted plan with
 `oneiric.plan.load_plan`, the contract.
+
+`Planner` is the pure stage.  Its seams, `component` and `workflows`, are
+what a long-running process (`_incremental.memos.MemoPlanner`) overrides to
+reuse the components and workflows of its last build that are made of the
+same inputs.
 """
 
 from __future__ import annotations
@@ -21,12 +26,26 @@ from oneiric._plan import document as doc
 from oneiric._plan.canonical import array, dumps, encode_members, seal_members
 
 from oneiricc._build import graphs
-from oneiricc._incremental.cache import PlanParts
 from oneiricc._build.checker import Impl, Place
-from oneiricc._language.diagnostics import Diagnostic
 from oneiricc._build.loader import Sources
 from oneiricc._build.pins import PinError, Pinner
 from oneiricc._build.resolver import Candidate, Decision, Key, Resolution, component_id
+from oneiricc._language.diagnostics import Diagnostic
+
+
+@dataclass(frozen=True, slots=True)
+class PlanParts:
+    """A plan but what depends on the files' raw bytes: its `sources` (and so its digest).
+
+    Whatever leaves every file's checked form unchanged (a comment) changes
+    only those; the rest is kept encoded, to be sealed again (`seal`).
+    """
+
+    members: dict[str, bytes]  # canonical `"key":value` members, but sources and digest
+    files: tuple[str, ...]  # the files `sources` lists, in order
+    components: int
+    workflows: int
+    routes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +61,9 @@ Pinned = tuple[doc.Implementation | None, doc.Pin | None]  # a winner's, as it p
 
 
 @dataclass(frozen=True, slots=True)
-class _Made:
+class Made:
+    """A component as made for a plan."""
+
     inputs: object  # the decision's (`resolver.Decision.inputs`)
     pinned: Pinned
     component: doc.Component
@@ -50,86 +71,94 @@ class _Made:
 
 
 @dataclass(frozen=True, slots=True)
-class _MadeWorkflow:
+class MadeWorkflow:
+    """A workflow as made for a plan."""
+
     winner: Candidate
     workflow: doc.Workflow
     encoded: bytes  # canonical
 
 
-class PlanMemo:
-    """One target's components and workflows, kept by a long-running process from one
-    build to the next.
+class Planner:
+    """A target's resolution → its plan (`build_plan`), a component and the workflows
+    at a time (the seams)."""
 
-    A component is made of its decision and its implementation's pin alone, and a
-    decision of its inputs (`resolver.Decision.inputs`): when both are equal to
-    the last build's, so is the component, and it is not made nor encoded again.
-    A workflow is made of its winning candidate alone: when that is the very
-    object the last build's was (candidates are never changed once made, and
-    `resolver.CandidateMemo` gives an unchanged declaration the same one), so is
-    the workflow.
-    """
+    def build_plan(
+        self,
+        resolution: Resolution,
+        sources: Sources,
+        pinner: Pinner,
+        module_path: list[str] | None = None,
+    ) -> tuple[CompiledPlan | None, list[Diagnostic]]:
+        """`module_path`: the pinner's directories relative to the project root, as
+        recorded."""
+        diagnostics: list[Diagnostic] = []
+        made: list[Made] = []
+        for key, decision in resolution.decisions.items():
+            pinned = _pinned(decision.winner, pinner, diagnostics)
+            if pinned is None:
+                continue
+            component = self.component(key, decision, pinned, diagnostics)
+            if component is not None:
+                made.append(component)
+        components = [m.component for m in made]
+        routes = _routes(resolution, diagnostics)
+        if diagnostics:
+            return None, diagnostics
+        flows = self.workflows(resolution)
+        workflows = [flow.workflow for flow in flows]
+        body: dict[str, Any] = {  # and "components" and "workflows", encoded one by one
+            "format": "oneiric-plan",
+            "version": doc.FORMAT_VERSION,
+            "target": resolution.target.name,
+            "profile": resolution.target.profile,
+            "module_path": module_path or [],
+            "activation_order": _activation_order(components, workflows),
+            "routes": routes,
+        }
+        # numbers_checked: the checker bounds every integer to ±(2**53 - 1) and makes no floats.
+        members = encode_members(body, numbers_checked=True)
+        members["components"] = dumps("components") + b":" + array(m.encoded for m in made)
+        members["workflows"] = dumps("workflows") + b":" + array(flow.encoded for flow in flows)
+        parts = PlanParts(
+            members,
+            tuple(path for path in resolution.files if path in sources.files),
+            len(components),
+            len(workflows),
+            len(routes),
+        )
+        return seal(parts, sources), diagnostics
 
-    def __init__(self) -> None:
-        self.last: dict[Key, _Made] = {}
-        self.workflows: dict[Key, _MadeWorkflow] = {}
+    def component(
+        self, key: Key, decision: Decision, pinned: Pinned, diagnostics: list[Diagnostic]
+    ) -> Made | None:
+        """The component of `decision` (None: an error, reported in `diagnostics`)."""
+        component = _component(decision, pinned, diagnostics)
+        if component is None:
+            return None
+        return Made(decision.inputs, pinned, component, dumps(component, numbers_checked=True))
+
+    def workflows(self, resolution: Resolution) -> list[MadeWorkflow]:
+        """The workflow of each winner that has a graph, in decision order."""
+        return [
+            self.workflow(key, decision.winner)
+            for key, decision in resolution.decisions.items()
+            if decision.winner.graph is not None
+        ]
+
+    def workflow(self, key: Key, winner: Candidate) -> MadeWorkflow:
+        workflow = _workflow(winner)
+        return MadeWorkflow(winner, workflow, dumps(workflow, numbers_checked=True))
 
 
 def build_plan(
     resolution: Resolution,
     sources: Sources,
     pinner: Pinner,
-    memo: PlanMemo | None = None,
     module_path: list[str] | None = None,
 ) -> tuple[CompiledPlan | None, list[Diagnostic]]:
-    """`module_path`: the pinner's directories relative to the project root, as recorded."""
-    diagnostics: list[Diagnostic] = []
-    made: dict[Key, _Made] = {}
-    for key, decision in resolution.decisions.items():
-        pinned = _pinned(decision.winner, pinner, diagnostics)
-        if pinned is None:
-            continue
-        last = memo.last.get(key) if memo is not None else None
-        if (
-            last is not None
-            and decision.inputs is not None
-            and last.pinned == pinned
-            and last.inputs == decision.inputs
-        ):
-            made[key] = last
-            continue
-        component = _component(decision, pinned, diagnostics)
-        if component is not None:
-            encoded = dumps(component, numbers_checked=True)
-            made[key] = _Made(decision.inputs, pinned, component, encoded)
-    if memo is not None:
-        memo.last = made
-    components = [m.component for m in made.values()]
-    routes = _routes(resolution, diagnostics)
-    if diagnostics:
-        return None, diagnostics
-    flows = _workflows(resolution, memo)
-    workflows = [flow.workflow for flow in flows]
-    body: dict[str, Any] = {  # and "components" and "workflows", encoded one by one
-        "format": "oneiric-plan",
-        "version": doc.FORMAT_VERSION,
-        "target": resolution.target.name,
-        "profile": resolution.target.profile,
-        "module_path": module_path or [],
-        "activation_order": _activation_order(components, workflows),
-        "routes": routes,
-    }
-    # numbers_checked: the checker bounds every integer to ±(2**53 - 1) and makes no floats.
-    members = encode_members(body, numbers_checked=True)
-    members["components"] = dumps("components") + b":" + array(m.encoded for m in made.values())
-    members["workflows"] = dumps("workflows") + b":" + array(flow.encoded for flow in flows)
-    parts = PlanParts(
-        members,
-        tuple(path for path in resolution.files if path in sources.files),
-        len(components),
-        len(workflows),
-        len(routes),
-    )
-    return seal(parts, sources), diagnostics
+    """The plan of `resolution` (None when it has errors) and the diagnostics met."""
+    return Planner().build_plan(resolution, sources, pinner, module_path)
 
 
 def pin_errors(resolution: Resolution, pinner: Pinner) -> list[Diagnostic]:
@@ -295,23 +324,6 @@ def _activation_order(components: list[doc.Component], workflows: list[doc.Workf
         for node in workflow["nodes"]
     )
     return graphs.topological_order([c["id"] for c in components], edges)
-
-
-def _workflows(resolution: Resolution, memo: PlanMemo | None) -> list[_MadeWorkflow]:
-    made: dict[Key, _MadeWorkflow] = {}
-    for key, decision in resolution.decisions.items():
-        winner = decision.winner
-        if winner.graph is None:
-            continue
-        last = memo.workflows.get(key) if memo is not None else None
-        if last is not None and last.winner is winner:
-            made[key] = last
-        else:
-            workflow = _workflow(winner)
-            made[key] = _MadeWorkflow(winner, workflow, dumps(workflow, numbers_checked=True))
-    if memo is not None:
-        memo.workflows = made
-    return list(made.values())
 
 
 def _workflow(cand: Candidate) -> doc.Workflow:

@@ -12,18 +12,23 @@ loser with the reason it lost (DESIGN §3, the contract):
 
 Keys are resolved consumers first, so only winners' requirements constrain
 the keys they depend on.  Every step is linear in the number of candidates.
+
+`Resolver` is the pure stage.  Its seams, `candidates` (a layer's) and
+`decide` (a key's), are what a long-running process
+(`_incremental.memos.MemoResolver`) overrides to reuse what its last build
+made of the very same objects.
 """
 
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from oneiric._plan.document import Domain, Rule
 
 from oneiricc._build import graphs
-from oneiricc._incremental.cache import LatestBuild
 from oneiricc._build.checker import (
     Decl,
     Graph,
@@ -34,9 +39,9 @@ from oneiricc._build.checker import (
     TargetDecl,
     config_kind,
 )
-from oneiricc._language.diagnostics import Diagnostic, Note, Severity, did_you_mean
 from oneiricc._build.loader import Sources
 from oneiricc._language.recovery import Skipped
+from oneiricc._language.diagnostics import Diagnostic, Note, Severity, did_you_mean
 
 Key = tuple[str, str]  # (domain, key)
 # Everything one key's decision is made from, but the target's name and strictness:
@@ -56,7 +61,7 @@ class Candidate:
     """One provider of a key in the target: its declaration, refinements folded in.
 
     Never changed once made (a refinement makes a new one: `_refined`), so a
-    long-running process may use it again (`CandidateMemo`).  `priority`,
+    long-running process may use it again (`_incremental.memos.MemoResolver`).  `priority`,
     `provides`, `requires` and `graph` are read from `fields` once rather than
     at every use: a build reads them tens of thousands of times, from
     candidates all over memory.
@@ -89,14 +94,6 @@ class Candidate:
         self.origin = (self.decls, self.layer_index)
 
 
-# Candidates a long-running process keeps from one build to the next, a layer's at a
-# time, by (identity of the layer's declarations, layer position): the candidates made
-# of single declarations (not refined) are the same in every build in which that
-# layer's declarations are the very same objects, as an unchanged file's are.  The
-# value holds the declarations too, so that their id stays their own.
-CandidateMemo = LatestBuild[tuple[int, int], tuple[list[Decl], list["Candidate"]]]
-
-
 @dataclass(slots=True)  # not frozen: a frozen dataclass takes three times as long to make
 class Loss:
     candidate: Candidate
@@ -124,7 +121,7 @@ class Resolution:
     diagnostics: list[Diagnostic]
 
 
-class _Reporter:
+class Reporter:
     """Collects diagnostics, but none about a key whose declarations (some of them) were
     skipped for syntax errors (`unknown`): it would restate those."""
 
@@ -168,36 +165,77 @@ def note(place: Place, message: str) -> Note:
     return Note(place.file, place.pos, message)
 
 
+@dataclass(slots=True)
+class KeyInputs:
+    """What one key's decision is made of, with the target and the strictness."""
+
+    cands: list[Candidate]
+    selection: Select | None
+    consumers: list[Consumer]
+
+
+class Resolver:
+    """One target's resolution (`resolve`), a layer's candidates (`candidates`) and a
+    key's decision (`decide`) at a time: the seams.  While it resolves, `report`
+    gathers its diagnostics."""
+
+    report: Reporter
+    _target: TargetDecl
+    _strict: bool
+
+    def resolve(
+        self,
+        program: Program,
+        sources: Sources,
+        target_name: str,
+        *,
+        strict: bool,
+        unknown: Skipped | None = None,
+    ) -> Resolution:
+        """`unknown`: what the target's files skipped for syntax errors; nothing is
+        reported that it could cause."""
+        target = program.targets[target_name]
+        report = self.report = Reporter(unknown)
+        self._target, self._strict = target, strict
+        files = sources.visible_from(target.place.file)
+        layers = _target_layers(program, target, set(files), report)
+        candidates = _merge_candidates(program, layers, report, self.candidates)
+        selections = _selections(program, layers, candidates, report)
+        decisions = _decide_all(candidates, selections, self.decide)
+        _check_requirements(decisions, candidates, report)
+        return Resolution(target, files, decisions, report.diagnostics)
+
+    def candidates(self, decls: list[Decl], layer_name: str, index: int) -> list[Candidate]:
+        """A candidate of each declaration of a layer (those that refine are folded in
+        later)."""
+        return [_candidate(decl, layer_name, index) for decl in decls]
+
+    def decide(self, key: Key, inputs: KeyInputs) -> Decision | None:
+        """The decision of `key` (None: an error, reported)."""
+        return _decide(
+            key,
+            inputs.cands,
+            inputs.selection,
+            inputs.consumers,
+            self._target,
+            self._strict,
+            self.report,
+        )
+
+
 def resolve(
     program: Program,
     sources: Sources,
     target_name: str,
     *,
     strict: bool,
-    memo: CandidateMemo | None = None,
-    decided: DecisionMemo | None = None,
     unknown: Skipped | None = None,
 ) -> Resolution:
-    """`memo`, in a long-running process: candidates made by earlier builds, and each
-    decision keeps what it was made from (`Decision.inputs`), so that the planner can
-    tell which are the same as the last build's.  `decided`: this target's decisions
-    (at this strictness) from the last build, reused where made of the same objects.
-    `unknown`: what the target's files skipped for syntax errors; nothing is
-    reported that it could cause."""
-    target = program.targets[target_name]
-    report = _Reporter(unknown)
-    files = sources.visible_from(target.place.file)
-    layers = _target_layers(program, target, set(files), report)
-    candidates = _merge_candidates(program, layers, report, memo)
-    selections = _selections(program, layers, candidates, report)
-    record_inputs = memo is not None
-    decisions = _decide_all(candidates, selections, target, strict, report, record_inputs, decided)
-    _check_requirements(decisions, candidates, report)
-    return Resolution(target, files, decisions, report.diagnostics)
+    return Resolver().resolve(program, sources, target_name, strict=strict, unknown=unknown)
 
 
 def _target_layers(
-    program: Program, target: TargetDecl, visible: set[str], report: _Reporter
+    program: Program, target: TargetDecl, visible: set[str], report: Reporter
 ) -> list[str]:
     layers = []
     for name, place in target.layers:
@@ -228,7 +266,10 @@ def _relative_import(from_file: str, to_file: str) -> str:
 
 
 def _merge_candidates(
-    program: Program, layers: list[str], report: _Reporter, memo: CandidateMemo | None
+    program: Program,
+    layers: list[str],
+    report: Reporter,
+    make: Callable[[list[Decl], str, int], list[Candidate]],
 ) -> dict[Key, list[Candidate]]:
     """Candidates per key in (layer, declaration) order, refinements folded in."""
     by_key: dict[Key, list[Candidate]] = {}
@@ -236,7 +277,7 @@ def _merge_candidates(
     by_identity: dict[tuple[str, str, str], tuple[list[Candidate], int]] = {}
     for index, layer_name in enumerate(layers):
         decls = program.layers[layer_name].decls
-        for decl, cand in zip(decls, _candidates(decls, layer_name, index, memo), strict=True):
+        for decl, cand in zip(decls, make(decls, layer_name, index), strict=True):
             identity = (decl.domain, decl.key, decl.provider)
             found = by_identity.get(identity)
             if found is None:
@@ -247,19 +288,6 @@ def _merge_candidates(
                 same_key, position = found
                 same_key[position] = _refined(same_key[position], decl, report)
     return by_key
-
-
-def _candidates(
-    decls: list[Decl], layer_name: str, index: int, memo: CandidateMemo | None
-) -> list[Candidate]:
-    """A candidate of each declaration of a layer (those that refine are folded in later)."""
-    if memo is None:
-        return [_candidate(decl, layer_name, index) for decl in decls]
-    made = memo.get((id(decls), index))
-    if made is None or made[0] is not decls or (made[1] and made[1][0].layer != layer_name):
-        made = (decls, [_candidate(decl, layer_name, index) for decl in decls])
-    memo.put((id(decls), index), made)
-    return made[1]
 
 
 def _candidate(decl: Decl, layer_name: str, index: int) -> Candidate:
@@ -278,7 +306,7 @@ def _candidate(decl: Decl, layer_name: str, index: int) -> Candidate:
     )
 
 
-def _refined(cand: Candidate, decl: Decl, report: _Reporter) -> Candidate:
+def _refined(cand: Candidate, decl: Decl, report: Reporter) -> Candidate:
     """`cand` with the refinement `decl` folded in: a new candidate."""
     fields = dict(cand.fields)
     field_places = dict(cand.field_places)
@@ -308,7 +336,7 @@ _UNTYPED = {"env reference", "secret reference"}
 
 
 def _merge_config(
-    old: dict[str, Any], new: dict[str, Any], decl: Decl, report: _Reporter, prefix: str
+    old: dict[str, Any], new: dict[str, Any], decl: Decl, report: Reporter, prefix: str
 ) -> dict[str, Any]:
     merged = dict(old)
     for key, value in new.items():
@@ -335,7 +363,7 @@ def _selections(
     program: Program,
     layers: list[str],
     candidates: dict[Key, list[Candidate]],
-    report: _Reporter,
+    report: Reporter,
 ) -> dict[Key, Select]:
     """The effective selection per key: a later layer's replaces an earlier one's."""
     effective: dict[Key, Select] = {}
@@ -358,81 +386,22 @@ def _selections(
 Consumer = tuple[Candidate, Req]  # a candidate and one of its requirements
 
 
-@dataclass(slots=True)  # not frozen: made for every key of every build in a server
-class _Decided:
-    """A decision (None: an error) with what it was made of and what it reported."""
-
-    cands: list[Candidate]
-    selection: Select | None
-    consumers: list[Consumer]
-    decision: Decision | None
-    diagnostics: list[Diagnostic]
-
-    def made_of(
-        self, cands: list[Candidate], selection: Select | None, consumers: list[Consumer]
-    ) -> bool:
-        """Made of these very objects: then deciding again would give the same."""
-        return (
-            self.selection is selection
-            and len(self.cands) == len(cands)
-            and all(a is b for a, b in zip(self.cands, cands, strict=True))
-            and len(self.consumers) == len(consumers)
-            and all(
-                a[0] is b[0] and a[1] is b[1]
-                for a, b in zip(self.consumers, consumers, strict=True)
-            )
-        )
-
-
-class DecisionMemo:
-    """One target's decisions at one strictness, kept by a long-running process from
-    one build to the next.  A decision depends on its key's candidates, selection and
-    consumers alone (and on the target's name and the strictness, fixed per memo):
-    when those are the very objects of the last build (candidates and declarations
-    are never changed once made), the last decision and its diagnostics stand."""
-
-    def __init__(self) -> None:
-        self.last: dict[Key, _Decided] = {}
-
-
 def _decide_all(
     candidates: dict[Key, list[Candidate]],
     selections: dict[Key, Select],
-    target: TargetDecl,
-    strict: bool,
-    report: _Reporter,
-    record_inputs: bool,
-    memo: DecisionMemo | None,
+    decide: Callable[[Key, KeyInputs], Decision | None],
 ) -> dict[Key, Decision]:
     keys = sorted(candidates)  # keys are numbered in this order from here on
     requirers, order = _requirements(candidates, {key: i for i, key in enumerate(keys)})
     decided: list[Decision | None] = [None] * len(keys)
-    made: dict[Key, _Decided] = {}
     for i in order:
         key = keys[i]
-        cands = candidates[key]
         consumers = [
             (cand, req)
             for consumer, cand, req in requirers[i]
             if (decision := decided[consumer]) is None or decision.winner is cand
         ]
-        selection = selections.get(key)
-        last = memo.last.get(key) if memo is not None else None
-        if last is not None and last.made_of(cands, selection, consumers):
-            report.diagnostics.extend(last.diagnostics)
-            decided[i], made[key] = last.decision, last
-            continue
-        reported = len(report.diagnostics)
-        decision = _decide(key, cands, selection, consumers, target, strict, report)
-        if decision is not None and record_inputs:
-            decision.inputs = _inputs(cands, selection, consumers)
-        decided[i] = decision
-        if memo is not None:
-            made[key] = _Decided(
-                cands, selection, consumers, decision, report.diagnostics[reported:]
-            )
-    if memo is not None:
-        memo.last = made
+        decided[i] = decide(key, KeyInputs(candidates[key], selections.get(key), consumers))
     return {
         key: decision for key, decision in zip(keys, decided, strict=True) if decision is not None
     }
@@ -467,11 +436,12 @@ def _requirements(
     return requirers, graphs.condensed_order(range(len(number)), edges)
 
 
-def _inputs(cands: list[Candidate], selection: Select | None, consumers: list[Consumer]) -> Inputs:
+def decision_inputs(inputs: KeyInputs) -> Inputs:
+    """What a decision is made of, compared by value (`Decision.inputs`)."""
     return (
-        tuple(c.origin for c in cands),
-        selection,
-        tuple((c.origin, req) for c, req in consumers),
+        tuple(c.origin for c in inputs.cands),
+        inputs.selection,
+        tuple((c.origin, req) for c, req in inputs.consumers),
     )
 
 
@@ -495,7 +465,7 @@ def _decide(
     consumers: list[Consumer],
     target: TargetDecl,
     strict: bool,
-    report: _Reporter,
+    report: Reporter,
 ) -> Decision | None:
     name = f"{key[0]} {key[1]}"
     required: dict[str, list[str]] = {}
@@ -687,7 +657,7 @@ def _providers_of(cands: list[Candidate], cap: str, name: str) -> str:
 
 
 def _check_requirements(
-    decisions: dict[Key, Decision], candidates: dict[Key, list[Candidate]], report: _Reporter
+    decisions: dict[Key, Decision], candidates: dict[Key, list[Candidate]], report: Reporter
 ) -> None:
     """Requirements and workflow tasks name winners; the winners' graph has no cycle."""
     edge_places: dict[tuple[Key, Key], Place] = {}
@@ -722,7 +692,7 @@ def _check_requirements(
 
 
 def _check_workflow(
-    key: Key, workflow: Graph, candidates: dict[Key, list[Candidate]], report: _Reporter
+    key: Key, workflow: Graph, candidates: dict[Key, list[Candidate]], report: Reporter
 ) -> None:
     for node in workflow.nodes.values():
         if ("task", node.task) not in candidates:

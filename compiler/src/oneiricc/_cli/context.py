@@ -12,8 +12,10 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from oneiricc._build.pipeline import Build, WarmState, compile_project
+from oneiricc._build.pipeline import Build
 from oneiricc._build.project import Project, ProjectError, load_project
+from oneiricc._incremental.build import compile_project
+from oneiricc._incremental.memos import WarmState
 from oneiricc._language.diagnostics import render_human, render_json, summary_line
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -22,7 +22,6 @@ from oneiric._text import plural
 from oneiricc._authoring.ci import CI_FORMATS, check_format_option, render_ci
 from oneiricc._authoring.errordocs import CODE as ERROR_CODE
 from oneiricc._authoring.explanation import render_explanation
-from oneiricc._build.pipeline import WarmState
 from oneiricc._build.planner import CompiledPlan
 from oneiricc._build.project import Project
 from oneiricc._cli.context import (
@@ -34,6 +33,7 @@ from oneiricc._cli.context import (
     format_option,
     report,
 )
+from oneiricc._incremental.memos import WarmState
 from oneiricc._language.diagnostics import Diagnostic, summary_line
 
 # Commands defined in their own modules, imported only when invoked (keeps start-up lean).

@@ -16,9 +16,9 @@ from typing import Any
 import click
 from oneiric._text import plural
 
-from oneiricc._build.pipeline import WarmState
 from oneiricc._cli.context import cli_state, fail_usage
 from oneiricc._cli.main import main
+from oneiricc._incremental.memos import WarmState
 from oneiricc._incremental.server import BuildServer, ServerError
 from oneiricc._incremental.wire import ask, server_address
 

@@ -18,8 +18,11 @@ deliberately forged entry is out of scope, as a forged source file would be.
 
 The build memo (`builds/<key>`, same format) is the whole-build early cutoff:
 a successful build's outputs, kept with every file's entry checksum and every
-pin it took, reused (see `compiler`) when the build would read the same
-checked files in the same environment.
+pin it took, reused (see `build`) when the build would read the same checked
+files in the same environment.
+
+`CachedLoader` is the build's loader (`_build.loader.Loader`) through the
+cache: a cached file is neither parsed nor checked again.
 
 A long-running process (the build server) also keeps the checked files of its
 latest build in memory (`KeptFiles`), by entry: what it holds is exactly what
@@ -36,7 +39,7 @@ import pickle
 import re
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -46,9 +49,22 @@ from oneiric._plan import canonical
 from oneiric._plan import document as plandoc
 from oneiric._plan.document import Pin
 
-from oneiricc._build import checker
+from oneiricc._build import checker, planner
 from oneiricc._build.checker import CheckedFile
+from oneiricc._build.loader import (
+    Broken,
+    CheckJob,
+    Loader,
+    Sources,
+    check_forked,
+    check_source,
+    read_source,
+    record_checked,
+)
+from oneiricc._build.planner import PlanParts
+from oneiricc._build.project import Project
 from oneiricc._language import diagnostics, nodes, parser
+from oneiricc._language.diagnostics import Diagnostic
 from oneiricc._language.parser import grammar_text
 from oneiricc._version import installed_version
 
@@ -78,22 +94,7 @@ _ALLOWED = {
     for name in dir(module)
     if isinstance(getattr(module, name), type)
     and getattr(module, name).__module__ == module.__name__
-} | {(__name__, "PlanParts"), (__name__, "BuildMemo")}
-
-
-@dataclass(frozen=True, slots=True)
-class PlanParts:
-    """A plan but what depends on the files' raw bytes: its `sources` (and so its digest).
-
-    Whatever leaves every file's checked form unchanged (a comment) changes
-    only those; the rest is kept encoded, to be sealed again (`planner.seal`).
-    """
-
-    members: dict[str, bytes]  # canonical `"key":value` members, but sources and digest
-    files: tuple[str, ...]  # the files `sources` lists, in order
-    components: int
-    workflows: int
-    routes: int
+} | {(planner.__name__, "PlanParts"), (__name__, "BuildMemo")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,3 +292,139 @@ def write_entry(entry: Path, blob: bytes) -> None:
             raise
     except OSError:
         return
+
+
+def write_memo(memo: Path, record: BuildMemo) -> None:
+    """Write a build memo (not at all when a diagnostic is too deep to pickle)."""
+    try:
+        blob = dump_entry(record)
+    except RecursionError:
+        return
+    write_entry(memo, blob)
+
+
+# A file to check through the cache: (path, text, where its entry goes)
+_CacheJob = tuple[str, str, Path]
+# Its outcome: (path, the checked file, or its entry's bytes, or what of it parses, or
+#  its syntax errors,
+#  the checksum of the entry written, if any)
+_CacheOutcome = tuple[str, CheckedFile | bytes | Broken | list[Diagnostic], bytes | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadFiles:
+    """Files read (in `sources.files`), each with its entry and, if it has one, the
+    checksum of that entry."""
+
+    sources: Sources
+    entries: dict[str, Path]
+    checksums: dict[str, bytes]
+
+
+class CachedLoader(Loader):
+    """The loader through the cache: a file whose entry exists is served from it
+    (or from the files a long-running process keeps), and every file checked is
+    written to its entry (`_check_and_store`, in the forked children too).
+
+    `read`: files read already (`read_checksums`), not read again.  After `load`,
+    `entries` and `checksums` hold each file's entry and its checksum (the
+    checksum only for a file that has an entry: what a build memo compares).
+    """
+
+    def __init__(
+        self,
+        project: Project,
+        cache: CheckCache,
+        overlay: Mapping[str, str] | None = None,
+        read: ReadFiles | None = None,
+    ) -> None:
+        super().__init__(project, overlay)
+        self.cache = cache
+        self.already = read
+        self.entries: dict[str, Path] = {}
+        self.checksums: dict[str, bytes] = {}
+
+    def read(self, path: str, sources: Sources) -> bool:
+        if self.already is not None and path in self.already.entries:  # (no overlay then)
+            sources.files[path] = self.already.sources.files[path]
+            self.entries[path] = self.already.entries[path]
+            return True
+        data = read_source(self.project, path, self.overlay, sources)
+        if data is None:
+            return False
+        self.entries[path] = self.cache.entry(path, data)
+        return True
+
+    def check_files(self, paths: list[str], sources: Sources) -> None:
+        jobs: list[_CacheJob] = []
+        for path in paths:
+            entry = self.entries[path]
+            found = self.cache.load(entry)
+            if found is not None:
+                sources.checked[path], self.checksums[path] = found
+            else:
+                jobs.append((path, sources.files[path].text, entry))
+        outcomes = check_forked(_check_and_store, jobs, [len(job[1]) for job in jobs])
+        for (path, _, entry), (_, outcome, checksum) in zip(jobs, outcomes, strict=True):
+            if isinstance(outcome, bytes):
+                loaded = load_entry(outcome, CheckedFile)
+                assert loaded is not None, path  # bytes this build's own child just pickled
+                outcome = loaded
+            if isinstance(outcome, CheckedFile):
+                sources.checked[path] = outcome
+                if checksum is not None:
+                    self.checksums[path] = checksum
+                    self.cache.keep(entry, outcome, checksum)
+            else:  # a broken file is never cached: it is parsed again until fixed
+                record_checked(sources, path, outcome, None)
+
+
+def _check_and_store(job: _CacheJob, blob_back: bool = False) -> _CacheOutcome:
+    """Parse and check one file, and write its cache entry.
+
+    `blob_back` (in a forked child): return a cached file as its entry's bytes,
+    pickled already for the cache, rather than pickle it again to send it back.
+    """
+    path, text, entry = job
+    check: CheckJob = (path, text, False)
+    _, checked, _ = check_source(check)
+    if not isinstance(checked, CheckedFile):
+        return path, checked, None
+    try:
+        blob = dump_entry(checked)
+    except RecursionError:  # too deep to pickle: built but not cached
+        if blob_back:
+            raise  # nor can it be sent back: the parent parses it again
+        return path, checked, None
+    write_entry(entry, blob)
+    return path, blob if blob_back else checked, blob[:CHECKSUM_SIZE]
+
+
+def read_checksums(project: Project, paths: list[str], cache: CheckCache) -> ReadFiles | None:
+    """Each file's text and its checked form's entry checksum, without loading any entry.
+
+    Only a file without an entry (an edited one) is parsed and checked, its entry
+    written on the way, so a build that goes on to load it finds it.  None when a
+    file cannot be read, decoded, parsed or cached (the build that reports why is
+    the loader's).
+    """
+    read = ReadFiles(Sources(), {}, {})
+    jobs: list[_CacheJob] = []
+    for path in paths:
+        data = read_source(project, path, {}, read.sources)
+        if data is None:
+            return None
+        entry = read.entries[path] = cache.entry(path, data)
+        checksum = cache.checksum(entry)
+        if checksum is None:
+            jobs.append((path, read.sources.files[path].text, entry))
+        else:
+            read.checksums[path] = checksum
+    outcomes = check_forked(_check_and_store, jobs, [len(job[1]) for job in jobs])
+    for (path, _, entry), (_, outcome, checksum) in zip(jobs, outcomes, strict=True):
+        if checksum is None:
+            return None
+        read.checksums[path] = checksum
+        if isinstance(outcome, CheckedFile):
+            cache.keep(entry, outcome, checksum)
+    return read

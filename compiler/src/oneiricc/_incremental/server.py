@@ -3,7 +3,7 @@
 A build in a fresh process pays, before any work, for the interpreter, the
 imports and lark's tables, then reads every checked file back from the cache,
 and makes every component of every plan again.  The server pays for those
-once: it keeps what its builds made (`compiler.WarmState`: checked files,
+once: it keeps what its builds made (`memos.WarmState`: checked files,
 candidates, components) and runs each `build` or `check` that `launcher`
 forwards as that process would have run it (`_as_caller`): same
 arguments, working directory, environment, import path and umask, writing to
@@ -35,7 +35,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn, TextIO, TypeGuard
 
-from oneiricc._build.pipeline import WarmState
+from oneiricc._incremental.memos import WarmState
 from oneiricc._incremental.wire import (
     PROTOCOL,
     ProtocolError,
