@@ -26,12 +26,12 @@ class _BuildFailed(Exception):
 
 
 def _compile_golden(root: Path) -> None:
-    from oneiricc._build.pipeline import compile_project
+    from oneiricc._build import pipeline
     from oneiricc._build.project import load_project
     from oneiricc._language.diagnostics import render_human
 
     project = load_project(root)
-    build = compile_project(project, None, None, use_cache=False)
+    build = pipeline.build(project)
     if build.failed:
         raise _BuildFailed(render_human(build.diagnostics, build.sources.texts(), color=False))
     for name, plan in build.outputs.items():
