@@ -88,6 +88,12 @@ def read_document(path: Path) -> Document:
             excerpts.append((directives["plan"], directives["at"], json.loads(match["body"])))
             continue
         if match["lang"] != "oneiric":
+            # Another file of a named example (a distribution's metadata, a module).
+            if "example" in directives and "file" in directives:
+                named = directives["example"]
+                examples.setdefault(named, Example(named, line)).files[directives["file"]] = match[
+                    "body"
+                ]
             continue
         name = directives.get("example", f"line {line}")
         example = examples.setdefault(name, Example(name, line))

@@ -222,6 +222,7 @@ class Layer:
     decls: list[Decl]
     selections: dict[tuple[str, str], Select]
     bindings: dict[tuple[str, str, str], Binding] = field(default_factory=dict)
+    plugins: tuple[tuple[str, Place], ...] = ()  # `plugins "group"` lines (see plugins.py)
 
 
 @_pickled_as_call
@@ -380,6 +381,18 @@ class _FileChecker:
             self.selection(selection, layer)
         for capability in stack.capabilities:
             self.binding(capability, layer)
+        groups: dict[str, Place] = {}
+        for line in stack.plugins:
+            if not line.group.strip() or any(ch.isspace() for ch in line.group):
+                self.error(
+                    "E1003",
+                    f'"{line.group}" is not an entry point group',
+                    line.group_pos,
+                    help='name the group the plugins declare, e.g. plugins "oneiric.components"',
+                )
+                continue
+            groups.setdefault(line.group, self.place(line.pos))
+        layer.plugins = tuple(groups.items())
         return layer
 
     def binding(self, cap: n.Capability, layer: Layer) -> None:

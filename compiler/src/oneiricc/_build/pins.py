@@ -93,6 +93,23 @@ class Pinner:
             pin = {**pin, "distribution": ep.dist.name, "version": ep.dist.version}
         return Resolved(module.strip(), attr.strip(), pin)
 
+    def group(self, group: str) -> list[tuple[str, str, str, str]]:
+        """(name, distribution, version, value) of every entry point of `group`, sorted."""
+        return sorted(
+            (
+                ep.name,
+                ep.dist.name if ep.dist else "?",
+                ep.dist.version if ep.dist else "?",
+                ep.value,
+            )
+            for ep in self._entry_points
+            if ep.group == group
+        )
+
+    def group_names(self) -> list[str]:
+        """Every entry point group of the installed distributions, sorted."""
+        return sorted({ep.group for ep in self._entry_points})
+
     @cached_property
     def _entry_points(self) -> list[metadata.EntryPoint]:
         found: list[metadata.EntryPoint] = []

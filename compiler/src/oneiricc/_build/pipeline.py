@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from oneiric._plan.gcpause import gc_paused
 
-from oneiricc._build import capabilities
+from oneiricc._build import capabilities, plugins
 from oneiricc._build.checker import Program, check
 from oneiricc._build.loader import Loader, Sources, discover
 from oneiricc._build.pins import Pinner
@@ -153,6 +153,8 @@ class Pipeline:
                     )
                 )
         pinner = self.pinner()
+        # `plugins "group"` lines: the installed entry points join their stacks.
+        diagnostics.extend(plugins.expand(program, pinner))
         protocols = capabilities.ProtocolReader(pinner)
         for name in names:
             if name not in program.targets:

@@ -48,6 +48,7 @@ LAZY_COMMANDS = {
     "init": "oneiricc._cli.project:init",
     "import": "oneiricc._cli.project:import_command",
     "server": "oneiricc._cli.server:server",
+    "plugins": "oneiricc._cli.plugins:plugins",
 }
 
 

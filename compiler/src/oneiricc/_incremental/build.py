@@ -200,6 +200,9 @@ class IncrementalBuild(Pipeline):
                 found = pinner.resolve_entry_point(group, name)
                 if (found.module, found.attr, found.pin) != expected:
                     return None, read
+            for group, listed in remembered.groups.items():
+                if pinner.group(group) != listed:
+                    return None, read  # a plugin was installed, removed or upgraded
         except PinError:
             return None, read
         sources = read.sources
@@ -220,6 +223,7 @@ class IncrementalBuild(Pipeline):
             tuple(build.diagnostics),
             self._pinner.modules,
             self._pinner.entry_points,
+            self._pinner.groups,
         )
         if self.warm is None:
             write_memo(memo, record)
@@ -234,10 +238,15 @@ class _RecordingPinner(Pinner):
         super().__init__(module_path)
         self.modules: dict[str, Pin] = {}
         self.entry_points: dict[tuple[str, str], tuple[str, str, Pin]] = {}
+        self.groups: dict[str, list[tuple[str, str, str, str]]] = {}
 
     def pin_module(self, module: str) -> Pin:
         pin = self.modules[module] = super().pin_module(module)
         return pin
+
+    def group(self, group: str) -> list[tuple[str, str, str, str]]:
+        found = self.groups[group] = super().group(group)
+        return found
 
     def resolve_entry_point(self, group: str, name: str) -> Resolved:
         found = super().resolve_entry_point(group, name)

@@ -106,6 +106,7 @@ class BuildMemo:
     diagnostics: tuple[diagnostics.Diagnostic, ...]  # warnings only
     modules: dict[str, Pin]  # every module pinned → its pin
     entry_points: dict[tuple[str, str], tuple[str, str, Pin]]  # (group, name) → module, attr, pin
+    groups: dict[str, list[tuple[str, str, str, str]]]  # `plugins` group → its entry points
 
 
 class _RecordsOnly(pickle.Unpickler):

@@ -67,6 +67,10 @@ CODES: dict[str, str] = {
     "E0801": "provider lacks its capability's protocol",
     "E0802": "capability protocol not found",
     "E0803": "capability bound twice",
+    # plugins
+    "E1001": "two plugins claim one component",
+    "E1002": "malformed plugin entry point name",
+    "E1003": "plugin group not found",
 }
 
 

@@ -267,12 +267,21 @@ class Capability(NamedTuple):
     protocol_pos: Pos
 
 
+class Plugins(NamedTuple):
+    """`plugins "group"`: the installed entry points of `group` become candidates."""
+
+    pos: Pos
+    group: str
+    group_pos: Pos
+
+
 class Stack(NamedTuple):
     pos: Pos
     name: str
     components: tuple[Component, ...]
     selections: tuple[Selection, ...]
     capabilities: tuple[Capability, ...] = ()
+    plugins: tuple[Plugins, ...] = ()
 
 
 class Target(NamedTuple):

@@ -267,6 +267,9 @@ class _Builder:
             _pos(c[4]),
         )
 
+    def plugins(self, c: list[Token]) -> n.Plugins:
+        return n.Plugins(_pos(c[0]), _string(c[1]), _pos(c[1]))
+
     def stack_decl(self, c: list[Any]) -> n.Stack:
         name: Token = c[0]
         items = c[1:]
@@ -276,6 +279,7 @@ class _Builder:
             tuple(i for i in items if isinstance(i, n.Component)),
             tuple(i for i in items if isinstance(i, n.Selection)),
             tuple(i for i in items if isinstance(i, n.Capability)),
+            tuple(i for i in items if isinstance(i, n.Plugins)),
         )
 
     def layers(self, c: list[Token]) -> tuple[str, tuple[tuple[str, n.Pos], ...]]:

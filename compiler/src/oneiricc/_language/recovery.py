@@ -149,13 +149,15 @@ def _starts_declaration(tokens: list[_Tok], index: int) -> bool:
 
 
 def _starts_item(tokens: list[_Tok], index: int) -> bool:
-    """`DOMAIN KEY "provider"`, `select DOMAIN KEY =` or `capability DOMAIN KEY NAME =`
-    from `index` on."""
+    """`DOMAIN KEY "provider"`, `select DOMAIN KEY =`, `capability DOMAIN KEY NAME =` or
+    `plugins "group"` from `index` on."""
     kinds = [t.kind for t in tokens[index : index + 5]]
     if tokens[index].text == "select":
         return kinds[:4] == ["word", "word", "word", "punct"] and tokens[index + 3].text == "="
     if tokens[index].text == "capability":
         return kinds == ["word", "word", "word", "word", "punct"] and tokens[index + 4].text == "="
+    if tokens[index].text == "plugins" and kinds[:2] == ["word", "string"]:
+        return True
     return kinds[:3] == ["word", "word", "string"]
 
 
