@@ -32,7 +32,16 @@ from pathlib import Path
 from oneiric._plan.document import Pin
 from oneiric._plan.gcpause import gc_paused
 
-from oneiricc._build import capabilities, graphs, loader, pins, pipeline, planner, resolver
+from oneiricc._build import (
+    capabilities,
+    graphs,
+    loader,
+    pins,
+    pipeline,
+    planner,
+    plugins,
+    resolver,
+)
 from oneiricc._build.checker import Program
 from oneiricc._build.loader import Sources
 from oneiricc._build.pins import PinError, Pinner, Resolved
@@ -63,6 +72,7 @@ _PLANNING_MODULES = (
     pins,
     planner,
     capabilities,
+    plugins,
     pipeline,
     sys.modules[__name__],
 )
