@@ -130,16 +130,20 @@ def test_http_address_errors_exit_2_without_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in bad.stderr + busy.stderr
 
 
-def test_a_run_without_http_imports_no_server_or_metrics_library(
+def test_a_run_without_http_or_otel_imports_no_server_metrics_or_tracing_library(
     tmp_path: Path,
     running,  # type: ignore[no-untyped-def]
 ) -> None:
     plan_path = tmp_path / "plan.json"
     write_plan(plan_path, plan(store("v1", tmp_path)))
-    heavy = {"uvicorn", "h11", "prometheus_client", "oneiric._ops"}
-    for extra, expected in (((), set()), (("--http", "0"), heavy)):
+    heavy = {"uvicorn", "h11", "prometheus_client", "opentelemetry", "oneiric._ops"}
+    for extra, expected in (
+        ((), set()),
+        (("--http", "0"), {"uvicorn", "h11", "prometheus_client", "oneiric._ops"}),
+        (("--otel",), {"opentelemetry", "oneiric._ops"}),
+    ):
         run = running(plan_path, "--app", "rtcomponents:modules_app", *extra)
         found = wait_for(lambda run=run: run.events_of("modules"), what="the module list")
-        assert heavy & set(json.loads(found[0][1])) == expected
+        assert heavy & set(json.loads(found[0][1])) == expected, extra
         assert run.stop() == 0
         run.events.write_text("")

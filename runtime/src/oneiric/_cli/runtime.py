@@ -149,6 +149,12 @@ def _duration_s(text: str) -> float:
     help="Re-read every secret this often (e.g. 5m) and swap, make before break, the "
     "components whose secret values changed.",
 )
+@click.option(
+    "--otel",
+    is_flag=True,
+    help="Export OpenTelemetry traces over OTLP/HTTP (on anyway when "
+    "OTEL_EXPORTER_OTLP_ENDPOINT is set).  Needs oneiric-runtime[otel].",
+)
 @MODULE_PATH
 def run(
     manifest: str | None,
@@ -162,6 +168,7 @@ def run(
     app: str | None,
     http: str | None,
     secrets_refresh: str | None,
+    otel: bool,
     module_path: tuple[str, ...],
     extra_services: list[Any] | None = None,
 ) -> None:
@@ -193,7 +200,7 @@ def run(
     from oneiric._lifecycle.supervisor import PROFILE_ENV, Settings, StartError, Supervisor
 
     try:
-        logs.configure()
+        logs.configure(tracing=otel)
     except ValueError as exc:
         _fail("text", str(exc))
     source: Source

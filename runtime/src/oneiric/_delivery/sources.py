@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from oneiric import _trace
 from oneiric._plan.model import Plan, load_plan
 
 if TYPE_CHECKING:  # manifests (and PyNaCl) are imported only when a manifest is the source
     from oneiric._delivery.manifest import Accepted
 
 MAX_UNSIGNED_PLAN_BYTES = 64 * 1024 * 1024
+VERIFY = "oneiric.verify"
 
 
 class SourceUnavailable(Exception):
@@ -128,6 +130,7 @@ class ManifestSource(Source):
         from oneiric._delivery.limits import DEFAULT_MAX_MANIFEST_BYTES
         from oneiric._delivery.manifest import utc_now, verify_all
 
+        started = _trace.start()  # the span covers fetching and verifying
         try:
             fetched = self.fetcher.fetch(
                 self.location, "manifest", max_bytes=DEFAULT_MAX_MANIFEST_BYTES, etag=self._etag
@@ -153,9 +156,13 @@ class ManifestSource(Source):
         except TransferError as exc:
             raise SourceUnavailable(f"{self.location}: {exc}") from None
         except Rejected as exc:
+            _trace.record(VERIFY, started, {"oneiric.source": self.location}, str(exc))
             raise PlanInvalid(f"{self.location}: rejected ({exc})") from None
         except OSError as exc:
             raise SourceUnavailable(f"{self.location}: state: {exc}") from None
+        manifest = accepted.manifest
+        attributes = {"oneiric.source": self.location, "oneiric.target": manifest.target}
+        _trace.record(VERIFY, started, {**attributes, "oneiric.serial": manifest.serial})
         self._etag = fetched.etag
         self._accepted = accepted
         self.target = accepted.manifest.target

@@ -36,6 +36,7 @@ from typing import Any
 import anyio
 import structlog
 
+from oneiric import _trace
 from oneiric._flows.host import lookup
 from oneiric._flows.store import DeadLetter, FlowStore
 from oneiric._flows.workflows import DEFAULT_BACKOFF_MS, Workflows, _call, backoff_s, to_json
@@ -280,6 +281,7 @@ class EventBus:
         route = self.route(topic)
         payload_json = to_json(payload, "the event payload")
         header_map = {str(k): str(v) for k, v in (headers or {}).items()}
+        _trace.inject(header_map)  # emitted inside a span (a node, a handler): same trace
         eid = event_id or uuid.uuid4().hex
         document = {"topic": topic, "payload": json.loads(payload_json), "headers": header_map}
         matched, skipped = self.select(route, document)
@@ -343,6 +345,25 @@ class EventBus:
         return component
 
     async def deliver(
+        self,
+        key: str,
+        event_id: str,
+        topic: str,
+        payload_json: str,
+        headers: dict[str, str],
+        **options: Any,
+    ) -> Outcome:
+        """`_deliver` in a span, child of the event's W3C `traceparent` header if it has one."""
+        attributes = {"oneiric.topic": topic, "oneiric.handler": key, "oneiric.event": event_id}
+        with _trace.span("oneiric.event.deliver", attributes, headers) as span:
+            outcome = await self._deliver(key, event_id, topic, payload_json, headers, **options)
+            span.set("oneiric.outcome", outcome.status)
+            span.set("oneiric.attempts", outcome.attempts)
+            if outcome.error:
+                span.fail(outcome.error)
+            return outcome
+
+    async def _deliver(
         self,
         key: str,
         event_id: str,
@@ -413,6 +434,7 @@ class EventBus:
                     error=error,
                     retry_in_s=delay,
                 )
+                _trace.event("retry", attempt=attempt, error=error, retry_in_s=delay)
                 await anyio.sleep(delay)
         error = error or f"its {attempts} attempt(s) were used up by consumers that stopped"
         if record is True:

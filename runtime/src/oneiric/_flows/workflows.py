@@ -39,6 +39,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
+from oneiric import _trace
 from oneiric._flows.host import lookup
 from oneiric._flows.store import FlowStore, LeaseLost, RunRecord, StoreError, StoreUnavailable
 from oneiric._lifecycle.runtime import Runtime, _is_async
@@ -312,6 +313,15 @@ class Workflows:
         return _Run(rid, name, {n.name: n for n in workflow.nodes}, input_json, {})
 
     async def _execute(self, run: _Run) -> RunRecord:
+        attributes = {"oneiric.workflow": run.workflow, "oneiric.run": run.id}
+        with _trace.span("oneiric.workflow.run", attributes) as span:
+            record = await self._execute_run(run)
+            span.set("oneiric.outcome", record.status)
+            if record.error:
+                span.fail(record.error)
+            return record
+
+    async def _execute_run(self, run: _Run) -> RunRecord:
         self._active[run.id] = run
         started = time.perf_counter()
         try:
@@ -375,6 +385,22 @@ class Workflows:
                     group.start_soon(node_task, name)
 
     async def _node(self, run: _Run, node: WorkflowNode) -> bool:
+        """`_run_node` in a span (with the node's attempts when tracing)."""
+        attributes = {
+            "oneiric.workflow": run.workflow,
+            "oneiric.node": node.name,
+            "oneiric.task": node.task,
+        }
+        with _trace.span("oneiric.workflow.node", attributes) as span:
+            ok = await self._run_node(run, node)
+            record = self.store.run(run.id) if _trace.enabled() else None
+            if record is not None and node.name in record.nodes:
+                span.set("oneiric.attempts", record.nodes[node.name].attempts)
+            if not ok:
+                span.fail(f"node {node.name} failed")
+            return ok
+
+    async def _run_node(self, run: _Run, node: WorkflowNode) -> bool:
         """Run one node (here, or on a worker); checkpoint its outcome; True on success."""
         started = time.time()
         upstream_json = to_json(
@@ -540,6 +566,7 @@ async def attempt_node(
         if attempt < attempts:
             delay = backoff_s(backoff_ms, attempt, rng)
             log.warning("node attempt failed", attempt=attempt, error=error, retry_in_s=delay)
+            _trace.event("retry", attempt=attempt, error=error, retry_in_s=delay)
             await anyio.sleep(delay)
     return NodeOutcome(
         False,

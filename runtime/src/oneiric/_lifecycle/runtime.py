@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 import anyio
 import structlog
 
+from oneiric import _trace
 from oneiric._lifecycle import attest
 from oneiric._lifecycle.deadlines import (
     Abandoned,
@@ -295,7 +296,18 @@ class Runtime:
         instances even when the plan did not change them (a rotated secret).
         """
         async with self._lock:
-            return await self._apply(plan, serial, superseded or _never, renew)
+            attributes = {"oneiric.plan": plan.digest or "", "oneiric.target": plan.target}
+            with _trace.span("oneiric.swap", attributes) as span:
+                try:
+                    report = await self._apply(plan, serial, superseded or _never, renew)
+                except (PlanRejected, SwapAborted, RolledBack, Superseded) as exc:
+                    span.set("oneiric.outcome", _OUTCOMES[type(exc)])
+                    span.fail(str(exc))
+                    raise
+                span.set("oneiric.outcome", "applied")
+                for what in ("added", "changed", "removed"):
+                    span.set(f"oneiric.{what}", len(getattr(report, what)))
+                return report
 
     async def refresh_secrets(self, references: Collection[str] = ()) -> SwapReport | None:
         """Re-read secrets (those in `references`, or all) and swap, make before break,
@@ -384,11 +396,12 @@ class Runtime:
             raise SwapAborted(str(exc)) from exc
 
         # 2. bind: no await inside this loop.
-        bind_started = time.perf_counter()
+        bind_started, traced = time.perf_counter(), _trace.start()
         previous: dict[str, Instance] = {}
         for cid in report.changed:
             previous[cid] = self.instances[cid]
             self.handles[cid].bind(made[cid].slot)
+        _trace.record("oneiric.bind", traced, {"oneiric.components": len(report.changed)})
         self.instances.update(made)
         self.plan, self.serial = plan, serial
         report.bind_seconds = time.perf_counter() - bind_started
@@ -588,19 +601,23 @@ class Runtime:
                 timeout = _seconds(
                     component.lifecycle.activate_timeout_ms, DEFAULT_ACTIVATE_TIMEOUT_S
                 )
+                started = _trace.start()
                 try:
                     value = runner.call(
                         functools.partial(factory, **config), timeout, f"{cid}: activation"
                     )
                 except Overrun as exc:
+                    _trace.record(ACTIVATE, started, _attributes(component), str(exc))
                     raise _Failed(str(exc), _instance(component, exc.result)) from None
                 except Abandoned:
                     raise
                 except Exception as exc:
+                    _trace.record(ACTIVATE, started, _attributes(component), repr(exc))
                     _component_log(log, component).error("activation failed", error=repr(exc))
                     raise _Failed(f"{cid}: activation failed: {exc!r}") from exc
                 if inspect.isawaitable(value):
                     return _Pending(component, value, awaiting=True)
+                _trace.record(ACTIVATE, started, _attributes(component))
             else:
                 value = functools.partial(factory, **config) if config else factory
         instance = _instance(component, value)
@@ -621,14 +638,19 @@ class Runtime:
         component = pending.component
         if pending.awaiting:
             timeout = _seconds(component.lifecycle.activate_timeout_ms, DEFAULT_ACTIVATE_TIMEOUT_S)
+            started = _trace.start()
             try:
                 with anyio.fail_after(timeout):
                     value = await pending.value
             except TimeoutError:
-                raise SwapAborted(f"{component.id}: activation exceeded {timeout:g}s") from None
+                message = f"{component.id}: activation exceeded {timeout:g}s"
+                _trace.record(ACTIVATE, started, _attributes(component), message)
+                raise SwapAborted(message) from None
             except Exception as exc:
+                _trace.record(ACTIVATE, started, _attributes(component), repr(exc))
                 _component_log(log, component).error("activation failed", error=repr(exc))
                 raise SwapAborted(f"{component.id}: activation failed: {exc!r}") from exc
+            _trace.record(ACTIVATE, started, _attributes(component))
             return await self._admit(_instance(component, value), log)
         instance: Instance = pending.value
         return await self._admit(instance, log)
@@ -725,12 +747,12 @@ class Runtime:
     def _retire_sync(self, instance: Instance, runner: DeadlineRunner, log: Any) -> bool:
         """In a worker thread: drain the instance (deadline), then its sync cleanup."""
         slot = instance.slot
+        started = _trace.start()
         slot.retire()
         deadline = _seconds(instance.component.lifecycle.drain_timeout_ms, DEFAULT_DRAIN_TIMEOUT_S)
-        if slot.inflight:
-            left = slot.wait_idle(deadline)
-            if left:
-                self._drain_overrun(instance, left, deadline, log)
+        left = slot.wait_idle(deadline) if slot.inflight else 0
+        self._drained(instance, left, deadline, started, log)
+        started = _trace.start()
         close = _closer(instance.value)
         if close is not None:
             try:
@@ -739,45 +761,73 @@ class Runtime:
                 return False
             except Exception as exc:  # an Overrun too: it returned after its deadline
                 if not runner.abandoned:  # else the event loop reported it already
-                    self._cleanup_failed(instance, str(exc), log)
+                    self._cleanup_failed(instance, str(exc), log, started)
                 return False
             if inspect.isawaitable(result):
                 _discard(result)
-                self._cleanup_failed(instance, "close() returned an awaitable; not awaited", log)
+                message = "close() returned an awaitable; not awaited"
+                self._cleanup_failed(instance, message, log, started)
                 return False
-        _retire_log(log, instance).info("cleaned up")
+        self._cleaned_up(instance, started, log)
         return True
 
-    def _drain_overrun(self, instance: Instance, left: int, deadline: float, log: Any) -> None:
-        self.drain_overruns[instance.component.id] += 1
-        _retire_log(log, instance).warning(
-            "drain deadline passed", inflight=left, deadline_s=deadline
-        )
+    def _drained(
+        self, instance: Instance, left: int, deadline: float, started: int, log: Any
+    ) -> None:
+        problem = None
+        if left:
+            self.drain_overruns[instance.component.id] += 1
+            _retire_log(log, instance).warning(
+                "drain deadline passed", inflight=left, deadline_s=deadline
+            )
+            problem = f"{left} call(s) still in flight after {deadline:g}s"
+        _trace.record("oneiric.drain", started, _attributes(instance.component), problem)
 
-    def _cleanup_failed(self, instance: Instance, error: str, log: Any) -> None:
+    def _cleaned_up(self, instance: Instance, started: int, log: Any) -> None:
+        _trace.record("oneiric.cleanup", started, _attributes(instance.component))
+        _retire_log(log, instance).info("cleaned up")
+
+    def _cleanup_failed(self, instance: Instance, error: str, log: Any, started: int = 0) -> None:
         self.cleanup_failures += 1
+        _trace.record("oneiric.cleanup", started, _attributes(instance.component), error)
         _retire_log(log, instance).error("cleanup failed", error=error)
 
     async def _retire(self, instance: Instance, log: Any) -> bool:
         """On the event loop: drain the instance (deadline), then its async cleanup."""
         slot = instance.slot
+        started = _trace.start()
         slot.retire()
         deadline = _seconds(instance.component.lifecycle.drain_timeout_ms, DEFAULT_DRAIN_TIMEOUT_S)
+        left = 0
         if slot.inflight:
             left = await anyio.to_thread.run_sync(slot.wait_idle, deadline, abandon_on_cancel=True)
-            if left:
-                self._drain_overrun(instance, left, deadline, log)
+        self._drained(instance, left, deadline, started, log)
+        started = _trace.start()
         try:
             await _close(instance)
         except Exception as exc:
-            self._cleanup_failed(instance, repr(exc), log)
+            self._cleanup_failed(instance, repr(exc), log, started)
             return False
-        _retire_log(log, instance).info("cleaned up")
+        self._cleaned_up(instance, started, log)
         return True
 
 
 def _never() -> bool:
     return False
+
+
+ACTIVATE = "oneiric.activate"
+_OUTCOMES: dict[type[Exception], str] = {
+    PlanRejected: "rejected",
+    SwapAborted: "aborted",
+    RolledBack: "rolled_back",
+    Superseded: "superseded",
+}
+
+
+def _attributes(component: Component) -> dict[str, str]:
+    """A component's span attributes."""
+    return {"oneiric.component": component.id, "oneiric.provider": component.provider}
 
 
 def _rebound(instance: Instance) -> Slot:
@@ -859,6 +909,14 @@ def _sync_health(instance: Instance, runner: DeadlineRunner) -> str | None:
     check = _health_check(instance.value)
     if check is None:
         return None
+    started = _trace.start()
+    problem = _sync_check(instance, check, runner)
+    if problem is not ON_LOOP:
+        _trace.record("oneiric.health", started, _attributes(instance.component), problem)
+    return problem
+
+
+def _sync_check(instance: Instance, check: Callable[[], Any], runner: DeadlineRunner) -> str | None:
     if _is_async(check):
         return ON_LOOP
     timeout = _seconds(instance.component.health.timeout_ms, DEFAULT_HEALTH_TIMEOUT_S)
@@ -881,6 +939,13 @@ async def health_of(instance: Instance) -> str | None:
     check = _health_check(instance.value)
     if check is None:
         return None
+    started = _trace.start()
+    problem = await _check(instance, check)
+    _trace.record("oneiric.health", started, _attributes(instance.component), problem)
+    return problem
+
+
+async def _check(instance: Instance, check: Callable[[], Any]) -> str | None:
     component = instance.component
     timeout = _seconds(component.health.timeout_ms, DEFAULT_HEALTH_TIMEOUT_S)
     try:
