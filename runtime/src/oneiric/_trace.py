@@ -26,6 +26,9 @@ class Span:
     def fail(self, message: str) -> None:
         """Mark the span failed (error status) with `message`."""
 
+    def event(self, name: str, **attributes: str | int | float | bool) -> None:
+        """Add an event (e.g. a retry)."""
+
 
 class Backend(Protocol):
     def span(

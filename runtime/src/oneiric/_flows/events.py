@@ -356,7 +356,9 @@ class EventBus:
         """`_deliver` in a span, child of the event's W3C `traceparent` header if it has one."""
         attributes = {"oneiric.topic": topic, "oneiric.handler": key, "oneiric.event": event_id}
         with _trace.span("oneiric.event.deliver", attributes, headers) as span:
-            outcome = await self._deliver(key, event_id, topic, payload_json, headers, **options)
+            outcome = await self._deliver(
+                span, key, event_id, topic, payload_json, headers, **options
+            )
             span.set("oneiric.outcome", outcome.status)
             span.set("oneiric.attempts", outcome.attempts)
             if outcome.error:
@@ -365,6 +367,7 @@ class EventBus:
 
     async def _deliver(
         self,
+        span: _trace.Span,
         key: str,
         event_id: str,
         topic: str,
@@ -434,7 +437,7 @@ class EventBus:
                     error=error,
                     retry_in_s=delay,
                 )
-                _trace.event("retry", attempt=attempt, error=error, retry_in_s=delay)
+                span.event("retry", attempt=attempt, error=error, retry_in_s=delay)
                 await anyio.sleep(delay)
         error = error or f"its {attempts} attempt(s) were used up by consumers that stopped"
         if record is True:

@@ -38,6 +38,9 @@ class _Span(_trace.Span):
     def fail(self, message: str) -> None:
         self._span.set_status(Status(StatusCode.ERROR, message))
 
+    def event(self, name: str, **attributes: str | int | float | bool) -> None:
+        self._span.add_event(name, attributes)
+
 
 class OtelBackend:
     """`oneiric._trace.Backend` on an OpenTelemetry tracer."""
