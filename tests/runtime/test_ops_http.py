@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest_paths import RUNTIME_TESTS
-from ophttp import CACHE, get, get_json, http_url, store
+from ophttp import CACHE, free_port, get, get_json, http_url, store
 from planbuild import plan
 from prometheus_client.parser import text_string_to_metric_families
 from rtprocess import oneiric, running, wait_for, write_plan
@@ -47,7 +47,36 @@ def test_probes_metrics_status_and_a_swap(tmp_path: Path, running) -> None:  # t
     assert status["components"][CACHE]["calls"] == 10
     assert status["health"][CACHE]["healthy"] is True
 
+    # what `oneiric event consume` writes every second (redis_events.Connection.as_json)
+    consumers = run.state / "consumers"
+    consumers.mkdir()
+    (consumers / "c1.json").write_text(
+        json.dumps(
+            {
+                "pid": 1,
+                "consumer": "c1",
+                "plan": v1.digest,
+                "written_at": 0,
+                "stopping": False,
+                "broker": {
+                    "url": "redis://127.0.0.1:1/0",
+                    "connected": True,
+                    "last_error": None,
+                    "last_error_at": None,
+                    "reconnects": 2,
+                    "delivered": 5,
+                    "dead_lettered": 1,
+                    "claimed": 0,
+                },
+            }
+        )
+    )
     before = samples(url)
+    c1 = ("consumer", "c1")
+    assert before[("oneiric_event_deliveries_total", (c1, ("outcome", "delivered")))] == 5
+    assert before[("oneiric_event_deliveries_total", (c1, ("outcome", "dead_lettered")))] == 1
+    assert before[("oneiric_event_broker_reconnects_total", (c1,))] == 2
+    assert before[("oneiric_event_broker_connected", (c1,))] == 1
     comp = (("component", CACHE),)
     assert before[("oneiric_component_calls_total", (*comp, ("outcome", "ok")))] == 7
     assert before[("oneiric_component_calls_total", (*comp, ("outcome", "error")))] == 3
@@ -95,6 +124,18 @@ def test_probes_metrics_status_and_a_swap(tmp_path: Path, running) -> None:  # t
     assert refused.value.code == 405
     assert refused.value.headers["Allow"] == "GET, HEAD"
     assert get(url + "nope")[0] == 404
+    assert run.stop() == 0
+
+
+def test_serverless_profile_listens_on_port_on_every_interface(tmp_path: Path, running) -> None:  # type: ignore[no-untyped-def]
+    plan_path = tmp_path / "plan.json"
+    v1 = plan(store("v1", tmp_path))
+    write_plan(plan_path, v1)
+    port = free_port()
+    run = running(plan_path, env={"ONEIRIC_PROFILE": "serverless", "PORT": str(port)})
+    assert http_url(run) == f"http://0.0.0.0:{port}/"
+    run.wait_running(v1.digest, watching=False)
+    assert get_json(f"http://127.0.0.1:{port}/readyz") == (200, {"ready": True, "reasons": []})
     assert run.stop() == 0
 
 

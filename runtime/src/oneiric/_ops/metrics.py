@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -34,6 +35,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from oneiric._flows.store import FILENAME as FLOWS_DB
+from oneiric._lifecycle import snapshots
 from oneiric._lifecycle.supervisor import Observer
 
 if TYPE_CHECKING:
@@ -143,6 +145,7 @@ class _State(Collector):
         yield from self._plan()
         yield from self._components()
         yield from flow_metrics(self.supervisor.settings.state / FLOWS_DB)
+        yield from consumer_metrics(self.supervisor.settings.state / "consumers")
 
     def _plan(self) -> Iterator[Metric]:
         supervisor = self.supervisor
@@ -244,6 +247,39 @@ def readiness_problems(supervisor: Supervisor) -> list[str]:
         elif not entry["healthy"]:
             problems.append(f"{cid}: {entry['reason']}")
     return problems
+
+
+def consumer_metrics(directory: Path) -> Iterator[Metric]:
+    """Event consumers' counters (`oneiric event consume` writes STATE/consumers/NAME.json
+    every second), by consumer; a consumer's counters start again when it restarts."""
+    if not directory.is_dir():
+        return
+    label = ["consumer"]
+    deliveries = CounterMetricFamily(
+        "oneiric_event_deliveries",
+        "Events delivered from the broker, by consumer and outcome (delivered, dead_lettered).",
+        labels=["consumer", "outcome"],
+    )
+    claimed = CounterMetricFamily(
+        "oneiric_event_claimed", "Deliveries reclaimed from stopped consumers.", labels=label
+    )
+    reconnects = CounterMetricFamily(
+        "oneiric_event_broker_reconnects", "Broker connections re-established.", labels=label
+    )
+    connected = GaugeMetricFamily(
+        "oneiric_event_broker_connected", "1 while connected to the broker.", labels=label
+    )
+    for path in sorted(directory.glob("*.json")):
+        data = snapshots.read_json(path)
+        if not isinstance(data, dict) or not isinstance(data.get("broker"), dict):
+            continue
+        name, broker = str(data.get("consumer", path.stem)), data["broker"]
+        deliveries.add_metric([name, "delivered"], broker.get("delivered", 0))
+        deliveries.add_metric([name, "dead_lettered"], broker.get("dead_lettered", 0))
+        claimed.add_metric([name], broker.get("claimed", 0))
+        reconnects.add_metric([name], broker.get("reconnects", 0))
+        connected.add_metric([name], 1.0 if broker.get("connected") else 0.0)
+    yield from (deliveries, claimed, reconnects, connected)
 
 
 def flow_metrics(path: Any) -> Iterator[Metric]:
