@@ -150,6 +150,13 @@ def _duration_s(text: str) -> float:
     "components whose secret values changed.",
 )
 @click.option(
+    "--alerts",
+    "alerts_file",
+    metavar="FILE",
+    help="Send alerts (plan refused, swap aborted, unhealthy component, expiring manifest, "
+    "dead letters, failed runs) to the routes of this JSON file (docs/operations.md).",
+)
+@click.option(
     "--otel",
     is_flag=True,
     help="Export OpenTelemetry traces over OTLP/HTTP (on anyway when "
@@ -169,6 +176,7 @@ def run(
     http: str | None,
     secrets_refresh: str | None,
     otel: bool,
+    alerts_file: str | None,
     module_path: tuple[str, ...],
     extra_services: list[Any] | None = None,
 ) -> None:
@@ -240,6 +248,8 @@ def run(
         secrets_refresh_s=_duration_s(secrets_refresh) if secrets_refresh else None,
     )
     supervisor = Supervisor(settings)
+    if alerts_file is not None:
+        _alerts(Path(alerts_file), supervisor)
     try:
         failures = anyio.run(supervisor.run)
     except StartError as exc:
@@ -300,6 +310,19 @@ def _module_path_of(plan_file: Path) -> list[str]:
     except (OSError, ValueError, AttributeError):
         return []
     return [entry for entry in found if isinstance(entry, str)] if isinstance(found, list) else []
+
+
+def _alerts(path: Path, supervisor: Any) -> None:
+    """Route the supervisor's conditions to the channels of the alerts file `path`."""
+    from oneiric._ops.alerts import Alerter, AlertsError, load
+
+    try:
+        routes = load(path)
+    except AlertsError as exc:
+        _fail("text", str(exc))
+    alerter = Alerter(routes, supervisor)
+    supervisor.observers.append(alerter)
+    supervisor.settings.services.append(alerter.serve)
 
 
 def _load_app(target: str) -> Any:
