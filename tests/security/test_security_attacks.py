@@ -441,3 +441,24 @@ def test_failing_os_replace_leaves_old_state_and_no_temp_files(
     assert any(c.endswith(".json") and "plans" in c for c in calls)  # the plan was written first
     assert snapshot(good_state) == before
     assert not list(good_state.root.rglob("*.tmp"))
+
+
+def test_trust_schema_describes_trust_files_old_and_new(keys: Keys) -> None:
+    """docs/trust.schema.json accepts what `trust_bytes` writes and pre-window trust files,
+    and refuses what `parse_trust` refuses about the validity window."""
+    from jsonschema import Draft202012Validator
+    from seckit import ROOT
+
+    schema = json.loads((ROOT / "docs" / "trust.schema.json").read_text(encoding="utf-8"))
+    Draft202012Validator.check_schema(schema)
+    validator = Draft202012Validator(schema)
+    public = [k.public for k in keys]
+    new = json.loads(trust_bytes(1, 2, public, 3600))
+    validator.validate(new)
+    validator.validate(json.loads(trust_bytes(1, 2, public)))
+    old = {k: v for k, v in new.items() if k != "max_validity_seconds"}
+    validator.validate(old)
+    for bad in (0, "30d", True):
+        assert not validator.is_valid({**old, "max_validity_seconds": bad})
+        with pytest.raises(TrustError):
+            parse_trust(dumps({**old, "max_validity_seconds": bad}), "bad")
