@@ -15,7 +15,7 @@ export PATH
 UV := uv
 RUN := $(UV) run --frozen --no-sync
 
-.PHONY: setup demo test golden bench lint fmt
+.PHONY: setup demo demo-distributed test golden bench lint fmt
 
 setup:
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --user --quiet uv
@@ -23,6 +23,10 @@ setup:
 
 demo: setup
 	$(RUN) python demo/run.py
+
+# Two runtimes and two workers on a private Redis and PostgreSQL (docs/scaling.md).
+demo-distributed: setup
+	$(RUN) python demo/distributed.py
 
 test: setup
 	$(RUN) pytest

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -238,9 +238,12 @@ async def _drive(workflows: Any, work: Any) -> Any:
 
 @asynccontextmanager
 async def _workflows(
-    plan: Plan, tasks: list[str], imports: Any, store: FlowStore
+    plan: Plan, tasks: list[str], imports: Any, store: FlowStore, also: Sequence[str] = ()
 ) -> AsyncIterator[Workflows]:
-    """`Workflows` running `tasks` here, or, with --tasks URL, dispatching them to workers."""
+    """`Workflows` running `tasks` here, or, with --tasks URL, dispatching them to workers.
+
+    `also`: more components to activate here (event handlers).
+    """
     import anyio
 
     from oneiric._flows.host import activated
@@ -251,7 +254,7 @@ async def _workflows(
     dispatcher = await RedisTasks.open(url) if url else None
     try:
         async with (
-            activated(plan, [] if dispatcher else tasks, imports) as runtime,
+            activated(plan, [*also, *([] if dispatcher else tasks)], imports) as runtime,
             anyio.create_task_group() as group,
         ):
             if dispatcher is not None:
@@ -531,14 +534,16 @@ def _delivery_text(data: dict[str, Any]) -> str:
 async def _event_host(
     plan: Plan, store: FlowStore, timeout_s: float, work: Any, imports: Imports
 ) -> Any:
-    """Activate handlers and workflow tasks; run `work(bus)`; wait for started workflows."""
+    """Activate handlers and workflow tasks; run `work(bus)`; wait for started workflows.
+
+    With --tasks the workflows' nodes go to workers instead of running here.
+    """
     from oneiric._flows.events import EventBus
-    from oneiric._flows.host import activated
     from oneiric._flows.workflows import Workflows
 
-    ids = EventBus.handler_ids(plan) + Workflows.task_ids(plan)
-    async with activated(plan, ids, imports) as runtime, Workflows(plan, runtime, store) as flows:
-        bus = EventBus(plan, runtime, store, workflows=flows, handler_timeout_s=timeout_s)
+    handlers, tasks = EventBus.handler_ids(plan), Workflows.task_ids(plan)
+    async with _workflows(plan, tasks, imports, store, handlers) as flows:
+        bus = EventBus(plan, flows.runtime, store, workflows=flows, handler_timeout_s=timeout_s)
         return await work(bus)
 
 
@@ -583,6 +588,7 @@ def _broker(fmt: str, url: str, plan: Plan | None, work: Any) -> Any:
 @STATE
 @MODULE_PATH
 @STORE
+@TASKS
 @VERBOSE
 @FORMAT
 def event_emit(
@@ -668,6 +674,7 @@ def event_dead_letters(
 @STATE
 @MODULE_PATH
 @STORE
+@TASKS
 @VERBOSE
 @FORMAT
 def event_replay(
@@ -768,6 +775,7 @@ def _replayed(fmt: str, letter: Any, outcome: Any) -> None:
 @STATE
 @MODULE_PATH
 @STORE
+@TASKS
 @VERBOSE
 @FORMAT
 def event_consume(
@@ -834,6 +842,8 @@ def event_consume(
 
                 group.start_soon(watch)
                 group.start_soon(report)
+                if store.lease_s is not None:  # a shared store: take over abandoned runs too
+                    group.start_soon(bus.workflows.adopt)
                 await events.consume(bus, consumer=name, prefetch=prefetch, stop=stop)
                 group.cancel_scope.cancel()
 

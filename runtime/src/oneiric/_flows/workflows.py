@@ -576,11 +576,23 @@ async def attempt_node(
     )
 
 
+_ASYNC: dict[int, tuple[Any, bool]] = {}  # id(instance) -> (instance, is async): inspect is slow
+
+
+def _async(instance: Any) -> bool:
+    found = _ASYNC.get(id(instance))
+    if found is None or found[0] is not instance:
+        if len(_ASYNC) > 4096:  # instances come and go with swaps: keep it bounded
+            _ASYNC.clear()
+        found = _ASYNC[id(instance)] = (instance, _is_async(instance))
+    return found[1]
+
+
 async def _call(target: Callable[..., Any], *args: Any) -> Any:
     """Call a handle's current instance: awaited if async, in a worker thread if sync."""
     slot = getattr(target, "slot", None)
     instance = slot.instance if slot is not None else target
-    if _is_async(instance):
+    if _async(instance):
         return await target(*args)
     result = await anyio.to_thread.run_sync(
         functools.partial(target, *args), abandon_on_cancel=True
