@@ -364,3 +364,32 @@ def test_the_build_says_once_what_it_skipped(tmp_path: Path) -> None:
         'skipped for syntax errors: adapter cache0 "memory", service svc0 "default"; '
         "the build goes on without them"
     ]
+
+
+def test_every_field_error_of_a_component() -> None:
+    """A component with several broken fields: each is reported where the parser stops."""
+    text = "\n".join(
+        [
+            "oneiric 1",
+            "stack s {",
+            '  adapter cache "memory" {',
+            '    impl "json:loads"',
+            "    provide read, write",
+            "    priority",
+            "    config { ttl = 5m }",
+            "    health every 10s timout 1s",
+            "  }",
+            '  adapter cache "x" { impl "a:b"; priorty 3; retry }',
+            "}",
+            "",
+        ]
+    )
+    outcome = _outcome(text)
+    assert isinstance(outcome, SyntaxErrors)
+    assert [(d.pos.line, d.pos.col, d.message) for d in outcome.diagnostics if d.pos] == [
+        (5, 5, 'unknown field "provide"'),
+        (7, 5, 'unexpected "config", expected "-" or an integer'),
+        (8, 22, 'unknown field "timout"'),
+        (10, 35, 'unknown field "priorty"'),
+        (10, 52, 'unexpected "}", expected an integer'),
+    ]

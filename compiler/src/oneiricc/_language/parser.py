@@ -21,7 +21,7 @@ from oneiricc._language.diagnostics import (
     did_you_mean,
     sorted_diagnostics,
 )
-from oneiricc._language.recovery import Skipped, header_version, recover
+from oneiricc._language.recovery import FIELD_NAMES, Skipped, header_version, recover
 
 if TYPE_CHECKING:  # lark is imported on first parse: a build served from the cache never needs it
     from lark import Lark, Token
@@ -364,23 +364,6 @@ _EXPECTED_NAMES = {
     "CMP": "a comparison",
     "MINUS": '"-"',
 }
-# Every component field keyword (checker.ALLOWED_FIELDS holds which domain takes which).
-FIELD_NAMES = (
-    "impl",
-    "priority",
-    "provides",
-    "requires",
-    "config",
-    "health",
-    "activate",
-    "drain",
-    "on",
-    "where",
-    "fanout",
-    "retry",
-    "concurrency",
-    "node",
-)
 
 
 def _describe_expected(expected: set[str]) -> str:

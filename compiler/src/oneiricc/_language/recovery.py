@@ -13,11 +13,12 @@ note.
 Each declaration is then parsed alone, by the same parser, in a text made of
 the header and that declaration at their own lines and columns (blank lines
 and spaces stand for the rest), so positions are those of the file.  A stack
-that fails is parsed item by item the same way.  The first error of each
-piece is reported, and only that: an error never cascades into the next
-declaration.  Finally the pieces that parsed are parsed together into the
-file's partial syntax tree, and what was skipped is named (`Skipped`), so that
-the build can go on without it and stay quiet about what it cannot know.
+that fails is parsed item by item the same way, and a component that fails
+field by field.  The first error of each piece is reported, and only that: an
+error never cascades into the next piece.  Finally the pieces that parsed are
+parsed together into the file's partial syntax tree, and what was skipped is
+named (`Skipped`), so that the build can go on without it and stay quiet about
+what it cannot know.
 """
 
 from __future__ import annotations
@@ -42,6 +43,23 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 _TOP = frozenset({"import", "stack", "target"})
+# Every component field keyword (checker.ALLOWED_FIELDS holds which domain takes which).
+FIELD_NAMES = (
+    "impl",
+    "priority",
+    "provides",
+    "requires",
+    "config",
+    "health",
+    "activate",
+    "drain",
+    "on",
+    "where",
+    "fanout",
+    "retry",
+    "concurrency",
+    "node",
+)
 
 
 class _Tok(NamedTuple):
@@ -354,8 +372,9 @@ def _recover_stack(
             good.append(item)
             continue
         reported = True
-        if len(errors) < MAX_ERRORS:
-            errors.append(outcome)
+        for error in _field_errors(item, head, outcome, text_of, attempt):
+            if len(errors) < MAX_ERRORS:
+                errors.append(error)
         skipped.names.append(item.describe())
         first = item.tokens[:4]
         kinds = [t.kind for t in first]
@@ -380,6 +399,77 @@ def _recover_stack(
         kept.close(item.closers)
     kept.close(1)
     return left_open
+
+
+def _field_errors(
+    item: _Piece,
+    head: list[_Tok],
+    failed: Diagnostic,
+    text_of: Callable[..., str],
+    attempt: Attempt,
+) -> list[Diagnostic]:
+    """The errors of a component that failed, field by field (a field starts a line with
+    its keyword, or follows a `;` or a `}`): each field parsed alone in the component."""
+    tokens = item.tokens
+    if len(tokens) < 4 or [t.kind for t in tokens[:3]] != ["word", "word", "string"]:
+        return [failed]
+    if tokens[3].text != "{":
+        return [failed]
+    body = tokens[4:]
+    if item.closers == 0 and body and body[-1].text == "}":
+        body = body[:-1]
+
+    def starts(index: int, previous: _Tok | None) -> bool:
+        return (body[index].first_on_line and _starts_field(body, index)) or (
+            previous is not None and previous.text in (";", "}")
+        )
+
+    found: dict[tuple[int, int], Diagnostic] = {}
+    pieces = _split(body, starts, _starts_field)
+    for index, piece in enumerate(pieces):
+        outcome = attempt(text_of((head, 0), (tokens[:4], 0), (piece.tokens, piece.closers + 2)))
+        if not isinstance(outcome, Diagnostic):
+            continue
+        if _place(outcome) > _end(piece.tokens[-1]):
+            # It ran into the braces added to close it: the field ends too early.  Say so
+            # where the source goes on (the next field, or the component's brace).
+            if index + 1 < len(pieces):
+                after, closers = pieces[index + 1].tokens, pieces[index + 1].closers + 2
+            elif len(body) < len(tokens) - 4:
+                after, closers = tokens[-1:], 1  # the component's closing brace
+            else:
+                continue
+            outcome = attempt(
+                text_of((head, 0), (tokens[:4], 0), (piece.tokens, 0), (after, closers))
+            )
+            if not isinstance(outcome, Diagnostic) or _place(outcome) != _place_of(after[0]):
+                continue
+        found.setdefault(_place(outcome), outcome)
+    return list(found.values()) or [failed]
+
+
+def _place(diagnostic: Diagnostic) -> tuple[int, int]:
+    return (diagnostic.pos.line, diagnostic.pos.col) if diagnostic.pos else (0, 0)
+
+
+def _place_of(tok: _Tok) -> tuple[int, int]:
+    return (tok.line, tok.col)
+
+
+def _end(tok: _Tok) -> tuple[int, int]:
+    lines = tok.text.count("\n")
+    return (tok.line + lines, tok.col + len(tok.text) if not lines else len(tok.text))
+
+
+def _starts_field(tokens: list[_Tok], index: int) -> bool:
+    """A field keyword, or the first name of a workflow edge `a -> b`."""
+    tok = tokens[index]
+    if tok.kind != "word":
+        return False
+    if tok.text in FIELD_NAMES:
+        return True
+    after = tokens[index + 1 : index + 2]
+    return bool(after) and after[0].text == "->"
 
 
 def _unquoted(string: str) -> str:
