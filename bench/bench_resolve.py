@@ -41,19 +41,19 @@ def write_project(root: Path, candidates: int) -> None:
             caps = "read, write" if provider % 3 == 0 else "read"
             lines += [
                 f'  adapter store "p{provider:04d}" {{',
-                '    impl "json:dumps"',
+                '    impl "argparse:Namespace"',
                 f"    priority {provider % 7}",
                 f"    provides {caps}",
                 "  }",
             ]
         lines += [
-            f'  task step{layer:02d} "default" {{ impl "json:loads" }}',
+            f'  task step{layer:02d} "default" {{ impl "argparse:Namespace" }}',
             "}",
         ]
     lines += [
         "stack app {",
         '  service api "default" {',
-        '    impl "json:loads"',
+        '    impl "argparse:Namespace"',
         "    requires adapter store (write)",
         "  }",
         '  workflow flow "default" {',

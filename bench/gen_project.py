@@ -35,15 +35,24 @@ TIE_EVERY = 97
 # A few keys are chosen explicitly with `select`.
 SELECT_EVERY = 20
 KEY_DOMAINS = ("adapter", "service", "task", "event", "action")
-IMPLS = (
-    "json:dumps",
-    "json.decoder:JSONDecoder",
+# Standard-library implementations that fit what the generated config sets (any of
+# timeout, buffer, url, tags): factories (adapter, service) taking **kwargs and no
+# required parameter, callables (task, event, action) taking **kw after the arguments
+# the runtime passes.  Some the compiler checks, some it records as "not checked"
+# (bound twice at the top level, re-exported from a C module, assigned).
+FACTORY_IMPLS = (
+    "argparse:Namespace",
+    "collections:Counter",
     "collections:OrderedDict",
-    "string:Template",
-    "textwrap:dedent",
+    "types:SimpleNamespace",
+)
+CALLABLE_IMPLS = (
+    "json:dumps",
+    "json:loads",
+    "json:load",
     "functools:reduce",
-    "email.message:Message",
     "csv:reader",
+    "csv:writer",
 )
 PRIORITIES = (0, 0, 1, 2, 3, 5, 10)
 
@@ -95,11 +104,16 @@ def _provides(provider: int) -> str:
     return "read, write" if provider % 3 == 0 else "read"
 
 
+def _impl(domain: str, index: int) -> str:
+    impls = FACTORY_IMPLS if domain in ("adapter", "service") else CALLABLE_IMPLS
+    return impls[index % len(impls)]
+
+
 def _component(rng: random.Random, key: int, provider: int, priority: int | None) -> list[str]:
     domain = key_domain(key)
     lines = [
         f'  {domain} {key_name(key)} "p{provider}" {{',
-        f'    impl "{IMPLS[(key + provider) % len(IMPLS)]}"',
+        f'    impl "{_impl(domain, key + provider)}"',
     ]
     if priority is not None:
         lines.append(f"    priority {priority}")

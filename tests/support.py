@@ -38,7 +38,7 @@ def run_cli(
 SMALL_BASE = (
     "oneiric 1\n"
     "stack base {\n"
-    '  adapter db "disk" { impl "json:dumps" priority 1 }\n'
+    '  adapter db "disk" { impl "argparse:Namespace" priority 1 }\n'
     '  adapter db "mem" { impl "memoimpl:make" priority 1 }\n'
     "}\n"
 )
@@ -46,7 +46,7 @@ SMALL_APP = (
     "oneiric 1\n"
     'import "base.oneiric"\n'
     "stack web {\n"
-    '  service api "v1" { impl "json:loads" requires adapter db }\n'
+    '  service api "v1" { impl "argparse:Namespace" requires adapter db }\n'
     "}\n"
     "target prod { layers base, web }\n"
     "target dev { layers base }\n"

@@ -129,7 +129,7 @@ def test_damaged_memo_is_a_miss(root: Path, damage: str) -> None:
     (memo,) = memos(root)
     blob = memo.read_bytes()
     damaged = {
-        "flip": blob.replace(b"json", b"jsoN"),
+        "flip": blob.replace(b"argparse", b"argparsE"),
         "truncate": blob[: len(blob) // 2],
         "empty": b"",
     }[damage]

@@ -348,7 +348,7 @@ def test_warm_state_gives_the_plans_of_a_build_without_any_cache(
     shutil.copy(ROOT / "oneiric.toml", root / "oneiric.toml")
     local = root / "mods" / "localimpl.py"
     local.parent.mkdir()
-    local.write_text("def make() -> int:\n    return 1\n", encoding="utf-8")
+    local.write_text("def make(**config: object) -> int:\n    return 1\n", encoding="utf-8")
     with (root / "oneiric.toml").open("a", encoding="utf-8") as handle:
         handle.write('module-path = ["mods"]\n')
     edit(root / "stacks/shop.oneiric", '"shopdemo.services:OrderService"', '"localimpl:make"')

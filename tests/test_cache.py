@@ -18,11 +18,13 @@ from oneiricc._incremental.cache import ENTRY_SUFFIX, MAX_UNUSED_S, MEMO_DIRECTO
 from support import compile_at, write_project
 
 CLEAN = {
-    "stacks/a.oneiric": 'oneiric 1\nstack base {\n  adapter db "mem" { impl "json:dumps" }\n}\n',
+    "stacks/a.oneiric": (
+        'oneiric 1\nstack base {\n  adapter db "mem" { impl "argparse:Namespace" }\n}\n'
+    ),
     "stacks/b.oneiric": (
         "oneiric 1\n"
         'import "a.oneiric"\n'
-        'stack web {\n  service api "v1" { impl "json:dumps" requires adapter db }\n}\n'
+        'stack web {\n  service api "v1" { impl "argparse:Namespace" requires adapter db }\n}\n'
         "target prod { layers base, web }\n"
     ),
     "stacks/c.oneiric": 'oneiric 1\nimport "b.oneiric"\ntarget dev { layers base }\n',
@@ -33,8 +35,8 @@ BROKEN = {
     **CLEAN,
     "stacks/d.oneiric": (
         "oneiric 1\n"
-        'stack base {\n  adapter db "x" { impl "json:dumps" priority 99999999999 }\n}\n'
-        'stack app {\n  adapter db "file" { impl "json:loads" config { t = 5q } }\n}\n'
+        'stack base {\n  adapter db "x" { impl "argparse:Namespace" priority 99999999999 }\n}\n'
+        'stack app {\n  adapter db "file" { impl "argparse:Namespace" config { t = 5q } }\n}\n'
         "target prod { layers app, app }\n"
     ),
 }
@@ -87,8 +89,8 @@ def test_bit_flipped_entry_is_a_miss_not_a_different_declaration(tmp_path: Path)
     flipped = 0
     for entry, blob in entries(root).items():
         # Change a name inside the payload: still a loadable pickle, but the checksum differs.
-        if b"json" in blob:
-            entry.write_bytes(blob.replace(b"json", b"jsoN"))
+        if b"argparse" in blob:
+            entry.write_bytes(blob.replace(b"argparse", b"argparsE"))
             flipped += 1
     assert flipped == 2
     assert outcome(root, use_cache=True) == expected

@@ -49,6 +49,8 @@ NEAR_MISSES = {
     "E0402",
     "E0603",
     "E0802",
+    "E0701",
+    "E0702",
     "multi",
 }
 _LOCATION = re.compile(r"^(?P<file>[^\s:]+):(?P<line>\d+):(?P<col>\d+): (error|warning)\[")

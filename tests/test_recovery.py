@@ -202,8 +202,8 @@ def test_three_mistakes_of_different_stages_in_one_build(tmp_path: Path) -> None
     app = """oneiric 1
 
 stack app {
-  adapter cache "memory" { impl "json:loads" provides read, write }
-  adapter cache "redis" { impl "json:dumps" priority 5 }
+  adapter cache "memory" { impl "argparse:Namespace" provides read, write }
+  adapter cache "redis" { impl "collections:Counter" priority 5 }
   service orders "default" { impl "nosuchmodule.orders:Orders" requires adapter cache (write) }
   task validate "default" { impl "json:loads" }
   workflow flow "default" {
@@ -230,11 +230,11 @@ def test_four_mistakes_across_two_files(tmp_path: Path) -> None:
 
 stack base {
   adapter cache "memory" {
-    impl "json:loads"
+    impl "argparse:Namespace"
     provides read, write
     priorty 10
   }
-  adapter cache "redis" { impl "json:dumps" provides read, write }
+  adapter cache "redis" { impl "collections:Counter" provides read, write }
   service orders "default" {
     impl "json:loads
     requires adapter cache (write)
@@ -246,7 +246,7 @@ stack base {
 import "base.oneiric"
 
 stack app {
-  service billing "default" { impl "json:loads"; requires adapter cache (write) }
+  service billing "default" { impl "argparse:Namespace"; requires adapter cache (write) }
   select adapter cache = "rediss"
 }
 
@@ -273,7 +273,7 @@ stack base {
 import "base.oneiric"
 
 stack app {
-  service orders "default" { impl "json:loads"; requires adapter cache (write) }
+  service orders "default" { impl "argparse:Namespace"; requires adapter cache (write) }
   select adapter cache = "memory"
 }
 
@@ -302,12 +302,12 @@ def _corpus(files: int) -> dict[str, str]:
 {imports}
 stack s{index} {{
   adapter cache{index} "memory" {{
-    impl "json:loads"
+    impl "argparse:Namespace"
     provides read, write
     config {{ ttl = 5m }}
   }}
   service svc{index} "default" {{
-    impl "json:dumps"
+    impl "collections:Counter"
     requires adapter cache{index} (write)
   }}
   task job{index} "default" {{ impl "json:loads" }}
@@ -324,8 +324,8 @@ stack s{index} {{
 # Independent mistakes, one per file at most: each must be reported, whatever else is.
 KINDS = [
     ("    provides read, write", "    provide read, write", "E0001"),
-    ('    impl "json:dumps"', '    impl "json:dumps', "E0002"),
-    ('    impl "json:dumps"', '    impl "nosuchmodule:make"', "E0602"),
+    ('    impl "collections:Counter"', '    impl "collections:Counter', "E0002"),
+    ('    impl "collections:Counter"', '    impl "nosuchmodule:make"', "E0602"),
     ("    config { ttl = 5m }", "    config { ttl = 5parsecs }", "E0401"),
     ('= "memory"', '= "memroy"', "E0203"),
     ('"json:loads" }', '"json:loads" priority }', "E0001"),
@@ -357,7 +357,9 @@ def test_the_build_says_once_what_it_skipped(tmp_path: Path) -> None:
     corpus["stacks/f0.oneiric"] = re.sub(
         r"provides read, write", "provide read", corpus["stacks/f0.oneiric"]
     )
-    corpus["stacks/f0.oneiric"] = corpus["stacks/f0.oneiric"].replace('"json:dumps"', '"json:dumps')
+    corpus["stacks/f0.oneiric"] = corpus["stacks/f0.oneiric"].replace(
+        '"collections:Counter"', '"collections:Counter'
+    )
     build = compile_at(write_project(tmp_path, corpus))
     notes = [note.message for d in build.diagnostics for note in d.notes]
     assert notes == [

@@ -589,7 +589,7 @@ def test_pin_of_a_project_module_hashes_the_file_without_importing_it(tmp_path: 
     """
     files: dict[str, str | bytes] = {
         "src/acme_pinned/__init__.py": "raise SystemExit('imported the package')\n",
-        "src/acme_pinned/impl.py": "raise SystemExit('imported the module')\n",
+        "src/acme_pinned/impl.py": "class Thing: ...\nraise SystemExit('imported the module')\n",
     }
     write_project(tmp_path, files)
     result = build(tmp_path, source, settings='module-path = ["src"]\n')
@@ -617,8 +617,8 @@ def test_pin_of_stdlib_and_of_an_installed_distribution(tmp_path: Path) -> None:
         tmp_path,
         """
         stack base {
-          adapter codec "json" { impl "json:dumps" }
-          adapter ui "click" { impl "click.termui:echo_via_pager" }
+          adapter codec "json" { impl "json:JSONDecoder" }
+          adapter ui "click" { impl "click.termui:getchar" }
         }
         target t { layers base }
         """,

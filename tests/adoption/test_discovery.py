@@ -8,7 +8,10 @@ from pathlib import Path
 from minikit import cli, write_mini
 from oneiricc._incremental.wire import path_arguments, served_root
 
-LONE = 'oneiric 1\nstack s { adapter cache "m" { impl "json:dumps" } }\ntarget t { layers s }\n'
+LONE = (
+    'oneiric 1\nstack s { adapter cache "m" { impl "argparse:Namespace" } }\n'
+    "target t { layers s }\n"
+)
 
 
 def test_build_from_another_directory_finds_the_project_of_its_path(tmp_path: Path) -> None:

@@ -98,7 +98,8 @@ def _filter(draw: Any, depth: int = 0) -> list[str]:
 
 @st.composite
 def _component(draw: Any, domain: str, key: str, provider: str) -> list[str]:
-    fields: list[list[str]] = [["impl", '"json:loads"']]
+    factory = domain in ("adapter", "service")  # takes config alone: no required parameter
+    fields: list[list[str]] = [["impl", '"argparse:Namespace"' if factory else '"json:loads"']]
     if domain == "event":
         fields.append(["on", '"order.created"'])
         if draw(st.booleans()):

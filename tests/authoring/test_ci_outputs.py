@@ -53,7 +53,8 @@ def test_sarif_is_valid_and_carries_every_diagnostic(case: str) -> None:
 
 def test_sarif_of_a_clean_project_is_valid(tmp_path: Path) -> None:
     source = (
-        'oneiric 1\n\nstack s { adapter a "x" { impl "json:loads" } }\n\ntarget t { layers s }\n'
+        'oneiric 1\n\nstack s { adapter a "x" { impl "argparse:Namespace" } }\n\n'
+        "target t { layers s }\n"
     )
     write_project(tmp_path, {"stacks/a.oneiric": source})
     result = run_cli("oneiricc", "check", "--format", "sarif", cwd=tmp_path)

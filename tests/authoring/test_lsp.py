@@ -19,8 +19,8 @@ BASE = """\
 oneiric 1
 
 stack base {
-  adapter cache "memory" { impl "json:loads"; priority 10; provides read, write }
-  adapter cache "redis" { impl "json:dumps"; priority 5; provides read, write }
+  adapter cache "memory" { impl "argparse:Namespace"; priority 10; provides read, write }
+  adapter cache "redis" { impl "argparse:Namespace"; priority 5; provides read, write }
   task charge "default" { impl "json:loads" }
   task ship "default" { impl "json:loads" }
 }
@@ -32,7 +32,7 @@ import "base.oneiric"
 
 stack prod {
   service orders "default" {
-    impl "json:loads"
+    impl "argparse:Namespace"
     requires adapter cache (write)
   }
   workflow flow "default" {

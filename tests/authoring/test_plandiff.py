@@ -14,14 +14,14 @@ oneiric 1
 
 stack base {
   adapter cache "memory" {
-    impl "json:loads"
+    impl "argparse:Namespace"
     priority 10
     provides read, write
     config { ttl = 5m, size = 64MiB }
   }
-  adapter cache "redis" { impl "json:dumps"; priority 5; provides read, write }
+  adapter cache "redis" { impl "collections:Counter"; priority 5; provides read, write }
   service orders "default" {
-    impl "json:loads"
+    impl "argparse:Namespace"
     requires adapter cache (write)
     config { currency = "EUR", pool = { size = 4 } }
   }

@@ -11,14 +11,14 @@ from wfkit import HERE, ROOT
 STACK = """oneiric 1
 
 stack t {
-  adapter db "sqlite" { impl "wftasks:not_json" }
+  adapter db "sqlite" { impl "argparse:Namespace" }
   service orders "x" {
-    impl "wftasks:not_json"
+    impl "argparse:Namespace"
     requires adapter db
   }
-  task a "x" { impl "wftasks:step" }
-  task b "x" { impl "wftasks:step" }
-  task c "x" { impl "wftasks:step" }
+  task a "x" { impl "wftasks:not_json" }
+  task b "x" { impl "wftasks:not_json" }
+  task c "x" { impl "wftasks:not_json" }
   workflow flow "x" {
     node pay {
       task b

@@ -553,6 +553,8 @@ class _FileChecker:
                 value = self.map_value(values, depth=0)
                 if value is None:
                     return
+                for entry in values.entries:  # where each key is set: implementation checks
+                    decl.field_places[f"config.{entry.key}"] = self.place(entry.pos)
             case n.Health(pos, every, timeout):
                 value = (self.duration(every), self.duration(timeout))
             case n.Timeout(_, _, quantity):

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from oneiric._plan.gcpause import gc_paused
 
-from oneiricc._build import capabilities, plugins
+from oneiricc._build import capabilities, implementations, plugins
 from oneiricc._build.checker import Program, check
 from oneiricc._build.loader import Loader, Sources, discover
 from oneiricc._build.pins import Pinner
@@ -76,6 +76,8 @@ class Build:
     checked: Program | None
     outputs: dict[str, CompiledPlan] = field(default_factory=dict)
     resolutions: dict[str, Resolution] = field(default_factory=dict)  # empty when reused
+    # target → component id → what its implementation check confirmed (empty when reused)
+    contracts: dict[str, dict[str, implementations.Contract]] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     plans: PlanModels = field(init=False)
 
@@ -100,7 +102,7 @@ class Build:
 
 class Pipeline:
     """The build of one project: `run` (or `compile`, given the files) is the whole
-    pipeline; `load`, `pinner`, `resolve` and `plan` are its stages.
+    pipeline; `load`, `pinner`, `reader`, `resolve` and `plan` are its stages.
 
     `module_path`: directories to pin implementations from, besides the project's.
     `overlay`: text to read instead of a file's (unsaved buffers), by project path.
@@ -156,6 +158,7 @@ class Pipeline:
         # `plugins "group"` lines: the installed entry points join their stacks.
         diagnostics.extend(plugins.expand(program, pinner))
         protocols = capabilities.ProtocolReader(pinner)
+        reader = self.reader()
         for name in names:
             if name not in program.targets:
                 continue
@@ -171,6 +174,12 @@ class Pipeline:
             build.resolutions[name] = resolution
             diagnostics.extend(resolution.diagnostics)
             diagnostics.extend(capabilities.check(program, resolution, protocols))
+            # Implementations are checked even when resolution failed: its errors do not
+            # hide theirs.
+            checked, build.contracts[name] = implementations.check_target(
+                resolution, pinner, reader
+            )
+            diagnostics.extend(checked)
             if skipped or has_errors(resolution.diagnostics):
                 # No plan; but each winner's implementation is still looked for.
                 diagnostics.extend(pin_errors(resolution, pinner))
@@ -193,6 +202,10 @@ class Pipeline:
     def pinner(self) -> Pinner:
         """What pins the implementations of this build's plans."""
         return Pinner(self.module_dirs)
+
+    def reader(self) -> implementations.Reader:
+        """What reads implementation modules' sources (`implementations.ModuleFacts`)."""
+        return implementations.Reader()
 
     def resolve(
         self,

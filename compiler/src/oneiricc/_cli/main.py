@@ -323,6 +323,7 @@ def explain(
         result.diagnostics = [diag]
         report(ctx, result)
         sys.exit(1)
+    contract = result.contracts.get(target, {}).get(found.id)
     if ctx.output == "json":
         document = {
             "format": "oneiric-explanation",
@@ -334,7 +335,15 @@ def explain(
             if found.implementation
             else None,
             "explanation": found.explanation.model_dump(mode="json"),
-        }
+            "checked": None
+            if contract is None
+            else {"implementation": contract.checked, "reason": contract.reason,
+                  "config": contract.keys},
+        }  # fmt: skip
         click.echo(json.dumps(document, indent=2, ensure_ascii=False))
         return
     click.echo(render_explanation(found, target))
+    if contract is not None:
+        from oneiricc._build.implementations import contract_lines
+
+        click.echo("\n".join(contract_lines(contract)))

@@ -35,6 +35,7 @@ from oneiric._plan.gcpause import gc_paused
 from oneiricc._build import (
     capabilities,
     graphs,
+    implementations,
     loader,
     pins,
     pipeline,
@@ -53,6 +54,7 @@ from oneiricc._incremental.cache import (
     BuildMemo,
     CachedLoader,
     CheckCache,
+    FactsReader,
     ReadFiles,
     load_entry,
     read_checksums,
@@ -73,6 +75,7 @@ _PLANNING_MODULES = (
     planner,
     capabilities,
     plugins,
+    implementations,
     pipeline,
     sys.modules[__name__],
 )
@@ -165,6 +168,9 @@ class IncrementalBuild(Pipeline):
     def pinner(self) -> Pinner:
         self._pinner = _RecordingPinner(self.module_dirs)
         return self._pinner
+
+    def reader(self) -> implementations.Reader:
+        return FactsReader(self.cache, self.warm.facts if self.warm else None)
 
     def resolve(
         self,

@@ -29,7 +29,7 @@ from oneiricc._build.resolver import (
     Resolver,
     decision_inputs,
 )
-from oneiricc._incremental.cache import BuildMemo, KeptFiles, LatestBuild, write_memo
+from oneiricc._incremental.cache import BuildMemo, KeptFacts, KeptFiles, LatestBuild, write_memo
 from oneiricc._language.diagnostics import Diagnostic
 from oneiricc._language.recovery import Skipped
 
@@ -183,12 +183,14 @@ class TargetMemo:
 @dataclass(slots=True)
 class WarmState:
     """What a long-running process (the build server) keeps from one build to the next:
-    the checked files of the latest build, the resolver's candidates, each target's
+    the checked files and implementation modules' facts of the latest build, the resolver's
+    candidates, each target's
     decisions, components and workflows (per strictness), and the latest build memo.
     Its owner calls `next_build` after each build, and `settle` once the build's caller
     has its answer."""
 
     files: KeptFiles = field(default_factory=KeptFiles)
+    facts: KeptFacts = field(default_factory=KeptFacts)  # implementation modules, by hash
     candidates: CandidateMemo = field(default_factory=CandidateMemo)
     targets: LatestBuild[tuple[str, bool], TargetMemo] = field(default_factory=LatestBuild)
     # The latest build memo (where it lives, what it holds), read from here rather than
@@ -204,6 +206,7 @@ class WarmState:
     def next_build(self) -> None:
         """Forget what the build just finished did not use."""
         self.files.next_build()
+        self.facts.next_build()
         self.candidates.next_build()
         self.targets.next_build()
 

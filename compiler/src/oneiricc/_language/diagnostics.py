@@ -63,6 +63,11 @@ CODES: dict[str, str] = {
     "E0601": "malformed implementation",
     "E0602": "implementation module not found",
     "E0603": "entry point not found",
+    # the code contract: implementations against their Python source
+    "E0701": "implementation attribute not found",
+    "E0702": "unknown config key",
+    "E0703": "required config not set",
+    "E0704": "config value does not fit its parameter",
     # capabilities
     "E0801": "provider lacks its capability's protocol",
     "E0802": "capability protocol not found",

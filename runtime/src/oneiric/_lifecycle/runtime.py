@@ -46,7 +46,7 @@ import anyio
 import structlog
 
 from oneiric import _trace
-from oneiric._lifecycle import attest
+from oneiric._lifecycle import attest, configcheck
 from oneiric._lifecycle.deadlines import (
     Abandoned,
     DeadlineRunner,
@@ -574,8 +574,9 @@ class Runtime:
 
     def _factory_kwargs(self, component: Component, factory: Any) -> dict[str, Any]:
         """The factory's keyword arguments: resolved config, and `deps` when it takes them."""
-        config: dict[str, Any] = values.resolve(component.id, component.config)
-        self._secret_digests[component.id] = values.secret_digest(config)
+        resolved = values.resolve(component.id, component.config)
+        self._secret_digests[component.id] = values.secret_digest(resolved)
+        config = configcheck.check(component, factory, resolved)
         if component.domain in FACTORY_DOMAINS and _takes_deps(factory):
             needed = [f"{r.domain}:{r.key}" for r in component.requires]
             config["deps"] = Deps({cid: self.handles[cid] for cid in needed})

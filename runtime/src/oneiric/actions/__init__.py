@@ -9,6 +9,7 @@ lets config set their defaults.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 BUILTINS: dict[str, str] = {
@@ -54,10 +55,9 @@ def require(payload: Any, key: str, kind: type | tuple[type, ...], default: Any 
     return value
 
 
-def seconds(value: Any) -> float:
+def seconds(value: timedelta | float) -> float:
     """A config duration (timedelta from the plan, or a number of seconds)."""
-    total = getattr(value, "total_seconds", None)
-    return float(total()) if callable(total) else float(value)
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 def _kinds(kind: type | tuple[type, ...]) -> tuple[type, ...]:

@@ -13,7 +13,7 @@ import binascii
 import bz2
 import lzma
 import zlib
-from typing import Any
+from typing import Any, Literal
 
 from oneiric.actions import ActionError, require
 
@@ -38,7 +38,10 @@ def _input(payload: Any) -> tuple[bytes, str]:
     return data.encode(), fmt
 
 
-def compress(payload: Any, *, level: int = 6, format: str = "gzip") -> dict[str, Any]:
+Format = Literal["gzip", "zlib", "bz2", "xz"]
+
+
+def compress(payload: Any, *, level: int = 6, format: Format = "gzip") -> dict[str, Any]:
     """Compress `payload["data"]`; `level` and `format` from config unless the payload says."""
     if isinstance(payload, dict):
         payload = {"format": format, **payload}
@@ -56,7 +59,7 @@ def compress(payload: Any, *, level: int = 6, format: str = "gzip") -> dict[str,
 
 
 def decompress(
-    payload: Any, *, format: str = "gzip", max_output: int = DEFAULT_MAX_OUTPUT
+    payload: Any, *, format: Format = "gzip", max_output: int = DEFAULT_MAX_OUTPUT
 ) -> dict[str, Any]:
     """Decompress base64 `payload["data"]`, refusing output larger than `max_output` bytes."""
     if isinstance(payload, dict):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from datetime import timedelta
 from typing import Any
 
 from oneiric.actions import ActionError, require, seconds
@@ -26,7 +27,7 @@ async def request(
     *,
     base_url: str | None = None,
     headers: dict[str, str] | None = None,
-    timeout: Any = DEFAULT_TIMEOUT_S,
+    timeout: timedelta | float = DEFAULT_TIMEOUT_S,
     max_bytes: int = DEFAULT_MAX_BYTES,
     raise_for_status: bool = True,
 ) -> dict[str, Any]:

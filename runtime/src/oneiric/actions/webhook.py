@@ -13,7 +13,8 @@ names the route taken, never the URL (it is a credential).
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import timedelta
+from typing import Any, Literal
 
 import anyio
 
@@ -51,10 +52,10 @@ async def notify(
     *,
     routes: dict[str, str] | None = None,
     url: str | None = None,
-    format: str = "slack",
+    format: Literal["slack", "discord", "teams", "generic"] = "slack",
     attempts: int = 3,
-    backoff: Any = 0.5,
-    timeout: Any = 10.0,
+    backoff: timedelta | float = 0.5,
+    timeout: timedelta | float = 10.0,
 ) -> dict[str, Any]:
     import httpx
 

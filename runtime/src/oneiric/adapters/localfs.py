@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from oneiric._delivery.store import atomic_write
 
 
 class LocalStorage:
-    def __init__(self, *, root: str = "var/files", max_object: int | None = None, **_: Any) -> None:
+    def __init__(self, *, root: str = "var/files", max_object: int | None = None) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_object = max_object

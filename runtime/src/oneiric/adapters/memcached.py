@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from pymemcache.client.hash import HashClient
 
@@ -22,7 +21,6 @@ class MemcachedCache:
         servers: list[str] | None = None,
         ttl: timedelta | None = None,
         timeout: timedelta = timedelta(seconds=2),
-        **_: Any,
     ) -> None:
         seconds = timeout.total_seconds()
         self.ttl = ttl

@@ -6,11 +6,10 @@ import threading
 import time
 from collections import OrderedDict
 from datetime import timedelta
-from typing import Any
 
 
 class MemoryCache:
-    def __init__(self, *, max_entries: int = 10000, ttl: timedelta | None = None, **_: Any) -> None:
+    def __init__(self, *, max_entries: int = 10000, ttl: timedelta | None = None) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries

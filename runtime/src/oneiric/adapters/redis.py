@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import redis
 
@@ -15,7 +14,6 @@ class RedisCache:
         url: str = "redis://127.0.0.1:6379/0",
         ttl: timedelta | None = None,
         timeout: timedelta = timedelta(seconds=2),
-        **_: Any,
     ) -> None:
         seconds = timeout.total_seconds()
         self.ttl = ttl

@@ -12,7 +12,7 @@ from typing import Any
 
 class SQLiteDatabase:
     def __init__(
-        self, *, path: str = ":memory:", timeout: timedelta = timedelta(seconds=5), **_: Any
+        self, *, path: str = ":memory:", timeout: timedelta = timedelta(seconds=5)
     ) -> None:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,935 @@
+"""Implementations: is `module:attr` defined, and does the config fit its signature?
+
+Read from the module's source with `ast`, never by importing it: user code does
+not run at build time.  Reading a module (`read_module`) gives its `ModuleFacts`:
+the names bound at its top level, and for each function or class the parameters
+a caller may pass, with each annotation read into a `Type` the config values of
+the plan can be compared with.  Facts depend only on the file's bytes, so a
+long-running process or the cache (`_incremental`) keeps them by file hash.
+
+`check_target` then confirms, for every winner of a target, that its attribute
+exists (E0701), and that its config names only parameters the factory takes
+(E0702), sets every required one (E0703) and gives each a value of a kind its
+annotation admits (E0704).  What cannot be decided statically is never an
+error: a module with a module-level `__getattr__` or a `from x import *`, a C
+extension, a decorated function, an annotation this reader does not know.  The
+component or the key is then "not checked", with the reason (`Contract`, shown
+by `oneiricc explain`).  The runtime validates again at activation, against the
+real signature.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from oneiricc._build.checker import Impl, Place, config_kind
+from oneiricc._build.pins import PinError, Pinner
+from oneiricc._language.diagnostics import Diagnostic, did_you_mean
+
+if TYPE_CHECKING:
+    from oneiricc._build.resolver import Candidate, Resolution
+
+# How many positional arguments the runtime passes to a callable of each domain
+# (the rest of its parameters are what config binds): `task(input, upstream)`,
+# `handler(event)`, `action(payload)`.  Factories (adapter, service) get config alone.
+PASSED_POSITIONALLY: dict[str, int] = {
+    "adapter": 0,
+    "service": 0,
+    "task": 2,
+    "event": 1,
+    "action": 1,
+}
+FACTORY_DOMAINS = ("adapter", "service")  # these also receive `deps` when they take it
+
+# ----------------------------------------------------------------- types --
+
+
+@dataclass(frozen=True, slots=True)
+class Type:
+    """What an annotation admits, as far as config values go.
+
+    kind: any, none, bool, int, float, str, duration, list (args: item), map
+    (args: value), literal (values), union (args), struct (fields; `open` when
+    unknown keys are accepted, as pydantic models do by default).
+    """
+
+    kind: str
+    args: tuple[Type, ...] = ()
+    values: tuple[object, ...] = ()
+    fields: tuple[StructField, ...] = ()
+    open: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StructField:
+    name: str
+    type: Type | None  # None: not checked
+    required: bool
+
+
+ANY = Type("any")
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    kind: str  # "positional" (positional-only), "either", "keyword"
+    required: bool
+    type: Type | None  # None: the annotation is not read statically (`reason`)
+    annotation: str  # as written ("" when there is none)
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """The parameters of a function, or of a class's `__init__` without `self`."""
+
+    params: tuple[Param, ...]
+    varargs: bool
+    varkw: bool
+    where: str  # "name(...)" as a message names it, with its line in the module
+
+
+@dataclass(frozen=True, slots=True)
+class Opaque:
+    """A top-level name whose signature is not read statically, and why."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleFacts:
+    """What a module's source says, independent of any stack."""
+
+    names: frozenset[str]
+    # Why the top-level names are not all known (module-level __getattr__, a star
+    # import, no source at all); None when they are.
+    undecidable: str | None
+    definitions: dict[str, Signature | Opaque]
+
+
+# -------------------------------------------------------------- reading --
+
+
+def read_module(source: bytes) -> ModuleFacts:
+    """The facts of a module's source; a file that does not parse decides nothing."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError) as exc:
+        return ModuleFacts(frozenset(), f"its source does not parse ({exc})", {})
+    return _Reader(tree).facts()
+
+
+def unreadable(reason: str) -> ModuleFacts:
+    return ModuleFacts(frozenset(), reason, {})
+
+
+_TYPING = ("typing", "typing_extensions")
+_LIST_ORIGINS = {
+    "builtins.list",
+    *(
+        f"{m}.{n}"
+        for m in (*_TYPING, "collections.abc")
+        for n in ("List", "Sequence", "MutableSequence", "Iterable", "Collection")
+    ),
+}
+_MAP_ORIGINS = {
+    "builtins.dict",
+    *(
+        f"{m}.{n}"
+        for m in (*_TYPING, "collections.abc")
+        for n in ("Dict", "Mapping", "MutableMapping")
+    ),
+}
+_SCALARS = {
+    "builtins.int": Type("int"),
+    "builtins.float": Type("float"),
+    "builtins.str": Type("str"),
+    "builtins.bool": Type("bool"),
+    "builtins.object": ANY,
+    "builtins.list": Type("list", (ANY,)),
+    "builtins.dict": Type("map", (ANY,)),
+    "typing.Any": ANY,
+    "typing_extensions.Any": ANY,
+    "datetime.timedelta": Type("duration"),
+    "oneiric.Secret": Type("str"),
+    "oneiric._plan.values.Secret": Type("str"),
+}
+_BUILTIN_NAMES = frozenset({"int", "float", "str", "bool", "object", "list", "dict"})
+_TRANSPARENT_CLASS_BASES = {"builtins.object", "typing.Generic", "typing_extensions.Generic"}
+
+
+def _typing(qualified: str, *names: str) -> bool:
+    module, _, name = qualified.rpartition(".")
+    return module in _TYPING and name in names
+
+
+class _Reader:
+    def __init__(self, tree: ast.Module) -> None:
+        self.tree = tree
+        self.bindings: dict[str, list[ast.stmt]] = {}
+        self.imports: dict[str, str] = {}  # local name → qualified name
+        self.undecidable: str | None = None
+        self._bind_all(tree.body)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Global):
+                for name in node.names:
+                    self.bindings.setdefault(name, [])
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("globals", "vars")
+                and self.undecidable is None
+            ):
+                self.undecidable = f"it calls {node.func.id}() (line {node.lineno})"
+        self.classes = {
+            name: stmts[0]
+            for name, stmts in self.bindings.items()
+            if len(stmts) == 1 and isinstance(stmts[0], ast.ClassDef)
+        }
+        self._structs: dict[str, Type | str] = {}
+
+    # -- top-level names --------------------------------------------------
+    def _bind_all(self, body: list[ast.stmt]) -> None:
+        for stmt in body:
+            self._bind(stmt)
+
+    def _bind(self, stmt: ast.stmt) -> None:
+        match stmt:
+            case (
+                ast.FunctionDef(name=name)
+                | ast.AsyncFunctionDef(name=name)
+                | ast.ClassDef(name=name)
+            ):
+                self.bindings.setdefault(name, []).append(stmt)
+                if name == "__getattr__":
+                    self.undecidable = f"it defines a module-level __getattr__ (line {stmt.lineno})"
+            case ast.Assign(targets=targets):
+                for target in targets:
+                    self._bind_target(target, stmt)
+            case ast.AnnAssign(target=target, value=value) if value is not None:
+                self._bind_target(target, stmt)
+            case ast.AugAssign(target=target):
+                self._bind_target(target, stmt)
+            case ast.Import(names=names):
+                for alias in names:
+                    local = alias.asname or alias.name.partition(".")[0]
+                    self.bindings.setdefault(local, []).append(stmt)
+                    self.imports[local] = alias.name if alias.asname else local
+            case ast.ImportFrom(module=module, names=names, level=level):
+                for alias in names:
+                    if alias.name == "*":
+                        self.undecidable = (
+                            f"it imports * from {'.' * level}{module or ''} (line {stmt.lineno})"
+                        )
+                        continue
+                    local = alias.asname or alias.name
+                    self.bindings.setdefault(local, []).append(stmt)
+                    if level == 0 and module:
+                        self.imports[local] = f"{module}.{alias.name}"
+            case ast.If(body=body, orelse=orelse) | ast.While(body=body, orelse=orelse):
+                self._bind_all(body)
+                self._bind_all(orelse)
+            case (
+                ast.For(target=target, body=body, orelse=orelse)
+                | ast.AsyncFor(target=target, body=body, orelse=orelse)
+            ):
+                self._bind_target(target, stmt)
+                self._bind_all(body)
+                self._bind_all(orelse)
+            case ast.With(items=items, body=body) | ast.AsyncWith(items=items, body=body):
+                for item in items:
+                    if item.optional_vars is not None:
+                        self._bind_target(item.optional_vars, stmt)
+                self._bind_all(body)
+            case (
+                ast.Try(body=body, handlers=handlers, orelse=orelse, finalbody=final)
+                | ast.TryStar(body=body, handlers=handlers, orelse=orelse, finalbody=final)
+            ):
+                self._bind_all(body)
+                for handler in handlers:
+                    if handler.name:
+                        self.bindings.setdefault(handler.name, []).append(stmt)
+                    self._bind_all(handler.body)
+                self._bind_all(orelse)
+                self._bind_all(final)
+            case ast.Match(cases=cases):
+                for case in cases:
+                    self._bind_all(case.body)
+            case _:
+                pass
+        for node in (
+            ast.walk(stmt)
+            if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            else ()
+        ):
+            if isinstance(node, ast.NamedExpr) and isinstance(node.target, ast.Name):
+                self.bindings.setdefault(node.target.id, []).append(stmt)
+
+    def _bind_target(self, target: ast.expr, stmt: ast.stmt) -> None:
+        if isinstance(target, ast.Name):
+            self.bindings.setdefault(target.id, []).append(stmt)
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            for item in target.elts:
+                self._bind_target(item, stmt)
+        elif isinstance(target, ast.Starred):
+            self._bind_target(target.value, stmt)
+
+    def facts(self) -> ModuleFacts:
+        definitions = {name: self._definition(name, stmts) for name, stmts in self.bindings.items()}
+        return ModuleFacts(frozenset(self.bindings), self.undecidable, definitions)
+
+    # -- signatures --------------------------------------------------------
+    def _definition(self, name: str, stmts: list[ast.stmt]) -> Signature | Opaque:
+        if len(stmts) != 1:
+            lines = ", ".join(str(s.lineno) for s in stmts) or "a `global` statement"
+            return Opaque(f"{name} is bound more than once at the top level (lines {lines})")
+        stmt = stmts[0]
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            if stmt.decorator_list:
+                return Opaque(f"{name} is decorated (@{ast.unparse(stmt.decorator_list[0])})")
+            return self._signature(stmt.args, f"{name}() (line {stmt.lineno})", drop_first=False)
+        if isinstance(stmt, ast.ClassDef):
+            return self._class_signature(stmt)
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            origin = self.imports.get(name, name)
+            return Opaque(f"{name} is imported from {origin.rpartition('.')[0] or origin}")
+        return Opaque(f"{name} is assigned (line {stmt.lineno}), not defined by def or class")
+
+    def _class_signature(self, cls: ast.ClassDef) -> Signature | Opaque:
+        seen: set[str] = set()
+        current = cls
+        while True:
+            if current.name in seen:
+                return Opaque(f"class {cls.name} inherits from itself")
+            seen.add(current.name)
+            if current.keywords:
+                return Opaque(
+                    f"class {current.name} is made with {ast.unparse(current.keywords[0])}"
+                )
+            kind = self._struct_kind(current)
+            if kind == "dataclass":
+                return self._dataclass_signature(cls, current)
+            if kind in ("pydantic", "typeddict"):
+                struct = self._struct(current.name)
+                if isinstance(struct, str):
+                    return Opaque(struct)
+                params = tuple(
+                    Param(f.name, "keyword", f.required, f.type, "") for f in struct.fields
+                )
+                return Signature(params, False, struct.open, f"{cls.name} (line {cls.lineno})")
+            if current.decorator_list:
+                return Opaque(
+                    f"class {current.name} is decorated (@{ast.unparse(current.decorator_list[0])})"
+                )
+            methods = {
+                stmt.name: stmt
+                for stmt in current.body
+                if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef))
+            }
+            for special in ("__new__", "__call__") if current is not cls else ("__new__",):
+                if special in methods:
+                    return Opaque(f"class {current.name} defines {special}")
+            init = methods.get("__init__")
+            if init is not None:
+                if (
+                    init.decorator_list
+                    or sum(1 for s in current.body if getattr(s, "name", None) == "__init__") > 1
+                ):
+                    return Opaque(f"{current.name}.__init__ is decorated or defined twice")
+                where = f"{cls.name}.__init__() (line {init.lineno})"
+                return self._signature(init.args, where, drop_first=True)
+            bases = [
+                b
+                for b in current.bases
+                if self._qualified(_origin(b)) not in _TRANSPARENT_CLASS_BASES
+            ]
+            if not bases:
+                return Signature((), False, False, f"{cls.name}() (line {cls.lineno})")
+            if len(bases) > 1:
+                return Opaque(f"class {current.name} has several bases")
+            base = bases[0]
+            if not isinstance(base, ast.Name) or base.id not in self.classes:
+                return Opaque(
+                    f"class {current.name} inherits __init__ from {ast.unparse(base)}, "
+                    "outside the module"
+                )
+            current = self.classes[base.id]
+
+    def _dataclass_signature(self, cls: ast.ClassDef, current: ast.ClassDef) -> Signature | Opaque:
+        struct = self._struct(current.name)
+        if isinstance(struct, str):
+            return Opaque(struct)
+        keyword_only = any(
+            isinstance(d, ast.Call)
+            and any(
+                k.arg == "kw_only" and isinstance(k.value, ast.Constant) and k.value.value
+                for k in d.keywords
+            )
+            for d in current.decorator_list
+        )
+        params = tuple(
+            Param(f.name, "keyword" if keyword_only else "either", f.required, f.type, "")
+            for f in struct.fields
+        )
+        return Signature(params, False, False, f"{cls.name} (line {cls.lineno})")
+
+    def _signature(self, args: ast.arguments, where: str, *, drop_first: bool) -> Signature:
+        positional = [*args.posonlyargs, *args.args]
+        defaults_from = len(positional) - len(args.defaults)
+        params: list[Param] = []
+        for index, arg in enumerate(positional):
+            kind = "positional" if index < len(args.posonlyargs) else "either"
+            params.append(self._param(arg, kind, index < defaults_from))
+        for arg, default in zip(args.kwonlyargs, args.kw_defaults, strict=True):
+            params.append(self._param(arg, "keyword", default is None))
+        if drop_first and positional:
+            params.pop(0)
+        return Signature(tuple(params), args.vararg is not None, args.kwarg is not None, where)
+
+    def _param(self, arg: ast.arg, kind: str, required: bool) -> Param:
+        if arg.annotation is None:
+            return Param(arg.arg, kind, required, ANY, "")
+        written = ast.unparse(arg.annotation)
+        resolved = self.type(arg.annotation)
+        if isinstance(resolved, str):
+            return Param(arg.arg, kind, required, None, written, resolved)
+        return Param(arg.arg, kind, required, resolved, written)
+
+    # -- annotations -------------------------------------------------------
+    def _qualified(self, name: str | None) -> str | None:
+        """The qualified name a dotted local name stands for, or None."""
+        if name is None:
+            return None
+        head, dot, rest = name.partition(".")
+        if head in self.imports:
+            return self.imports[head] + dot + rest
+        if head in self.bindings:
+            return f"<module>.{name}"
+        return f"builtins.{name}"
+
+    def type(self, node: ast.expr, depth: int = 0) -> Type | str:
+        """The `Type` of an annotation, or why it is not read statically."""
+        written = ast.unparse(node)
+        unread = f'the annotation "{written}" is not read statically'
+        if depth > 16:
+            return unread
+        if isinstance(node, ast.Constant):
+            if node.value is None:
+                return Type("none")
+            if isinstance(node.value, str):
+                try:
+                    parsed = ast.parse(node.value, mode="eval").body
+                except SyntaxError:
+                    return unread
+                return self.type(parsed, depth + 1)
+            return unread
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+            return self._union([node.left, node.right], depth)
+        if isinstance(node, ast.Subscript):
+            return self._generic(node, depth, unread)
+        qualified = self._qualified(_origin(node))
+        if qualified is None:
+            return unread
+        if qualified in _SCALARS:
+            return _SCALARS[qualified]
+        local = qualified[9:] if qualified.startswith("<module>.") else ""
+        if local and "." not in local:
+            bound = self.bindings[local]
+            if len(bound) == 1 and isinstance(bound[0], (ast.Assign, ast.AnnAssign)):
+                alias = bound[0].value  # a type alias: `Format = Literal["a", "b"]`
+                return unread if alias is None else self.type(alias, depth + 1)
+            return self._struct(local)
+        return unread
+
+    def _union(self, members: list[ast.expr], depth: int) -> Type | str:
+        alternatives: list[Type] = []
+        for member in members:
+            resolved = self.type(member, depth + 1)
+            if isinstance(resolved, str):
+                return resolved
+            alternatives.extend(resolved.args if resolved.kind == "union" else (resolved,))
+        return Type("union", tuple(alternatives))
+
+    def _generic(self, node: ast.Subscript, depth: int, unread: str) -> Type | str:
+        origin = self._qualified(_origin(node.value))
+        args = list(node.slice.elts) if isinstance(node.slice, ast.Tuple) else [node.slice]
+        if origin is None:
+            return unread
+        if _typing(origin, "Optional") and len(args) == 1:
+            return self._union([args[0], ast.Constant(None)], depth)
+        if _typing(origin, "Union"):
+            return self._union(args, depth)
+        if _typing(origin, "Annotated", "Required", "NotRequired", "ReadOnly"):
+            return self.type(args[0], depth + 1)
+        if _typing(origin, "Literal"):
+            values = []
+            for arg in args:
+                if not isinstance(arg, ast.Constant) or not isinstance(
+                    arg.value, (str, int, bool, type(None))
+                ):
+                    return unread
+                values.append(arg.value)
+            return Type("literal", values=tuple(values))
+        if origin in _LIST_ORIGINS and len(args) == 1:
+            item = self.type(args[0], depth + 1)
+            return item if isinstance(item, str) else Type("list", (item,))
+        if origin in _MAP_ORIGINS and len(args) == 2:
+            key = self.type(args[0], depth + 1)
+            value = self.type(args[1], depth + 1)
+            if isinstance(value, str):
+                return value
+            if key != Type("str"):
+                return unread
+            return Type("map", (value,))
+        return unread
+
+    # -- structures defined in the module ------------------------------------
+    def _struct_kind(self, cls: ast.ClassDef) -> str | None:
+        for decorator in cls.decorator_list:
+            target = decorator.func if isinstance(decorator, ast.Call) else decorator
+            if self._qualified(_origin(target)) == "dataclasses.dataclass":
+                return "dataclass"
+        for base in cls.bases:
+            qualified = self._qualified(_origin(base))
+            if qualified == "pydantic.BaseModel":
+                return "pydantic"
+            if qualified is not None and _typing(qualified, "TypedDict"):
+                return "typeddict"
+            if qualified and qualified.startswith("<module>.") and qualified[9:] in self.classes:
+                inner = self.classes[qualified[9:]]
+                if inner is not cls:
+                    kind = self._struct_kind(inner)
+                    if kind in ("pydantic", "typeddict"):
+                        return kind
+        return None
+
+    def _struct(self, name: str) -> Type | str:
+        """The struct type of a dataclass, TypedDict or pydantic model of the module."""
+        if name in self._structs:
+            return self._structs[name]
+        self._structs[name] = f"{name} refers to itself"  # until made: a cycle is not read
+        self._structs[name] = made = self._make_struct(name)
+        return made
+
+    def _make_struct(self, name: str) -> Type | str:
+        cls = self.classes.get(name)
+        if cls is None:
+            return f'the annotation "{name}" is not read statically'
+        kind = self._struct_kind(cls)
+        if kind is None:
+            return f"{name} is a class of the module, not a dataclass, TypedDict or pydantic model"
+        fields: dict[str, StructField] = {}
+        for base in cls.bases:
+            qualified = self._qualified(_origin(base)) or ""
+            if qualified.startswith("<module>.") and qualified[9:] in self.classes:
+                inherited = self._struct(qualified[9:])
+                if isinstance(inherited, str):
+                    return inherited
+                fields.update((f.name, f) for f in inherited.fields)
+            elif qualified not in (
+                "pydantic.BaseModel",
+                "typing.TypedDict",
+                "typing_extensions.TypedDict",
+                "builtins.object",
+            ):
+                return f"{name} inherits from {ast.unparse(base)}, outside the module"
+        total = not any(
+            k.arg == "total" and isinstance(k.value, ast.Constant) and k.value.value is False
+            for k in cls.keywords
+        )
+        for stmt in cls.body:
+            if not isinstance(stmt, ast.AnnAssign) or not isinstance(stmt.target, ast.Name):
+                continue
+            qualified = (
+                self._qualified(
+                    _origin(
+                        stmt.annotation.value
+                        if isinstance(stmt.annotation, ast.Subscript)
+                        else stmt.annotation
+                    )
+                )
+                or ""
+            )
+            if _typing(qualified, "ClassVar") or qualified == "dataclasses.InitVar":
+                continue
+            resolved = self.type(stmt.annotation)
+            if kind == "typeddict":
+                required = total
+                if isinstance(stmt.annotation, ast.Subscript):
+                    if _typing(qualified, "Required"):
+                        required = True
+                    elif _typing(qualified, "NotRequired"):
+                        required = False
+            else:
+                required = stmt.value is None or _no_default(stmt.value)
+            field_type = None if isinstance(resolved, str) else resolved
+            fields[stmt.target.id] = StructField(stmt.target.id, field_type, required)
+        return Type("struct", fields=tuple(fields.values()), open=kind == "pydantic")
+
+
+def _no_default(value: ast.expr) -> bool:
+    """`field()` / `Field()` without a default or default factory."""
+    if isinstance(value, ast.Call) and _origin(value.func) in (
+        "field",
+        "dataclasses.field",
+        "Field",
+        "pydantic.Field",
+    ):
+        has_default = any(k.arg in ("default", "default_factory") for k in value.keywords)
+        positional = bool(value.args) and not (
+            isinstance(value.args[0], ast.Constant) and value.args[0].value is Ellipsis
+        )
+        return not (has_default or positional)
+    return False
+
+
+def _origin(node: ast.expr) -> str | None:
+    """`a.b.c` of a Name or Attribute chain; None for anything else."""
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    parts.append(node.id)
+    return ".".join(reversed(parts))
+
+
+# ------------------------------------------------------------ fitting --
+
+
+def fits(value: Any, expected: Type) -> bool | None:
+    """Whether a plan config value can be given where `expected` is; None: cannot tell."""
+    kind = expected.kind
+    if kind == "any":
+        return True
+    if kind == "union":
+        answers = [fits(value, alternative) for alternative in expected.args]
+        return True if any(answers) else (None if None in answers else False)
+    if isinstance(value, dict) and "$env" in value:
+        # env() yields a string, or its default's kind when it has a default.
+        default = value.get("default")
+        return fits("" if default is None else default, expected)
+    if isinstance(value, dict) and "$secret" in value:
+        return fits("", expected)
+    if kind == "literal":
+        return any(type(value) is type(v) and value == v for v in expected.values)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "int":
+        return (isinstance(value, int) and not isinstance(value, bool)) or _tagged(value, "$bytes")
+    if kind == "float":
+        return (isinstance(value, int) and not isinstance(value, bool)) or _tagged(
+            value, "$bytes", "$float"
+        )
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "duration":
+        return _tagged(value, "$duration_ms")
+    if kind == "none":
+        return False
+    if kind == "list":
+        if not isinstance(value, list):
+            return False
+        return _all(fits(item, expected.args[0]) for item in value)
+    if kind == "map":
+        if not isinstance(value, dict) or any(k.startswith("$") for k in value):
+            return False
+        return _all(fits(item, expected.args[0]) for item in value.values())
+    if kind == "struct":
+        return _struct_problem(value, expected) is None
+    return None  # pragma: no cover - every kind is handled above
+
+
+def _all(answers: Iterable[bool | None]) -> bool | None:
+    result: bool | None = True
+    for answer in answers:
+        if answer is False:
+            return False
+        if answer is None:
+            result = None
+    return result
+
+
+def _tagged(value: Any, *tags: str) -> bool:
+    return isinstance(value, dict) and any(tag in value for tag in tags)
+
+
+def _struct_problem(value: Any, expected: Type) -> str | None:
+    if not isinstance(value, dict) or any(k.startswith("$") for k in value):
+        return f"a map, not {_kind_phrase(value)}"
+    known = {f.name: f for f in expected.fields}
+    for key in value:
+        if key not in known and not expected.open:
+            hint = did_you_mean(key, known)
+            return f'no field "{key}"' + (f" ({hint})" if hint else "")
+    for f in expected.fields:
+        if f.name not in value:
+            if f.required:
+                return f'field "{f.name}" is required'
+            continue
+        if f.type is not None and fits(value[f.name], f.type) is False:
+            return f'field "{f.name}" cannot be {_kind_phrase(value[f.name])}'
+    return None
+
+
+def _kind_phrase(value: Any) -> str:
+    kind = config_kind(value)
+    if kind == "string":
+        return f'the string "{value}"'
+    if kind in ("int", "bool"):
+        return f"the {kind} {str(value).lower() if kind == 'bool' else value}"
+    if kind == "duration":
+        return f"a duration ({value['$duration_ms']} ms)"
+    if kind == "size":
+        return f"a size ({value['$bytes']} bytes)"
+    if kind == "env reference":
+        if value.get("default") is not None:
+            return f'env("{value["$env"]}") with the default {_kind_phrase(value["default"])}'
+        return f'env("{value["$env"]}"), a string'
+    if kind == "secret reference":
+        return f'secret("{value["$secret"]}"), a string'
+    return f"a {kind}"
+
+
+# ------------------------------------------------------------ checking --
+
+
+@dataclass(frozen=True, slots=True)
+class Contract:
+    """What the build could confirm of one component's implementation, for `explain`."""
+
+    checked: bool  # the attribute was found and its signature read
+    reason: str | None  # why not, when not
+    keys: dict[str, str | None] = field(default_factory=dict)  # config key → why not checked
+
+
+class Reader:
+    """Gives the facts of a module file; this one reads and parses it every time it is asked
+    for a new file (kept for the build).  `_incremental` keeps them by file hash."""
+
+    def __init__(self) -> None:
+        self._read: dict[str, ModuleFacts] = {}
+
+    def facts(self, path: str, sha256: str) -> ModuleFacts:
+        found = self._read.get(sha256)
+        if found is None:
+            found = self._read[sha256] = self.read(path, sha256)
+        return found
+
+    def read(self, path: str, sha256: str) -> ModuleFacts:
+        return read_file(path)
+
+
+def read_file(path: str) -> ModuleFacts:
+    if not path.endswith(".py"):
+        return unreadable(f"{os.path.basename(path)} is a compiled module, without source")
+    try:
+        with open(path, "rb") as handle:
+            source = handle.read()
+    except OSError as exc:
+        return unreadable(f"its source cannot be read ({exc.strerror})")
+    return read_module(source)
+
+
+def check_target(
+    resolution: Resolution, pinner: Pinner, reader: Reader
+) -> tuple[list[Diagnostic], dict[str, Contract]]:
+    """Check every winner's implementation and config (see the module docstring); those
+    that cannot be pinned are left to the planner, which reports them."""
+    diagnostics: list[Diagnostic] = []
+    contracts: dict[str, Contract] = {}
+    for key, decision in resolution.decisions.items():
+        cand = decision.winner
+        impl: Impl | None = cand.fields.get("impl")
+        if impl is None:
+            continue
+        try:
+            if impl.kind == "module":
+                module, attr = impl.module, impl.attr
+                pinner.pin_module(module)
+            else:
+                found = pinner.resolve_entry_point(impl.module, impl.attr)
+                module, attr = found.module, found.attr
+        except PinError:
+            continue
+        contracts[f"{key[0]}:{key[1]}"] = _check(cand, impl, module, attr, pinner, reader, diagnostics)
+    return diagnostics, contracts
+
+
+def _check(
+    cand: Candidate,
+    impl: Impl,
+    module: str,
+    attr: str,
+    pinner: Pinner,
+    reader: Reader,
+    diagnostics: list[Diagnostic],
+) -> Contract:
+    source = pinner.source_of(module)
+    pin = pinner.pin_module(module)
+    if source is None or pin["sha256"] is None:
+        return Contract(False, f"{module} is a built-in module, without source")
+    facts = reader.facts(source, pin["sha256"])
+    name = attr.partition(".")[0]
+    if name not in facts.names:
+        if facts.undecidable is not None:
+            return Contract(
+                False, f"the names of {module} are not known statically: {facts.undecidable}"
+            )
+        if os.path.basename(source) == "__init__.py" and _submodule(source, name):
+            return Contract(False, f"{module}.{name} is a submodule")
+        shown = (
+            f"{module}:{attr}"
+            if impl.kind == "module"
+            else f'{module}:{attr} (entry point "{impl.attr}")'
+        )
+        diagnostics.append(
+            Diagnostic(
+                "E0701",
+                f'{shown}: module "{module}" defines no "{name}" at its top level',
+                impl.place.file,
+                impl.place.pos,
+                did_you_mean(name, [n for n in facts.names if not n.startswith("__")])
+                or f"{module} is read from {_short(source)}",
+            )
+        )
+        return Contract(False, "the attribute does not exist")
+    if "." in attr:
+        return Contract(False, f"{attr} is an attribute of {name}, not read statically")
+    definition = facts.definitions[name]
+    if isinstance(definition, Opaque):
+        return Contract(False, definition.reason)
+    return _check_config(cand, f"{module}:{attr}", definition, diagnostics)
+
+
+def _submodule(init: str, name: str) -> bool:
+    directory = os.path.dirname(init)
+    return os.path.isdir(os.path.join(directory, name)) or any(
+        os.path.exists(os.path.join(directory, name + suffix)) for suffix in (".py", ".pyc", ".so")
+    )
+
+
+def _short(path: str) -> str:
+    return path if len(path) < 80 else "…" + path[-77:]
+
+
+def settable(signature: Signature, domain: str) -> dict[str, Param]:
+    """The parameters config may set for an implementation of `domain`, by name."""
+    passed = PASSED_POSITIONALLY.get(domain, 0)
+    result: dict[str, Param] = {}
+    positional_seen = 0
+    for param in signature.params:
+        if param.kind != "keyword":
+            positional_seen += 1
+            if positional_seen <= passed or param.kind == "positional":
+                continue
+        if param.name == "deps" and domain in FACTORY_DOMAINS:
+            continue
+        result[param.name] = param
+    return result
+
+
+def _check_config(
+    cand: Candidate, shown: str, signature: Signature, diagnostics: list[Diagnostic]
+) -> Contract:
+    params = settable(signature, cand.domain)
+    config: dict[str, Any] = cand.fields.get("config", {})
+    keys: dict[str, str | None] = {}
+    for key, value in config.items():
+        param = params.get(key)
+        place = _key_place(cand, key)
+        if param is None:
+            if signature.varkw:
+                keys[key] = f"accepted by the **kwargs of {signature.where}"
+                continue
+            diagnostics.append(
+                Diagnostic(
+                    "E0702",
+                    f'unknown config key "{key}": {signature.where.partition(" (")[0]} of {shown} '
+                    "takes no such parameter",
+                    place.file,
+                    place.pos,
+                    did_you_mean(key, params)
+                    or (f"it takes: {', '.join(params)}" if params else "it takes no config"),
+                )
+            )
+            keys[key] = "unknown key"
+            continue
+        if param.type is None:
+            keys[key] = param.reason
+            continue
+        verdict = fits(value, param.type)
+        if verdict is None:
+            keys[key] = f'the value cannot be compared with "{param.annotation}" statically'
+            continue
+        keys[key] = None
+        if verdict is False:
+            given = _kind_phrase(value)
+            alternatives = param.type.args if param.type.kind == "union" else (param.type,)
+            structs = [t for t in alternatives if t.kind == "struct"]
+            problem = _struct_problem(value, structs[0]) if structs else None
+            detail = f": {problem}" if problem and isinstance(value, dict) else ""
+            expected = param.annotation or "any"
+            diagnostics.append(
+                Diagnostic(
+                    "E0704",
+                    f'config "{key}" of {shown} cannot be {given}{detail}',
+                    place.file,
+                    place.pos,
+                    f"{signature.where.partition(' (')[0]} declares {key}: {expected}"
+                    + _hint(value, param.type),
+                )
+            )
+    for name, param in params.items():
+        if param.required and name not in config:
+            place = cand.field_places.get("config", cand.place)
+            expected = f" ({param.annotation})" if param.annotation else ""
+            diagnostics.append(
+                Diagnostic(
+                    "E0703",
+                    f'{cand.domain} {cand.key} "{cand.provider}": {shown} requires config '
+                    f'"{name}", which no layer sets',
+                    place.file,
+                    place.pos,
+                    f"set `{name} = …`{expected} in its config: "
+                    f"{signature.where.partition(' (')[0]} has no default for it",
+                )
+            )
+    return Contract(True, None, keys)
+
+
+def _hint(value: Any, expected: Type) -> str:
+    kinds = {expected.kind} | {a.kind for a in expected.args if expected.kind == "union"}
+    if "duration" in kinds and isinstance(value, str):
+        return "; write a duration without quotes, such as 30s or 5m"
+    if "int" in kinds and _tagged(value, "$duration_ms"):
+        return "; write a number, not a duration"
+    return ""
+
+
+def _key_place(cand: Candidate, key: str) -> Place:
+    """Where the layer that set `key` last (its value is the merged one's) sets it."""
+    for decl in reversed(cand.decls):
+        if key in decl.fields.get("config", ()):
+            return decl.field_places.get(f"config.{key}", decl.field_places["config"])
+    return cand.field_places.get("config", cand.place)
+
+
+def contract_lines(contract: Contract) -> list[str]:
+    """The lines `oneiricc explain` shows for a component's implementation check."""
+    if not contract.checked:
+        return [f"  checked:    no — {contract.reason}"]
+    checked = sorted(k for k, why in contract.keys.items() if why is None)
+    lines = ["  checked:    implementation and config"]
+    if checked:
+        lines.append(f"    config checked: {', '.join(checked)}")
+    for key, why in sorted(contract.keys.items()):
+        if why is not None:
+            lines.append(f"    config {key} not checked: {why}")
+    return lines
