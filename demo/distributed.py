@@ -100,16 +100,19 @@ def start_postgres() -> tuple[Path, list[str], str]:
     return directory, as_user, f"postgresql://postgres@127.0.0.1:{port}/postgres?lease=3"
 
 
-def oneiric(*args: str) -> subprocess.CompletedProcess[str]:
+def oneiric(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "oneiric", *args], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, "-m", "oneiric", *args], capture_output=True, text=True, cwd=cwd
     )
 
 
 def spawn(*args: str, log: Path) -> subprocess.Popen[bytes]:
+    """In its own directory: the plan's relative paths (var/shop.db) land there."""
+    cwd = log.with_suffix("")
+    cwd.mkdir(exist_ok=True)
     return subprocess.Popen(
         [sys.executable, "-m", "oneiric", *args],
-        cwd=ROOT,
+        cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=log.open("wb"),
         env={**os.environ, "LOG_LEVEL": "warning"},
@@ -145,14 +148,14 @@ def main() -> int:
             order = {"id": 2000 + i, "items": 1 + i % 3, "total": 40 + 10 * i, "region": "eu"}
             sent = oneiric(
                 "event", "emit", "order.paid", "--payload", json.dumps(order),
-                "--events", redis_url, *plan, "--state", str(scratch / "cli"),
+                "--events", redis_url, *plan, "--state", str(scratch / "cli"), cwd=scratch,
             )  # fmt: skip
             if sent.returncode != 0:
                 raise SystemExit(f"demo: emit failed: {sent.stderr}")
         print("emitted 8 order.paid events on Redis Streams")
 
         def runs() -> list[dict[str, object]]:
-            listed = oneiric("workflow", "list", "--store", pg_url, "--format", "json")
+            listed = oneiric("workflow", "list", "--store", pg_url, "--format", "json", cwd=scratch)
             found: list[dict[str, object]] = json.loads(listed.stdout)["runs"]
             return found
 
