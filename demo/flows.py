@@ -59,7 +59,8 @@ async def _demo(state: Path) -> None:
             for outcome in delivery.outcomes:
                 print(
                     f"  {outcome.handler:<8} {outcome.status} after "
-                    f"{plural(outcome.attempts, 'attempt')} → {outcome.result}"
+                    f"{plural(outcome.attempts, 'attempt')}"
+                    + ("" if outcome.result is None else f" → {outcome.result}")
                 )
                 run = outcome.result.get("run") if isinstance(outcome.result, dict) else None
                 if run is not None:
