@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from oneiric._plan.canonical import MAX_SAFE_INTEGER
-from oneiric._plan.document import DOMAINS, Domain
+from oneiric._plan.document import DOMAINS, NOTIFY_CHANNELS, NOTIFY_CONDITIONS, Domain
 from typing_extensions import TypeIs
 
 from oneiricc._language import nodes as n
@@ -215,6 +215,16 @@ class Binding:
 
 
 @_pickled_as_call
+@dataclass(frozen=True, slots=True)
+class NotifyRoute:
+    """A checked `notify` route: its plan entry (but the span) and where it is declared."""
+
+    name: str
+    entry: dict[str, Any]
+    place: Place
+
+
+@_pickled_as_call
 @dataclass(slots=True)
 class Layer:
     name: str
@@ -223,6 +233,7 @@ class Layer:
     selections: dict[tuple[str, str], Select]
     bindings: dict[tuple[str, str, str], Binding] = field(default_factory=dict)
     plugins: tuple[tuple[str, Place], ...] = ()  # `plugins "group"` lines (see plugins.py)
+    notifications: dict[str, NotifyRoute] = field(default_factory=dict)
 
 
 @_pickled_as_call
@@ -393,7 +404,137 @@ class _FileChecker:
                 continue
             groups.setdefault(line.group, self.place(line.pos))
         layer.plugins = tuple(groups.items())
+        for notify in stack.notifications:
+            self.notification(notify, layer)
         return layer
+
+    def notification(self, notify: n.Notify, layer: Layer) -> None:
+        first = layer.notifications.get(notify.name)
+        if first is not None:
+            self.error(
+                "E0904",
+                f"notification route {notify.name} is declared twice in stack {layer.name}",
+                notify.pos,
+                help="merge the two routes, or give them different names",
+                notes=(Note(first.place.file, first.place.pos, "first declared"),),
+            )
+            return
+        when: list[dict[str, Any]] = []
+        channels: list[dict[str, Any]] = []
+        rate: dict[str, int] | None = None
+        ok = True
+        for item in notify.fields:
+            match item:
+                case n.NotifyWhen(_, conditions):
+                    for condition in conditions:
+                        checked = self.notify_condition(condition)
+                        ok = ok and checked is not None
+                        when += [checked] if checked is not None else []
+                case n.NotifySend(_, kind, kind_pos, values):
+                    channel = self.notify_channel(kind, kind_pos, values)
+                    ok = ok and channel is not None
+                    channels += [channel] if channel is not None else []
+                case n.NotifyRate(pos, limit, per):
+                    per_ms = self.duration(per)
+                    if limit.value < 1 or not per_ms:
+                        if per_ms is not None:
+                            self.error(
+                                "E0904",
+                                "a rate is a positive count per a positive duration",
+                                pos,
+                                help="for example: rate 10 per 1h",
+                            )
+                        ok = False
+                        continue
+                    rate = {"count": limit.value, "per_ms": per_ms}
+        if ok and not when:
+            self.error(
+                "E0904",
+                f"notification route {notify.name} reports no condition",
+                notify.pos,
+                help="add one, for example: when plan_rejected, component_unhealthy 3",
+            )
+            ok = False
+        if ok and not channels:
+            self.error(
+                "E0904",
+                f"notification route {notify.name} sends to no channel",
+                notify.pos,
+                help='add one, for example: send slack { url = secret("alerts/slack") }',
+            )
+            ok = False
+        if ok:
+            entry = {"name": notify.name, "when": when, "channels": channels, "rate": rate}
+            layer.notifications[notify.name] = NotifyRoute(
+                notify.name, entry, self.place(notify.pos)
+            )
+
+    def notify_condition(self, condition: n.NotifyCondition) -> dict[str, Any] | None:
+        name, arg = condition.name, condition.arg
+        if name not in NOTIFY_CONDITIONS:
+            self.error(
+                "E0901",
+                f'unknown notification condition "{name}"',
+                condition.pos,
+                help=did_you_mean(name, NOTIFY_CONDITIONS)
+                or f"conditions: {', '.join(NOTIFY_CONDITIONS)}",
+            )
+            return None
+        checks = within = None
+        if name == "component_unhealthy" and arg is not None:
+            if not isinstance(arg, n.Int) or arg.value < 1:
+                self.error(
+                    "E0904",
+                    "component_unhealthy takes a number of failed checks in a row",
+                    arg.pos,
+                    help="for example: when component_unhealthy 3",
+                )
+                return None
+            checks = arg.value
+        elif name == "manifest_expiring":
+            if not isinstance(arg, n.Quantity):
+                self.error(
+                    "E0904",
+                    "manifest_expiring needs how long before the expiry to report",
+                    arg.pos if arg is not None else condition.pos,
+                    help="for example: when manifest_expiring 7d",
+                )
+                return None
+            within = self.duration(arg)
+            if within is None:
+                return None
+        elif arg is not None:
+            self.error("E0904", f"{name} takes no argument", arg.pos)
+            return None
+        return {"condition": name, "checks": checks, "within_ms": within}
+
+    def notify_channel(self, kind: str, kind_pos: n.Pos, values: n.Map) -> dict[str, Any] | None:
+        if kind not in NOTIFY_CHANNELS:
+            self.error(
+                "E0902",
+                f'unknown notification channel "{kind}"',
+                kind_pos,
+                help=did_you_mean(kind, NOTIFY_CHANNELS)
+                or f"channels: {', '.join(NOTIFY_CHANNELS)}",
+            )
+            return None
+        config = self.map_value(values, depth=0)
+        if config is None:
+            return None
+        if "kind" in config:
+            self.error("E0904", '"kind" is not a channel field', values.pos)
+            return None
+        missing = [name for name in NOTIFY_CHANNELS[kind] if name not in config]
+        if missing:
+            needed = ", ".join(f"{name} = ..." for name in NOTIFY_CHANNELS[kind])
+            self.error(
+                "E0903",
+                f"send {kind} needs {' and '.join(missing)}",
+                kind_pos,
+                help=f"write send {kind} {{ {needed} }}",
+            )
+            return None
+        return {"kind": kind, **config}
 
     def binding(self, cap: n.Capability, layer: Layer) -> None:
         if not self.domain_ok(cap.domain, cap.domain_pos):

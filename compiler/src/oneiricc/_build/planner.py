@@ -116,6 +116,10 @@ class Planner:
             "activation_order": _activation_order(components, workflows),
             "routes": routes,
         }
+        if resolution.notifications:  # absent when there are none
+            body["notifications"] = [
+                {**route.entry, "span": route.place.span} for route in resolution.notifications
+            ]
         # numbers_checked: the checker bounds every integer to ±(2**53 - 1) and makes no floats.
         members = encode_members(body, numbers_checked=True)
         members["components"] = dumps("components") + b":" + array(m.encoded for m in made)

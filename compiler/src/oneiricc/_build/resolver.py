@@ -32,6 +32,7 @@ from oneiricc._build import graphs
 from oneiricc._build.checker import (
     Decl,
     Graph,
+    NotifyRoute,
     Place,
     Program,
     Req,
@@ -119,6 +120,7 @@ class Resolution:
     files: list[str]  # the target's file and everything it imports
     decisions: dict[Key, Decision]
     diagnostics: list[Diagnostic]
+    notifications: list[NotifyRoute] = field(default_factory=list)  # in the plan's order
 
 
 class Reporter:
@@ -203,7 +205,10 @@ class Resolver:
         selections = _selections(program, layers, candidates, report)
         decisions = _decide_all(candidates, selections, self.decide)
         _check_requirements(decisions, candidates, report)
-        return Resolution(target, files, decisions, report.diagnostics)
+        routes: dict[str, NotifyRoute] = {}
+        for layer in layers:  # a later layer's route replaces an earlier one of the same name
+            routes.update(program.layers[layer].notifications)
+        return Resolution(target, files, decisions, report.diagnostics, list(routes.values()))
 
     def candidates(self, decls: list[Decl], layer_name: str, index: int) -> list[Candidate]:
         """A candidate of each declaration of a layer (those that refine are folded in

@@ -72,6 +72,11 @@ CODES: dict[str, str] = {
     "E0801": "provider lacks its capability's protocol",
     "E0802": "capability protocol not found",
     "E0803": "capability bound twice",
+    # notification routes
+    "E0901": "unknown notification condition",
+    "E0902": "unknown notification channel",
+    "E0903": "notification channel lacks a field",
+    "E0904": "malformed notification route",
     # plugins
     "E1001": "two plugins claim one component",
     "E1002": "malformed plugin entry point name",

@@ -39,7 +39,7 @@ INDENT = "  "
 _TIGHT_AFTER = frozenset({"(", "["})
 _TIGHT_BEFORE = frozenset({",", ")", "]"})
 _TIGHT_RULES = frozenset({"path", "signed_int"})
-_BLOCK_STATEMENTS = frozenset({"component", "target_decl"})
+_BLOCK_STATEMENTS = frozenset({"component", "target_decl", "notify"})
 
 
 class FormatterBug(RuntimeError):

@@ -275,6 +275,40 @@ class Plugins(NamedTuple):
     group_pos: Pos
 
 
+class NotifyCondition(NamedTuple):
+    """`component_unhealthy 3`, `manifest_expiring 7d`, `dead_letter`."""
+
+    pos: Pos
+    name: str
+    arg: Int | Quantity | None
+
+
+class NotifyWhen(NamedTuple):
+    pos: Pos
+    conditions: tuple[NotifyCondition, ...]
+
+
+class NotifySend(NamedTuple):
+    pos: Pos
+    kind: str
+    kind_pos: Pos
+    values: Map
+
+
+class NotifyRate(NamedTuple):
+    pos: Pos
+    limit: Int  # messages
+    per: Quantity
+
+
+class Notify(NamedTuple):
+    """`notify NAME { when ...; send KIND { ... }; rate N per DURATION }`."""
+
+    pos: Pos
+    name: str
+    fields: tuple[NotifyWhen | NotifySend | NotifyRate, ...]
+
+
 class Stack(NamedTuple):
     pos: Pos
     name: str
@@ -282,6 +316,7 @@ class Stack(NamedTuple):
     selections: tuple[Selection, ...]
     capabilities: tuple[Capability, ...] = ()
     plugins: tuple[Plugins, ...] = ()
+    notifications: tuple[Notify, ...] = ()
 
 
 class Target(NamedTuple):

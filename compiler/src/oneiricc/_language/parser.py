@@ -270,6 +270,30 @@ class _Builder:
     def plugins(self, c: list[Token]) -> n.Plugins:
         return n.Plugins(_pos(c[0]), _string(c[1]), _pos(c[1]))
 
+    def condition(self, c: list[Token]) -> n.NotifyCondition:
+        arg: n.Int | n.Quantity | None = None
+        if len(c) > 1:
+            arg = (
+                n.Int(_pos(c[1]), _int(c[1]))
+                if c[1].type == "INT"
+                else n.Quantity(_pos(c[1]), str(c[1]))
+            )
+        return n.NotifyCondition(_pos(c[0]), str(c[0]), arg)
+
+    def notify_when(self, c: list[Any]) -> n.NotifyWhen:
+        return n.NotifyWhen(_pos(c[0]), tuple(c[1:]))
+
+    def notify_send(self, c: list[Any]) -> n.NotifySend:
+        return n.NotifySend(_pos(c[0]), str(c[1]), _pos(c[1]), c[2])
+
+    def notify_rate(self, c: list[Token]) -> n.NotifyRate:
+        return n.NotifyRate(
+            _pos(c[0]), n.Int(_pos(c[1]), _int(c[1])), n.Quantity(_pos(c[3]), str(c[3]))
+        )
+
+    def notify(self, c: list[Any]) -> n.Notify:
+        return n.Notify(_pos(c[0]), str(c[1]), tuple(c[2:]))
+
     def stack_decl(self, c: list[Any]) -> n.Stack:
         name: Token = c[0]
         items = c[1:]
@@ -280,6 +304,7 @@ class _Builder:
             tuple(i for i in items if isinstance(i, n.Selection)),
             tuple(i for i in items if isinstance(i, n.Capability)),
             tuple(i for i in items if isinstance(i, n.Plugins)),
+            tuple(i for i in items if isinstance(i, n.Notify)),
         )
 
     def layers(self, c: list[Token]) -> tuple[str, tuple[tuple[str, n.Pos], ...]]:

@@ -174,6 +174,8 @@ def _starts_item(tokens: list[_Tok], index: int) -> bool:
         return kinds[:4] == ["word", "word", "word", "punct"] and tokens[index + 3].text == "="
     if tokens[index].text == "capability":
         return kinds == ["word", "word", "word", "word", "punct"] and tokens[index + 4].text == "="
+    if tokens[index].text == "notify":
+        return kinds[:3] == ["word", "word", "punct"] and tokens[index + 2].text == "{"
     if tokens[index].text == "plugins" and kinds[:2] == ["word", "string"]:
         return True
     return kinds[:3] == ["word", "word", "string"]
@@ -380,8 +382,8 @@ def _recover_stack(
         kinds = [t.kind for t in first]
         if kinds[:3] == ["word", "word", "word"] and first[0].text == "select":
             skipped.keys.add((first[1].text, first[2].text))
-        elif first[0].text == "capability":
-            pass  # a binding skipped: what it would check is not checked, nothing else
+        elif first[0].text in ("capability", "notify"):
+            pass  # a binding or a route skipped: nothing else depends on it
         elif kinds[:3] == ["word", "word", "string"]:
             skipped.keys.add((first[0].text, first[1].text))
             skipped.providers.add((first[0].text, first[1].text, _unquoted(first[2].text)))

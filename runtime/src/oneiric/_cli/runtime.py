@@ -248,8 +248,7 @@ def run(
         secrets_refresh_s=_duration_s(secrets_refresh) if secrets_refresh else None,
     )
     supervisor = Supervisor(settings)
-    if alerts_file is not None:
-        _alerts(Path(alerts_file), supervisor)
+    _alerts(Path(alerts_file) if alerts_file else None, supervisor)
     try:
         failures = anyio.run(supervisor.run)
     except StartError as exc:
@@ -312,12 +311,12 @@ def _module_path_of(plan_file: Path) -> list[str]:
     return [entry for entry in found if isinstance(entry, str)] if isinstance(found, list) else []
 
 
-def _alerts(path: Path, supervisor: Any) -> None:
+def _alerts(path: Path | None, supervisor: Any) -> None:
     """Route the supervisor's conditions to the channels of the alerts file `path`."""
     from oneiric._ops.alerts import Alerter, AlertsError, load
 
     try:
-        routes = load(path)
+        routes = load(path) if path is not None else []
     except AlertsError as exc:
         _fail("text", str(exc))
     alerter = Alerter(routes, supervisor)

@@ -1,6 +1,7 @@
-"""Alerts: runtime conditions routed to notification channels (`oneiric run --alerts FILE`).
+"""Alerts: runtime conditions routed to notification channels.
 
-A route names conditions and channels:
+Routes come from the plan (`notify` blocks in the stacks, checked by the
+compiler) and from `oneiric run --alerts FILE`, a JSON file of the same shape:
 
     {"routes": [{
         "name": "oncall",
@@ -31,39 +32,29 @@ from __future__ import annotations
 
 import json
 import re
-import smtplib
 import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
 import structlog
 
 from oneiric._flows.store import FILENAME as FLOWS_DB
 from oneiric._lifecycle.supervisor import Observer
 from oneiric._plan import values
+from oneiric._plan.document import NOTIFY_CHANNELS as CHANNELS
+from oneiric._plan.document import NOTIFY_CONDITIONS as CONDITIONS
+from oneiric._plan.model import Plan
 
 if TYPE_CHECKING:
     from oneiric._delivery.sources import Candidate
     from oneiric._lifecycle.runtime import SwapReport
     from oneiric._lifecycle.supervisor import Supervisor
 
-CONDITIONS = (
-    "plan_rejected",
-    "swap_aborted",
-    "rolled_back",
-    "component_unhealthy",
-    "manifest_expiring",
-    "dead_letter",
-    "workflow_failed",
-)
-CHANNELS = ("webhook", "slack", "teams", "discord", "email")
 _PROBLEMS = {"rejected": "plan_rejected", "aborted": "swap_aborted", "rolled_back": "rolled_back"}
 POLL_S = 1.0  # manifest expiry, dead letters and workflow runs are checked this often
 ATTEMPTS = 5
@@ -172,8 +163,7 @@ def _route(path: Path, where: str, item: Any) -> Route:
         kind = spec.get("kind") if isinstance(spec, dict) else None
         if kind not in CHANNELS:
             raise fail(f"channels[{i}]: unknown channel {kind!r} (known: {', '.join(CHANNELS)})")
-        needed = ("host", "from", "to") if kind == "email" else ("url",)
-        missing = [name for name in needed if name not in spec]
+        missing = [name for name in CHANNELS[kind] if name not in spec]
         if missing:
             raise fail(f"channels[{i}]: a {kind} channel needs {', '.join(missing)}")
         channels.append(Channel(kind, {k: v for k, v in spec.items() if k != "kind"}))
@@ -188,6 +178,27 @@ def _route(path: Path, where: str, item: Any) -> Route:
     return Route(item["name"], conditions, channels, rate)
 
 
+def plan_routes(plan: Plan) -> list[Route]:
+    """The plan's `notify` routes (checked by the compiler)."""
+    return [
+        Route(
+            route.name,
+            {
+                when.condition: Condition(
+                    when.condition, when.checks or 1, (when.within_ms or 0) / 1000
+                )
+                for when in route.when
+            },
+            [
+                Channel(str(spec["kind"]), {k: v for k, v in spec.items() if k != "kind"})
+                for spec in route.channels
+            ],
+            (route.rate.count, route.rate.per_ms / 1000) if route.rate else None,
+        )
+        for route in plan.notifications
+    ]
+
+
 def _duration(text: Any) -> float | None:
     match = _DURATION.fullmatch(text) if isinstance(text, str) else None
     return None if match is None else int(match.group(1)) * _UNITS[match.group(2)]
@@ -198,7 +209,8 @@ class Alerter(Observer):
     """Watches the supervisor (as an observer and a service) and sends what fires."""
 
     def __init__(self, routes: list[Route], supervisor: Supervisor) -> None:
-        self.routes = routes
+        self.file_routes = routes
+        self.routes = list(routes)
         self.supervisor = supervisor
         self.firing: dict[tuple[str, str, str], Message] = {}
         self.failed_checks: dict[str, int] = {}
@@ -208,8 +220,20 @@ class Alerter(Observer):
         self._seen_letter = 0
         self._seen_run = time.time()
 
+    def _use(self, plan: Plan) -> None:
+        """Route by the `--alerts` file and `plan`'s routes (a route keeps its rate history;
+        what fired on a route that is gone is forgotten)."""
+        before = {route.name: route for route in self.routes}
+        self.routes = [*self.file_routes, *plan_routes(plan)]
+        for route in self.routes:
+            if route.name in before:
+                route.sent = before[route.name].sent
+        names = {route.name for route in self.routes}
+        self.firing = {key: m for key, m in self.firing.items() if key[0] in names}
+
     # -- conditions ---------------------------------------------------------------------
     def applied(self, candidate: Candidate, report: SwapReport | None, seconds: float) -> None:
+        self._use(candidate.plan)
         for kind in _PROBLEMS.values():
             self._resolve_all(kind, "a plan was applied")
 
@@ -366,6 +390,8 @@ class Alerter(Observer):
 
 
 async def _post(url: str, body: dict[str, Any]) -> None:
+    import httpx  # imported when an alert is sent: every `oneiric run` has an Alerter
+
     async with httpx.AsyncClient(timeout=10.0) as client:
         response = await client.post(str(url), json=body)
         response.raise_for_status()
@@ -390,6 +416,9 @@ async def _discord(config: Mapping[str, Any], message: Message) -> None:
 
 
 async def _email(config: Mapping[str, Any], message: Message) -> None:
+    import smtplib
+    from email.message import EmailMessage
+
     mail = EmailMessage()
     mail["Subject"] = message.text()[:200]
     mail["From"] = str(config["from"])

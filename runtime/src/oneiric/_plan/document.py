@@ -151,6 +151,45 @@ class Route(TypedDict):
     handlers: list[str]
 
 
+# Notification routes (`notify` in a stack): what a runtime reports, and where.
+NOTIFY_CONDITIONS = (
+    "plan_rejected",
+    "swap_aborted",
+    "rolled_back",
+    "component_unhealthy",
+    "manifest_expiring",
+    "dead_letter",
+    "workflow_failed",
+)
+# Each channel kind and the fields it needs.
+NOTIFY_CHANNELS: dict[str, tuple[str, ...]] = {
+    "webhook": ("url",),
+    "slack": ("url",),
+    "teams": ("url",),
+    "discord": ("url",),
+    "email": ("host", "from", "to"),
+}
+
+
+class NotifyWhen(TypedDict):
+    condition: str
+    checks: int | None  # component_unhealthy: failed checks in a row (default 1)
+    within_ms: int | None  # manifest_expiring: how long before the expiry
+
+
+class NotifyRate(TypedDict):
+    count: int
+    per_ms: int
+
+
+class Notification(TypedDict):
+    name: str
+    when: list[NotifyWhen]
+    channels: list[dict[str, ConfigValue]]  # {"kind": ..., and the channel's fields}
+    rate: NotifyRate | None
+    span: str
+
+
 class Plan(TypedDict):
     format: Literal["oneiric-plan"]
     version: str

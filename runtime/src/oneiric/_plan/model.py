@@ -183,6 +183,27 @@ class Route(_Model):
     handlers: list[str]  # event keys, highest priority first
 
 
+class NotifyWhen(_Model):
+    condition: str
+    checks: SafeInt | None = None
+    within_ms: Millis | None = None
+
+
+class NotifyRate(_Model):
+    count: SafeInt
+    per_ms: Millis
+
+
+class Notification(_Model):
+    """A notification route: conditions reported to channels (docs/operations.md)."""
+
+    name: str
+    when: list[NotifyWhen]
+    channels: list[dict[str, ConfigValue]]
+    rate: NotifyRate | None = None
+    span: Span
+
+
 class Plan(_Model):
     format: Literal["oneiric-plan"] = "oneiric-plan"
     version: str = FORMAT_VERSION
@@ -196,11 +217,14 @@ class Plan(_Model):
     activation_order: list[str]
     workflows: list[Workflow]
     routes: list[Route]
+    # Absent from the plan's bytes when empty (plans without routes are unchanged).
+    notifications: list[Notification] = []
     digest: Digest | None = None
 
     def body(self) -> dict[str, ConfigValue]:
         """The plan as JSON data, without its digest (what the digest covers)."""
-        return self.model_dump(mode="json", exclude={"digest"})
+        exclude = {"digest"} if self.notifications else {"digest", "notifications"}
+        return self.model_dump(mode="json", exclude=exclude)
 
     def computed_digest(self) -> str:
         # The model admits no floats and only safe integers: skip the number scan.
