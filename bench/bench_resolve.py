@@ -5,7 +5,7 @@ has 1,000 providers spread over them with tied priorities (so priority, layer
 and declaration order all take part), every third providing `write`; a
 service requiring `adapter store (write)` makes the capability rule run too,
 and a workflow of 20 nodes over 20 tasks adds dependency edges.  The files are
-parsed and checked once; then only `oneiricc.resolver.resolve` is timed, the
+parsed and checked once; then only `oneiricc._build.resolver.resolve` is timed, the
 way `oneiricc.compile_project` calls it.  Goal (issue 2, item 9):
 under 10 ms (the runtime resolver this replaces spends about 1.2 s
 registering 1,000 candidates).

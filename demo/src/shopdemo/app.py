@@ -27,7 +27,7 @@ def count_visits(supervisor: Any) -> None:
                 who = (cache.provider, cache.generation)
                 kind = f"{type(instance).__module__}.{type(instance).__qualname__}"
             calls += 2
-        except RuntimeError:  # oneiric.handle.ComponentUnavailable: nothing bound
+        except RuntimeError:  # oneiric.ComponentUnavailable: nothing bound
             if supervisor.stopping.is_set():
                 break
             failed += 1

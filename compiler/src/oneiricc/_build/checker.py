@@ -837,7 +837,7 @@ class _FileChecker:
         return value
 
     def value(self, value: n.Value, depth: int) -> Any:
-        """A checked config value (see `oneiric.plan`), or None after an error."""
+        """A checked config value (see `oneiric._plan.model`), or None after an error."""
         if depth > MAX_NESTING:
             self.error("E0006", f"values nest deeper than {MAX_NESTING} levels", value.pos)
             return None

@@ -6,7 +6,7 @@ executed: not even the parent packages' `__init__`.  The pin records the
 module file's sha256 and, when the file belongs to an installed distribution,
 that distribution's name and version.  Entry points are resolved through
 installed metadata to `module:attr` and pinned the same way.  A pin is plain
-plan data (`oneiric.plandoc.Pin`), shared by every component that names the
+plan data (`oneiric._plan.document.Pin`), shared by every component that names the
 module: callers must not mutate it.
 """
 

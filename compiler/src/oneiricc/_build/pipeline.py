@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 
 class PlanModels(Mapping[str, "Plan"]):
-    """Target → `oneiric.plan.Plan`, each validated from its bytes on first access.
+    """Target → `oneiric._plan.model.Plan`, each validated from its bytes on first access.
 
     Validation (`load_plan`, the runtime's own reader) is the contract check and
     the only place a build imports pydantic, so commands that need only bytes

@@ -5,11 +5,11 @@ the activation order (dependencies first), each workflow's topological
 generations and the event routes.  Everything is ordered by name, so the plan
 bytes depend only on the sources.
 
-The plan is built as plain JSON data (`oneiric.plandoc`, the `TypedDict`
-mirror of the `oneiric.plan` models) and encoded once: no pydantic on the
+The plan is built as plain JSON data (`oneiric._plan.document`, the `TypedDict`
+mirror of the `oneiric._plan.model` models) and encoded once: no pydantic on the
 build path.  The values are already valid here (the checker bounds every
 integer and admits no floats), and tests validate every emitted plan with
-`oneiric.plan.load_plan`, the contract.
+`oneiric._plan.model.load_plan`, the contract.
 
 `Planner` is the pure stage.  Its seams, `component` and `workflows`, are
 what a long-running process (`_incremental.memos.MemoPlanner`) overrides to

@@ -69,7 +69,7 @@ LAZY_COMMANDS = {
 def main(ctx: click.Context, root: Path | None, output: str | None) -> None:
     """oneiricc: compile .oneiric stacks into deterministic, explained, hash-pinned plans."""
     # A short-lived process full of long-lived acyclic objects: the cyclic
-    # collector only costs time here (see oneiric.gcpause).
+    # collector only costs time here (see oneiric._plan.gcpause).
     gc.disable()
     # A build server runs commands in its own process, passing what it keeps as `obj`.
     warm = ctx.obj if isinstance(ctx.obj, WarmState) else None

@@ -166,7 +166,7 @@ class BuildServer:
     def _serve(self, listener: socket.socket) -> None:
         """Serve until stopped, or idle (no build) for `idle_timeout_s`.
 
-        Builds run with the cyclic collector paused (`cli.main`); it runs when
+        Builds run with the cyclic collector paused (`_cli.main`); it runs when
         requests pause for `COLLECT_AFTER_S`, since a full collection over the
         kept files costs as much as a small build.
         """

@@ -16,7 +16,7 @@ keyword.  Where the state does not accept the token (the first `oneiric` of a
 file; `timeout` after `activate`), the state's own pattern is used, compiled
 on first need.  Where neither finds a token (the end of the text, or a syntax
 error) lark's own loop takes over, and raises the very exception it always does.
-`tests/test_lexer.py` compares the two on generated and mutated sources.
+`tests/compiler/test_lexer.py` compares the two on generated and mutated sources.
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ class UnsignedPlanFile(Source):
 class ManifestSource(Source):
     """A signed manifest (file or URL) verified against a trust file (DESIGN §5).
 
-    Verification and persistence are `oneiric.manifest` and `oneiric.state`
+    Verification and persistence are `oneiric._delivery.manifest` and `oneiric._delivery.store`
     (the same code as `oneiric verify` and `remote-sync`): an accepted
     manifest is committed to STATE/manifests before its plan is offered to
     the runtime, so serials only move forward across restarts.  `target`

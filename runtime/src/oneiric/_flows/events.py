@@ -13,7 +13,7 @@ is bounded by the bus's handler timeout, and an exception or a timeout is
 caught, so a failing or hanging handler never aborts or blocks its siblings.
 A subscription's `concurrency` caps how many calls of that handler run at
 once, across all events of this bus.  A delivery that exhausts its attempts
-is written to the dead-letter table (`oneiric.flowstore`) with the event and
+is written to the dead-letter table (`oneiric._flows.store`) with the event and
 the last error; `replay` delivers it again to the same handler.
 
 A handler is called as `handler(event)` with an `Event`; sync handlers run in

@@ -13,7 +13,7 @@ component's, else one attempt; backoff doubles each attempt with jitter
 bounds each attempt (a sync task that overruns is abandoned in its thread).
 A task component's `concurrency` caps how many of its calls run at once.
 
-Durability (`oneiric.flowstore`): the run and all its nodes are recorded
+Durability (`oneiric._flows.store`): the run and all its nodes are recorded
 before the first node starts; each attempt and each node's outcome is one
 SQLite write.  A node whose success was recorded never runs again in that
 run: `resume` (after a crash, SIGKILL, failure or cancellation) re-runs the

@@ -1,11 +1,11 @@
 """The plan's vocabulary and shape without pydantic: plain JSON data, typed.
 
-`oneiric.plan` holds the contract: the pydantic models, which validate a plan.
+`oneiric._plan.model` holds the contract: the pydantic models, which validate a plan.
 This module describes the same document as `TypedDict`s, so the compiler can
 build a plan as plain dicts and encode it without importing pydantic (about
 a fifth of a second of every `oneiricc build` start).  A test compares the
 JSON Schemas of the two descriptions, so they cannot drift apart, and every
-plan the compiler emits is validated with `oneiric.plan.load_plan` in tests.
+plan the compiler emits is validated with `oneiric._plan.model.load_plan` in tests.
 
 Every key is always present (model defaults are written out as `None`, `[]`
 or `{}`), exactly as `Plan.model_dump(mode="json")` writes it.

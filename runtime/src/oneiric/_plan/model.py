@@ -1,7 +1,7 @@
 """The resolution plan: what oneiricc emits and the runtime runs.
 
 One model, shared by both halves (the compiler depends on this package).
-A plan is canonical JSON (see `oneiric.canonical`); its `digest` is the
+A plan is canonical JSON (see `oneiric._plan.canonical`); its `digest` is the
 `sha256:` of the canonical bytes of everything else.  The JSON Schema in
 docs/plan.schema.json is generated from these classes.
 
@@ -252,7 +252,7 @@ class UnsupportedPlanVersion(ValueError):
 def load_plan(data: bytes, *, authenticated: bool = False) -> Plan:
     """Parse and validate plan bytes; refuse unknown major versions and bad digests.
 
-    Parsing is strict (`oneiric.strictjson`): duplicate keys, huge integers,
+    Parsing is strict (`oneiric._plan.strictjson`): duplicate keys, huge integers,
     deep nesting and invalid UTF-8 raise `StrictJSONError`, a `ValueError`.
     `authenticated=True` is for bytes a verified manifest pins by sha256:
     `oneiricc sign` ran every check on them (this function, in full) before

@@ -1,6 +1,6 @@
-"""The plan's JSON Schema (draft 2020-12), generated from `oneiric.plan.Plan`.
+"""The plan's JSON Schema (draft 2020-12), generated from `oneiric._plan.model.Plan`.
 
-`python -m oneiric.schema [FILE]` writes it to FILE (stdout without one);
+`python -m oneiric._plan.schema [FILE]` writes it to FILE (stdout without one);
 `make golden` regenerates docs/plan.schema.json and a test keeps it current.
 The output is deterministic: sorted keys, two-space indent, one final newline.
 
@@ -88,7 +88,7 @@ def plan_schema() -> dict[str, Any]:
     subscription = defs["Subscription"]["properties"]
     # Fail loudly, rather than publish a wrong schema, if the model stops looking as expected.
     if "ConfigValue" not in defs or '"type": "object"' not in json.dumps(subscription["filter"]):
-        raise RuntimeError("the plan model changed shape; update oneiric.schema")
+        raise RuntimeError("the plan model changed shape; update oneiric._plan.schema")
     defs["ConfigValue"] = CONFIG_VALUE
     defs["Filter"] = FILTER
     subscription["filter"] = {
@@ -111,7 +111,7 @@ def render() -> str:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) > 1 or (args and args[0].startswith("-")):
-        print("usage: python -m oneiric.schema [FILE]", file=sys.stderr)
+        print("usage: python -m oneiric._plan.schema [FILE]", file=sys.stderr)
         return 2
     text = render()
     if not args:

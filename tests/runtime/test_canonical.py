@@ -14,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from oneiric._plan.canonical import MAX_SAFE_INTEGER, dumps, dumps_sealed, sha256_digest
 from oneiric._plan.model import KNOWN_MAJOR_VERSIONS, UnsupportedPlanVersion, load_plan
+from support import ROOT
 
-GOLDEN = sorted((Path(__file__).resolve().parent.parent / "golden").glob("*.plan.json"))
+GOLDEN = sorted((ROOT / "golden").glob("*.plan.json"))
 
 # Every code point except surrogates, weighted towards the ones where UTF-16 and code-point
 # order disagree (U+E000 and above, astral planes) and the escapes JSON treats specially.

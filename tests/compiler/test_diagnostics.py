@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,10 +21,10 @@ from oneiricc._build.checker import ALLOWED_FIELDS
 from oneiricc._cli.main import main
 from oneiricc._language.diagnostics import CODES
 from oneiricc._language.parser import FIELD_NAMES
-from support import run_cli
+from support import ROOT, run_cli
 from syrupy.assertion import SnapshotAssertion
 
-CASES_DIR = Path(__file__).resolve().parent / "cases"
+CASES_DIR = ROOT / "tests" / "cases"  # shared with tests/authoring
 CASES = sorted(p.name for p in CASES_DIR.iterdir() if (p / "oneiric.toml").is_file())
 # The command each case runs (after `--root DIR`); `check` unless named here.
 COMMANDS: dict[str, tuple[str, ...]] = {
