@@ -196,18 +196,19 @@ async def test_rotation_swaps_exactly_the_components_whose_values_changed(
 
 
 def test_plan_holds_references_never_values(tmp_path: Path) -> None:
-    from oneiricc._build.pipeline import compile_project
-    from oneiricc._build.project import load_project
+    from support import compile_at, write_project
 
-    root = tmp_path / "project"
-    (root / "stacks").mkdir(parents=True)
-    (root / "oneiric.toml").write_text('sources = ["stacks"]\n')
-    (root / "stacks" / "s.oneiric").write_text(
-        'oneiric 1\nstack s {\n  adapter db "pg" {\n    impl "secretclients:Client"\n'
-        '    config { password = secret("aws-sm:shop/db#password") }\n  }\n}\n'
-        "target t { layers s }\n"
+    root = write_project(
+        tmp_path / "project",
+        {
+            "stacks/s.oneiric": 'oneiric 1\nstack s {\n  adapter db "pg" {\n'
+            '    impl "secretclients:Client"\n'
+            '    config { password = secret("aws-sm:shop/db#password") }\n  }\n}\n'
+            "target t { layers s }\n"
+        },
+        settings=f'module-path = ["{Path(__file__).parent}"]\n',
     )
-    build = compile_project(load_project(root))
+    build = compile_at(root)
     [built] = build.plans.values()
     [db] = built.components
     assert db.config == {"password": {"$secret": "aws-sm:shop/db#password"}}
