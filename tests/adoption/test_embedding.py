@@ -24,6 +24,15 @@ from oneiric.protocols import Cache, Database
 from support import ROOT
 
 EXAMPLE = ROOT / "examples" / "embedding"
+BAD_APP = (
+    "from oneiric import Runtime\n"
+    "from oneiric.protocols import Cache\n\n\n"
+    "def main(runtime: Runtime) -> None:\n"
+    '    cache = runtime.handle("adapter:cache", Cache)\n'
+    '    cache.api.set("k", "not bytes")\n'
+    '    cache.api.fetch("k")\n'
+    "    size: int = cache.api.get('k')\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -92,21 +101,30 @@ def _mypy(directory: Path, *files: str) -> subprocess.CompletedProcess[str]:
 def test_mypy_understands_typed_handles(example: Path) -> None:
     good = _mypy(example, "async_app.py", "sync_app.py", "src/hello/app.py")
     assert good.returncode == 0, good.stdout
-    (example / "bad_app.py").write_text(
-        "from oneiric import Runtime\n"
-        "from oneiric.protocols import Cache\n\n\n"
-        "def main(runtime: Runtime) -> None:\n"
-        '    cache = runtime.handle("adapter:cache", Cache)\n'
-        '    cache.api.set("k", "not bytes")\n'
-        '    cache.api.fetch("k")\n'
-        "    size: int = cache.api.get('k')\n",
-        encoding="utf-8",
-    )
+    (example / "bad_app.py").write_text(BAD_APP, encoding="utf-8")
     bad = _mypy(example, "bad_app.py")
     assert bad.returncode == 1
     assert 'Argument 2 to "set" of "CacheWriter" has incompatible type "str"' in bad.stdout
     assert '"Cache" has no attribute "fetch"' in bad.stdout
     assert 'has type "bytes | None", variable has type "int"' in bad.stdout
+
+
+@pytest.mark.slow
+def test_pyright_understands_typed_handles(example: Path) -> None:
+    pyright = [str(Path(sys.executable).parent / "basedpyright"), "--pythonpath", sys.executable]
+    files = ["async_app.py", "sync_app.py", "src/hello/app.py"]
+    good = subprocess.run(
+        [*pyright, *files], cwd=example, capture_output=True, text=True, timeout=300
+    )
+    assert good.returncode == 0, good.stdout
+    (example / "bad_pyright.py").write_text(BAD_APP, encoding="utf-8")
+    bad = subprocess.run(
+        [*pyright, "bad_pyright.py"], cwd=example, capture_output=True, text=True, timeout=300
+    )
+    assert bad.returncode == 1
+    assert '"Literal[\'not bytes\']" cannot be assigned to parameter "value"' in bad.stdout
+    assert 'Cannot access attribute "fetch" for class "Cache"' in bad.stdout
+    assert 'Type "bytes | None" is not assignable to declared type "int"' in bad.stdout
 
 
 class Shadowing:
