@@ -114,54 +114,56 @@ def test_a_thousand_swaps_under_a_hundred_callers_with_faults(tmp_path: Path) ->
     with anyio.from_thread.start_blocking_portal() as portal:
         running = portal.start_task_soon(supervisor.run)
         wait(lambda: supervisor.state == "running", "the supervisor to run")
-        threads = [threading.Thread(target=caller) for _ in range(CALLERS)]
+        threads = [threading.Thread(target=caller, daemon=True) for _ in range(CALLERS)]
         for thread in threads:
             thread.start()
         started = time.monotonic()
-        written = 0
-        while written < VERSIONS:
-            roll, fault = rng.random(), None
-            for name, share in FAULTS:
-                if roll < share:
-                    fault = name
-                    break
-                roll -= share
-            counters = supervisor.counters
-            if fault == "burst":
-                burst = [version(written + i + 1) for i in range(BURST)]
-                for item in burst:
+        try:
+            written = 0
+            while written < VERSIONS:
+                roll, fault = rng.random(), None
+                for name, share in FAULTS:
+                    if roll < share:
+                        fault = name
+                        break
+                    roll -= share
+                counters = supervisor.counters
+                if fault == "burst":
+                    burst = [version(written + i + 1) for i in range(BURST)]
+                    for item in burst:
+                        write_plan(plan_path, item)
+                        time.sleep(rng.uniform(0, 0.01))
+                    written += BURST
+                    newest_good = burst[-1]
+                    injected["burst"] += 1
+                    wait(lambda d=newest_good.digest: bound() == d, "the burst's last plan")
+                    continue
+                written += 1
+                if fault == "torn":
+                    rejected = counters.rejected
+                    data = version(written).to_bytes()
+                    plan_path.write_bytes(data[: rng.randrange(1, len(data) - 1)])
+                    injected["torn"] += 1
+                    wait(lambda: counters.rejected == rejected + 1, "a torn write rejected")  # noqa: B023
+                    continue
+                item = version(written, fault)
+                if fault is None:
                     write_plan(plan_path, item)
-                    time.sleep(rng.uniform(0, 0.01))
-                written += BURST
-                newest_good = burst[-1]
-                injected["burst"] += 1
-                wait(lambda d=newest_good.digest: bound() == d, "the burst's last plan")
-                continue
-            written += 1
-            if fault == "torn":
-                rejected = counters.rejected
-                data = version(written).to_bytes()
-                plan_path.write_bytes(data[: rng.randrange(1, len(data) - 1)])
-                injected["torn"] += 1
-                wait(lambda: counters.rejected == rejected + 1, "a torn write rejected")  # noqa: B023
-                continue
-            item = version(written, fault)
-            if fault is None:
-                write_plan(plan_path, item)
-                newest_good = item
-                wait(lambda d=item.digest: bound() == d, "a swap")
-            else:
-                aborted = counters.aborted
-                faulty.add(item.digest or "")
-                faulty_tags[f"cache-p{written}"] = fault
-                write_plan(plan_path, item)
-                injected[fault] += 1
-                wait(lambda: counters.aborted == aborted + 1, f"{fault} aborted")  # noqa: B023
-        elapsed = time.monotonic() - started
-        time.sleep(0.5)  # any late swap or problem would show now
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=30)
+                    newest_good = item
+                    wait(lambda d=item.digest: bound() == d, "a swap")
+                else:
+                    aborted = counters.aborted
+                    faulty.add(item.digest or "")
+                    faulty_tags[f"cache-p{written}"] = fault
+                    write_plan(plan_path, item)
+                    injected[fault] += 1
+                    wait(lambda: counters.aborted == aborted + 1, f"{fault} aborted")  # noqa: B023
+            elapsed = time.monotonic() - started
+            time.sleep(0.5)  # any late swap or problem would show now
+        finally:  # a failure must not leave 100 callers running
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=30)
         portal.call(supervisor.request_stop)
         assert running.result(timeout=60) == []
 
