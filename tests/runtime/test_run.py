@@ -312,9 +312,13 @@ def test_status_and_probe_tell_a_dead_runtime_and_a_restarting_one(  # type: ign
     # watched; never a running runtime with `watching: false`, never the dead pid's story.
     again = running(plan_path)
     seen: list[tuple[int, str, bool]] = []
+    health_seen: list[dict[str, Any]] = []
 
     def observe() -> bool:
         status = again.status()
+        health = json.loads((again.state / "health.json").read_bytes())
+        if health["pid"] == again.proc.pid and not health["components"]:
+            health_seen.append(health)  # before the first checks: "starting", never healthy
         if status is not None and status["pid"] == again.proc.pid:
             seen.append((status["pid"], status["state"], status["watching"]))
             answer = oneiric("status", *state)
@@ -328,6 +332,8 @@ def test_status_and_probe_tell_a_dead_runtime_and_a_restarting_one(  # type: ign
     wait_for(observe, what="restarted runtime running")
     assert seen[0][1] == "starting"
     assert all(watching for _, phase, watching in seen if phase == "running")
+    assert health_seen
+    assert all((h["healthy"], h["reason"]) == (False, "starting") for h in health_seen)
     assert again.stop() == 0
 
 

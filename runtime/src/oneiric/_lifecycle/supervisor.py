@@ -220,6 +220,7 @@ class Supervisor:
         self._wake, self._stop = anyio.Event(), anyio.Event()
         self._store = ControlStore(state)
         self._write_status()
+        self._write_unhealthy("starting", snapshots.STALE_AFTER_S)
         failure: StartError | None = None
         failures: list[str] = []
         try:
@@ -281,6 +282,24 @@ class Supervisor:
             await anyio.sleep(STATUS_INTERVAL_S)
             self._note_overruns()
             self._write_status()
+            if not self.ready.is_set():  # health.json is the checks' from then on
+                self._write_unhealthy("starting", snapshots.STALE_AFTER_S)
+
+    def _write_unhealthy(self, reason: str, valid_s: float) -> None:
+        """health.json for a runtime not serving (yet, or any more): unhealthy, `reason`."""
+        now = time.time()
+        snapshots.write_json(
+            self.settings.state / snapshots.HEALTH,
+            {
+                "healthy": False,
+                "pid": os.getpid(),
+                "pid_start": self._pid_start,
+                "checked_at": now,
+                "expires_at": now + valid_s,
+                "components": {},
+                "reason": reason,
+            },
+        )
 
     def _note_overruns(self) -> None:
         """Surface drain deadlines that passed since last time as the last problem (calls
@@ -338,18 +357,7 @@ class Supervisor:
             self._note_overruns()
             self._phase = "stopped"
             self._write_status()
-            snapshots.write_json(
-                self.settings.state / snapshots.HEALTH,
-                {
-                    "healthy": False,
-                    "pid": os.getpid(),
-                    "pid_start": self._pid_start,
-                    "checked_at": time.time(),
-                    "expires_at": time.time(),
-                    "components": {},
-                    "reason": "stopped",
-                },
-            )
+            self._write_unhealthy("stopped", 0.0)
         # What is left: components abandoned at the shutdown deadline, and calls abandoned
         # at their own deadlines that still have not returned (`oneiric run` exits
         # without waiting for them).
