@@ -15,13 +15,13 @@ LEGACY = {
     "src/legacy/__init__.py": "",
     "src/legacy/storage.py": (
         "class ObjectStore:\n"
-        "    def __init__(self, bucket: str, part_size: float = 5.0) -> None:\n"
+        "    def __init__(self, bucket: str = 'files', part_size: float = 5.0) -> None:\n"
         "        self.bucket = bucket\n"
     ),
     "src/legacy/payments.py": (
         "class Sandbox:\n    pass\n\n\n"
         "class Live:\n"
-        "    def __init__(self, currency: str, regions: list[str]) -> None:\n"
+        "    def __init__(self, currency: str = 'USD', regions: list[str] | None = None) -> None:\n"
         "        self.currency = currency\n"
     ),
     "src/legacy/tasks.py": (
