@@ -30,6 +30,7 @@ DEFAULT_PREFIX = "oneiric:"
 DEFAULT_MAXLEN = 100_000
 DEFAULT_VISIBILITY_S = 30.0
 DEAD_LETTERS = "dead-letters"
+MAX_CONNECTIONS = 256  # per process; a consumer holds one per group while it blocks
 
 
 class BrokerUnavailable(Exception):
@@ -87,9 +88,16 @@ async def connect(settings: StreamSettings) -> Redis:
         raise BrokerUnavailable(
             "the Redis event transport needs redis-py: pip install 'oneiric-runtime[redis]'"
         ) from None
-    client: Redis = aioredis.Redis.from_url(
-        settings.url, socket_connect_timeout=5, health_check_interval=10
+    # A blocking pool: a burst (a wide workflow level dispatched at once) waits for a
+    # connection instead of failing with "Too many connections" (the default pool's cap).
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=None,
+        socket_connect_timeout=5,
+        health_check_interval=10,
     )
+    client: Redis = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
     try:
         await client.ping()
     except Exception as exc:
