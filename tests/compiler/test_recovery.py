@@ -395,3 +395,24 @@ def test_every_field_error_of_a_component() -> None:
         (10, 35, 'unknown field "priorty"'),
         (10, 52, 'unexpected "}", expected an integer'),
     ]
+
+
+def test_a_broken_binding_or_route_skips_nothing_else() -> None:
+    text = "\n".join(
+        [
+            "oneiric 1",
+            "stack s {",
+            '  capability adapter cache write = "oneiric.protocols:CacheWriter',
+            "  notify ops { when failed, rate 3 per 1h }",
+            '  adapter cache "x" { impl "json:loads" }',
+            "}",
+            "",
+        ]
+    )
+    outcome = _outcome(text)
+    assert isinstance(outcome, SyntaxErrors)
+    assert [d.pos.line for d in outcome.diagnostics if d.pos] == [3, 4]
+    assert not outcome.skipped.opaque
+    assert outcome.skipped.keys == set()
+    assert outcome.partial is not None
+    assert [c.provider for c in outcome.partial.stacks[0].components] == ["x"]
