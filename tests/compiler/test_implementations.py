@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from oneiricc._build.implementations import read_module
+from oneiricc._build.implementations import Signature, read_module
 from support import compile_at, run_cli, write_project
 
 APP_MODULES = {
@@ -313,3 +313,25 @@ def test_reading_a_module_binds_what_python_would() -> None:
     }  # fmt: skip
     assert "v" not in facts.names  # annotated, never assigned
     assert "bound more than once" in getattr(facts.definitions["g"], "reason", "")
+
+
+def test_dataclass_fields_the_init_does_not_take_are_not_parameters() -> None:
+    facts = read_module(
+        b"from dataclasses import dataclass, field, InitVar\n"
+        b"from typing import ClassVar, Generic, TypeVar\n"
+        b"T = TypeVar('T')\n"
+        b"@dataclass\n"
+        b"class Made:\n"
+        b"    size: int\n"
+        b"    seen: list[str] = field(init=False)\n"
+        b"    kind: ClassVar[str] = 'x'\n"
+        b"    seed: InitVar[int] = 0\n"
+        b"class Box(Generic[T]):\n"
+        b"    def __init__(self, *, item: int) -> None: ...\n"
+    )
+    made = facts.definitions["Made"]
+    assert isinstance(made, Signature)
+    assert {p.name: p.required for p in made.params} == {"size": True, "seed": False}
+    box = facts.definitions["Box"]
+    assert isinstance(box, Signature)
+    assert [p.name for p in box.params] == ["item"]

@@ -331,9 +331,8 @@ class _Reader:
                 for stmt in current.body
                 if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef))
             }
-            for special in ("__new__", "__call__") if current is not cls else ("__new__",):
-                if special in methods:
-                    return Opaque(f"class {current.name} defines {special}")
+            if "__new__" in methods:
+                return Opaque(f"class {current.name} defines __new__")
             init = methods.get("__init__")
             if init is not None:
                 if (
@@ -346,7 +345,8 @@ class _Reader:
             bases = [
                 b
                 for b in current.bases
-                if self._qualified(_origin(b)) not in _TRANSPARENT_CLASS_BASES
+                if self._qualified(_origin(b.value if isinstance(b, ast.Subscript) else b))
+                not in _TRANSPARENT_CLASS_BASES
             ]
             if not bases:
                 return Signature((), False, False, f"{cls.name}() (line {cls.lineno})")
@@ -361,6 +361,20 @@ class _Reader:
             current = self.classes[base.id]
 
     def _dataclass_signature(self, cls: ast.ClassDef, current: ast.ClassDef) -> Signature | Opaque:
+        if any(
+            isinstance(stmt, ast.AnnAssign)
+            and self._qualified(_origin(stmt.annotation)) == "dataclasses.KW_ONLY"
+            for stmt in current.body
+        ):
+            return Opaque(f"dataclass {current.name} uses KW_ONLY")
+        if any(
+            isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and stmt.name == "__init__"
+            for stmt in current.body
+        ) or any(
+            isinstance(d, ast.Call) and any(k.arg == "init" for k in d.keywords)
+            for d in current.decorator_list
+        ):
+            return Opaque(f"dataclass {current.name} has an __init__ of its own or none")
         struct = self._struct(current.name)
         if isinstance(struct, str):
             return Opaque(struct)
@@ -555,8 +569,12 @@ class _Reader:
                 )
                 or ""
             )
-            if _typing(qualified, "ClassVar") or qualified == "dataclasses.InitVar":
+            if _typing(qualified, "ClassVar") or qualified == "dataclasses.KW_ONLY":
+                continue  # not a field
+            if kind == "dataclass" and _not_in_init(stmt.value):
                 continue
+            if kind == "pydantic" and stmt.target.id.startswith("_"):
+                continue  # a private attribute, not a field
             resolved = self.type(stmt.annotation)
             if kind == "typeddict":
                 required = total
@@ -586,6 +604,18 @@ def _no_default(value: ast.expr) -> bool:
         )
         return not (has_default or positional)
     return False
+
+
+def _not_in_init(value: ast.expr | None) -> bool:
+    """`field(init=False)`: a dataclass field its `__init__` does not take."""
+    return (
+        isinstance(value, ast.Call)
+        and _origin(value.func) in ("field", "dataclasses.field")
+        and any(
+            k.arg == "init" and isinstance(k.value, ast.Constant) and k.value.value is False
+            for k in value.keywords
+        )
+    )
 
 
 def _origin(node: ast.expr) -> str | None:

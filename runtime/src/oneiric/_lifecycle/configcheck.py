@@ -76,14 +76,21 @@ def check(component: Component, factory: Any, config: Mapping[str, Any]) -> dict
         if param.validate is None or isinstance(value, Secret):
             checked[key] = value
             continue
+        from pydantic import ValidationError
+
         try:
-            checked[key] = param.validate(value)
-        except Exception:
+            validated = param.validate(value)
+        except ValidationError:
             given = f"{value!r} ({type(value).__name__})"
             raise ConfigError(
                 f'{where}: config "{key}" of {shown} expects {param.annotation}, given {given}; '
                 "refused before activation"
             ) from None
+        except Exception:  # a validator that cannot decide (an isinstance of a Protocol)
+            validated = value
+        # What pydantic converted (an env string to an int, a map to a dataclass) is passed
+        # converted; what it only copied is passed as given (a list of secrets stays so).
+        checked[key] = value if _same(validated, value) else validated
     for name, param in signature.params.items():
         if param.required and name not in config:
             raise ConfigError(
@@ -92,6 +99,13 @@ def check(component: Component, factory: Any, config: Mapping[str, Any]) -> dict
                 + ", which the plan does not set; refused before activation"
             )
     return checked
+
+
+def _same(validated: Any, value: Any) -> bool:
+    try:
+        return type(validated) is type(value) and bool(validated == value)
+    except Exception:
+        return False
 
 
 @functools.lru_cache(maxsize=1024)
