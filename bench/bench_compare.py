@@ -12,8 +12,9 @@ both compilers build the same generated project (`gen_project.py`, N components)
   of the key), so nothing changed since;
 
 alternating baseline and current, after one uncounted warm-up of each, with compiled
-bytecode as on a user's machine (`bench_build.child_env`).  Figures are
-the median wall time of --repeat runs, and current / baseline.
+bytecode as on a user's machine (`bench_build.child_env`).  Figures are the median wall
+time and CPU time (user + sys: steadier than wall time on a loaded machine) of --repeat
+runs, and current / baseline.
 
     python bench/bench_compare.py --baseline /work/wt/old --size 10000 --repeat 5
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -37,15 +39,18 @@ import gen_project  # noqa: E402 - a sibling script, importable once HERE is on 
 from bench_build import child_env  # noqa: E402 - the same: compiled bytecode, as users have
 
 
-def _timed(command: list[str], cwd: Path) -> float:
+def _timed(command: list[str], cwd: Path) -> tuple[float, float]:
+    """Wall and CPU (user + sys, from `os.wait4`) seconds of one run of `command`."""
     started = time.perf_counter()
-    result = subprocess.run(
-        command, cwd=cwd, capture_output=True, text=True, check=False, env=child_env(True)
+    process = subprocess.Popen(
+        command, cwd=cwd, env=child_env(True), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+    _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - started
-    if result.returncode not in (0,):
-        raise SystemExit(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr}")
-    return elapsed
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({process.returncode})")
+    return elapsed, usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,28 +75,30 @@ def main(argv: list[str] | None = None) -> int:
     for name in compilers:  # warm-up, uncounted; fills each compiler's cache entries
         _timed(cold[name], root)
         _timed(warm[name], root)
-    times: dict[str, dict[str, list[float]]] = {n: {"cold": [], "unchanged": []} for n in compilers}
+    kinds = ("cold", "unchanged")
+    wall: dict[str, dict[str, list[float]]] = {n: {k: [] for k in kinds} for n in compilers}
+    cpu: dict[str, dict[str, list[float]]] = {n: {k: [] for k in kinds} for n in compilers}
     for _ in range(args.repeat):
         for name in compilers:
-            times[name]["cold"].append(_timed(cold[name], root))
-            times[name]["unchanged"].append(_timed(warm[name], root))
-    figures = {
-        name: {kind: statistics.median(values) for kind, values in kinds.items()}
-        for name, kinds in times.items()
-    }
+            for kind, command in (("cold", cold[name]), ("unchanged", warm[name])):
+                seconds, used = _timed(command, root)
+                wall[name][kind].append(seconds)
+                cpu[name][kind].append(used)
+    median = statistics.median
     ratios = {
-        kind: figures["current"][kind] / figures["baseline"][kind] for kind in ("cold", "unchanged")
+        f"{kind} {what}": median(d["current"][kind]) / median(d["baseline"][kind])
+        for kind in kinds
+        for what, d in (("wall", wall), ("cpu", cpu))
     }
     print(f"N = {args.size}, median of {args.repeat}, interleaved")
-    print(f"{'':12}{'baseline':>10}{'current':>10}{'ratio':>8}")
-    for kind in ("cold", "unchanged"):
-        print(
-            f"{kind:12}{figures['baseline'][kind]:>9.2f}s{figures['current'][kind]:>9.2f}s"
-            f"{ratios[kind]:>8.2f}"
-        )
+    print(f"{'':18}{'baseline':>10}{'current':>10}{'ratio':>8}")
+    for kind in kinds:
+        for what, d in (("wall", wall), ("cpu", cpu)):
+            base, current = median(d["baseline"][kind]), median(d["current"][kind])
+            print(f"{kind + ' ' + what:18}{base:>9.2f}s{current:>9.2f}s{current / base:>8.2f}")
     OUT.mkdir(exist_ok=True)
     (OUT / "bench_compare.json").write_text(
-        json.dumps({"size": args.size, "times": times, "ratios": ratios}, indent=2) + "\n"
+        json.dumps({"size": args.size, "wall": wall, "cpu": cpu, "ratios": ratios}, indent=2) + "\n"
     )
     return 0
 

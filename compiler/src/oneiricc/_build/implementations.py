@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import ast
 import os
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -121,7 +122,7 @@ def read_module(source: bytes) -> ModuleFacts:
         tree = ast.parse(source)
     except (SyntaxError, ValueError) as exc:
         return ModuleFacts(frozenset(), f"its source does not parse ({exc})", {})
-    return _Reader(tree).facts()
+    return _Reader(tree, source).facts()
 
 
 def unreadable(reason: str) -> ModuleFacts:
@@ -169,23 +170,25 @@ def _typing(qualified: str, *names: str) -> bool:
 
 
 class _Reader:
-    def __init__(self, tree: ast.Module) -> None:
+    def __init__(self, tree: ast.Module, source: bytes) -> None:
         self.tree = tree
         self.bindings: dict[str, list[ast.stmt]] = {}
         self.imports: dict[str, str] = {}  # local name → qualified name
         self.undecidable: str | None = None
+        # Walking every node of a large module costs more than parsing it: the source's
+        # text says first whether there is anything to find (a match in a comment or a
+        # string only costs the walk, or makes the module "not checked").
+        self._walrus = b":=" in source
         self._bind_all(tree.body)
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Global):
-                for name in node.names:
-                    self.bindings.setdefault(name, [])
-            elif (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Name)
-                and node.func.id in ("globals", "vars")
-                and self.undecidable is None
-            ):
-                self.undecidable = f"it calls {node.func.id}() (line {node.lineno})"
+        dynamic = _DYNAMIC_GLOBALS.search(source)
+        if dynamic is not None:
+            line = source.count(b"\n", 0, dynamic.start()) + 1
+            self.undecidable = f"it calls {dynamic.group(1).decode()}() (line {line})"
+        if _GLOBAL_STATEMENT.search(source) is not None:
+            for node in _statements(tree.body):
+                if isinstance(node, ast.Global):
+                    for name in node.names:
+                        self.bindings.setdefault(name, [])
         self.classes = {
             name: stmts[0]
             for name, stmts in self.bindings.items()
@@ -264,7 +267,8 @@ class _Reader:
                 pass
         for node in (
             ast.walk(stmt)
-            if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            if self._walrus
+            and not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
             else ()
         ):
             if isinstance(node, ast.NamedExpr) and isinstance(node.target, ast.Name):
@@ -604,6 +608,20 @@ def _no_default(value: ast.expr) -> bool:
         )
         return not (has_default or positional)
     return False
+
+
+_DYNAMIC_GLOBALS = re.compile(rb"\b(globals|vars)\s*\(\s*\)")
+_GLOBAL_STATEMENT = re.compile(rb"^[ \t]*global[ \t]", re.MULTILINE)
+
+
+def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """Every statement, nested ones included (function and class bodies), no expression."""
+    for stmt in body:
+        yield stmt
+        for name in ("body", "orelse", "finalbody", "handlers", "cases"):
+            inner = getattr(stmt, name, None)
+            if inner:
+                yield from _statements(inner)
 
 
 def _not_in_init(value: ast.expr | None) -> bool:
