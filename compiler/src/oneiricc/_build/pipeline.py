@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from oneiric._plan.gcpause import gc_paused
 
-from oneiricc._build import capabilities, implementations, plugins
+from oneiricc._build import capabilities, plugins
 from oneiricc._build.checker import Program, check
 from oneiricc._build.loader import Loader, Sources, discover
 from oneiricc._build.pins import Pinner
@@ -39,6 +39,7 @@ from oneiricc._language.diagnostics import Diagnostic, did_you_mean, has_errors,
 from oneiricc._language.recovery import Skipped
 
 if TYPE_CHECKING:
+    from oneiricc._build.implementations import Contract, Reader
     from oneiric._plan.model import Plan
 
 
@@ -77,7 +78,7 @@ class Build:
     outputs: dict[str, CompiledPlan] = field(default_factory=dict)
     resolutions: dict[str, Resolution] = field(default_factory=dict)  # empty when reused
     # target → component id → what its implementation check confirmed (empty when reused)
-    contracts: dict[str, dict[str, implementations.Contract]] = field(default_factory=dict)
+    contracts: dict[str, dict[str, Contract]] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     plans: PlanModels = field(init=False)
 
@@ -158,6 +159,8 @@ class Pipeline:
         # `plugins "group"` lines: the installed entry points join their stacks.
         diagnostics.extend(plugins.expand(program, pinner))
         protocols = capabilities.ProtocolReader(pinner)
+        from oneiricc._build.implementations import check_target  # not on a memo's path
+
         reader = self.reader()
         for name in names:
             if name not in program.targets:
@@ -176,7 +179,7 @@ class Pipeline:
             diagnostics.extend(capabilities.check(program, resolution, protocols))
             # Implementations are checked even when resolution failed: its errors do not
             # hide theirs.
-            checked, build.contracts[name] = implementations.check_target(
+            checked, build.contracts[name] = check_target(
                 resolution, pinner, reader
             )
             diagnostics.extend(checked)
@@ -203,9 +206,11 @@ class Pipeline:
         """What pins the implementations of this build's plans."""
         return Pinner(self.module_dirs)
 
-    def reader(self) -> implementations.Reader:
+    def reader(self) -> Reader:
         """What reads implementation modules' sources (`implementations.ModuleFacts`)."""
-        return implementations.Reader()
+        from oneiricc._build.implementations import Reader
+
+        return Reader()
 
     def resolve(
         self,

@@ -28,6 +28,7 @@ import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from oneiric._plan.document import Pin
 from oneiric._plan.gcpause import gc_paused
@@ -35,7 +36,6 @@ from oneiric._plan.gcpause import gc_paused
 from oneiricc._build import (
     capabilities,
     graphs,
-    implementations,
     loader,
     pins,
     pipeline,
@@ -54,7 +54,6 @@ from oneiricc._incremental.cache import (
     BuildMemo,
     CachedLoader,
     CheckCache,
-    FactsReader,
     ReadFiles,
     load_entry,
     read_checksums,
@@ -64,6 +63,9 @@ from oneiricc._incremental.cache import (
 from oneiricc._incremental.memos import WarmState
 from oneiricc._language.diagnostics import Diagnostic
 from oneiricc._language.recovery import Skipped
+
+if TYPE_CHECKING:
+    from oneiricc._build.implementations import Reader
 
 # The code that turns checked files into plans: part of the memo's key, with what
 # shapes the entries themselves (`cache`).
@@ -75,9 +77,10 @@ _PLANNING_MODULES = (
     planner,
     capabilities,
     plugins,
-    implementations,
     pipeline,
     sys.modules[__name__],
+    # checked implementations; imported only by builds that check them
+    Path(pins.__file__ or "").with_name("implementations.py"),
 )
 
 
@@ -169,7 +172,9 @@ class IncrementalBuild(Pipeline):
         self._pinner = _RecordingPinner(self.module_dirs)
         return self._pinner
 
-    def reader(self) -> implementations.Reader:
+    def reader(self) -> Reader:
+        from oneiricc._incremental.facts import FactsReader
+
         return FactsReader(self.cache, self.warm.facts if self.warm else None)
 
     def resolve(

@@ -49,9 +49,8 @@ from oneiric._plan import canonical
 from oneiric._plan import document as plandoc
 from oneiric._plan.document import Pin
 
-from oneiricc._build import checker, implementations, planner
+from oneiricc._build import checker, planner
 from oneiricc._build.checker import CheckedFile
-from oneiricc._build.implementations import ModuleFacts
 from oneiricc._build.loader import (
     Broken,
     CheckJob,
@@ -71,7 +70,7 @@ from oneiricc._version import installed_version
 
 ENTRY_SUFFIX = ".entry"
 MEMO_DIRECTORY = "builds"
-FACTS_DIRECTORY = "facts"  # module facts (`FactsReader`), by module file hash
+FACTS_DIRECTORY = "facts"  # module facts (`facts.FactsReader`), by module file hash
 # Entries and memos that no build has read or written for this long are deleted,
 # by a build, at most once every PRUNE_EVERY_S (reads mark an entry used).
 MAX_UNUSED_S = 30 * 24 * 3600
@@ -93,7 +92,6 @@ _SHAPING_MODULES = (
     nodes,
     parser,
     checker,
-    implementations,
     diagnostics,
     canonical,
     plandoc,
@@ -101,7 +99,7 @@ _SHAPING_MODULES = (
 )
 _ALLOWED = {
     (module.__name__, name)
-    for module in (nodes, checker, diagnostics, implementations)
+    for module in (nodes, checker, diagnostics)
     for name in dir(module)
     if isinstance(getattr(module, name), type)
     and getattr(module, name).__module__ == module.__name__
@@ -127,6 +125,17 @@ class _RecordsOnly(pickle.Unpickler):
         raise pickle.UnpicklingError(f"{module}.{name} is not a compiler record")
 
 
+def allow_records(module: ModuleType) -> None:
+    """Let entries hold the record classes of `module` too (imported only by builds that
+    need them: `facts`)."""
+    _ALLOWED.update(
+        (module.__name__, name)
+        for name in dir(module)
+        if isinstance(getattr(module, name), type)
+        and getattr(module, name).__module__ == module.__name__
+    )
+
+
 def load_entry(blob: bytes, kind: type[_T]) -> _T | None:
     """The `kind` record an entry holds, or None when it is damaged or holds anything else."""
     payload = blob[CHECKSUM_SIZE:]
@@ -139,7 +148,7 @@ def load_entry(blob: bytes, kind: type[_T]) -> _T | None:
     return value if isinstance(value, kind) else None
 
 
-def dump_entry(record: CheckedFile | BuildMemo | ModuleFacts) -> bytes:
+def dump_entry(record: object) -> bytes:
     """Raises RecursionError for a structure too deep to pickle (then: do not cache it)."""
     payload = pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
     return hashlib.sha256(payload).digest() + payload
@@ -220,18 +229,21 @@ class CheckCache:
         if self.kept is not None:
             self.kept.put(entry, (checked, checksum))
 
-    def facts_entry(self, sha256: str) -> Path:
-        """Where the facts of a module file whose sha256 is `sha256` live."""
-        key = hashlib.sha256(self._salt + b"module facts\0" + sha256.encode()).hexdigest()
+    def facts_entry(self, reader: bytes, sha256: str) -> Path:
+        """Where the facts of a module file whose sha256 is `sha256` live, as the code
+        whose source is `reader` reads them."""
+        key = hashlib.sha256(self._salt + reader + b"\0" + sha256.encode()).hexdigest()
         return self.directory / FACTS_DIRECTORY / key
 
-    def memo(self, modules: Iterable[ModuleType], request: str) -> Path:
+    def memo(self, modules: Iterable[ModuleType | Path], request: str) -> Path:
         """Where the memo of the build asked `request` lives, under a salt that adds the
-        source of `modules` (the code that turns checked files into plans) to the
-        entries' own."""
+        source of `modules` (the code that turns checked files into plans; a path for a
+        module the memo's path does not import) to the entries' own."""
         key = hashlib.sha256(self._salt)
         for module in modules:
-            key.update(Path(module.__file__ or "").read_bytes())
+            key.update(
+                Path(module if isinstance(module, Path) else module.__file__ or "").read_bytes()
+            )
         key.update(request.encode())
         return self.directory / MEMO_DIRECTORY / key.hexdigest()
 
@@ -263,35 +275,6 @@ class CheckCache:
         except OSError:
             pass
         return removed
-
-
-# Module facts by file sha256, kept by a long-running process (`FactsReader`).
-KeptFacts = LatestBuild[str, ModuleFacts]
-
-
-class FactsReader(implementations.Reader):
-    """Module facts (`implementations.read_module`) kept by the module file's hash, in the
-    cache directory and, in a long-running process, in memory: a module is read and
-    parsed once per content, like a stack file."""
-
-    def __init__(self, cache: CheckCache, kept: KeptFacts | None = None) -> None:
-        super().__init__()
-        self.cache = cache
-        self.kept = kept
-
-    def read(self, path: str, sha256: str) -> ModuleFacts:
-        if self.kept is not None and (found := self.kept.get(sha256)) is not None:
-            return found
-        entry = self.cache.facts_entry(sha256)
-        blob = read_entry(entry)
-        facts = None if blob is None else load_entry(blob, ModuleFacts)
-        if facts is None:
-            facts = super().read(path, sha256)
-            with contextlib.suppress(RecursionError):  # too deep to pickle: not kept on disk
-                write_entry(entry, dump_entry(facts))
-        if self.kept is not None:
-            self.kept.put(sha256, facts)
-        return facts
 
 
 def read_entry(entry: Path) -> bytes | None:

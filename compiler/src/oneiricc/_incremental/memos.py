@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from oneiricc._build.checker import Decl, Program
 from oneiricc._build.loader import Sources
@@ -29,9 +30,12 @@ from oneiricc._build.resolver import (
     Resolver,
     decision_inputs,
 )
-from oneiricc._incremental.cache import BuildMemo, KeptFacts, KeptFiles, LatestBuild, write_memo
+from oneiricc._incremental.cache import BuildMemo, KeptFiles, LatestBuild, write_memo
 from oneiricc._language.diagnostics import Diagnostic
 from oneiricc._language.recovery import Skipped
+
+if TYPE_CHECKING:
+    from oneiricc._build.implementations import ModuleFacts
 
 # Candidates kept from one build to the next, a layer's at a time, by (identity of the
 # layer's declarations, layer position): the candidates made of single declarations
@@ -190,7 +194,8 @@ class WarmState:
     has its answer."""
 
     files: KeptFiles = field(default_factory=KeptFiles)
-    facts: KeptFacts = field(default_factory=KeptFacts)  # implementation modules, by hash
+    # implementation modules' facts, by file hash (`facts.KeptFacts`)
+    facts: LatestBuild[str, ModuleFacts] = field(default_factory=LatestBuild)
     candidates: CandidateMemo = field(default_factory=CandidateMemo)
     targets: LatestBuild[tuple[str, bool], TargetMemo] = field(default_factory=LatestBuild)
     # The latest build memo (where it lives, what it holds), read from here rather than
