@@ -9,7 +9,13 @@ import anyio
 import pytest
 import rtcomponents
 import structlog
-from oneiric._lifecycle.runtime import PlanRejected, RolledBack, Runtime, SwapAborted
+from oneiric._lifecycle.runtime import (
+    PlanRejected,
+    RolledBack,
+    Runtime,
+    Superseded,
+    SwapAborted,
+)
 from planbuild import component, plan
 
 pytestmark = pytest.mark.anyio
@@ -343,3 +349,23 @@ async def test_a_use_block_holds_the_old_instance_until_it_ends() -> None:
         report = await runtime.apply(plan(component(CACHE, "new")))
     assert closed_during_block == [False]
     assert report.total_seconds >= 0.2  # the swap waited for the block before cleanup
+
+
+async def test_a_swap_superseded_before_bind_is_torn_down_unserved() -> None:
+    """A newer plan arrives while the new instances are made: nothing is bound, what was
+    made is closed, the old instance keeps serving (no failure counted)."""
+    runtime = await started(component(CACHE, "old"), component("adapter:extra", "old"))
+    newer = plan(component(CACHE, "new"), component("adapter:extra", "new"))
+
+    def superseded() -> bool:  # the newer write lands once the first new instance exists
+        return ("activate", "cache-new") in [e[:2] for e in rtcomponents.EVENTS]
+
+    with pytest.raises(Superseded):
+        await runtime.apply(newer, superseded=superseded)
+    assert runtime.handle(CACHE).who() == "cache-old"
+    assert runtime.handle("adapter:extra").who() == "extra-old"
+    assert ("close", "cache-new") in [e[:2] for e in rtcomponents.EVENTS]
+    assert ("activate", "extra-new") not in [e[:2] for e in rtcomponents.EVENTS]
+    assert live_tags() == {"cache-old", "extra-old"}
+    assert (await runtime.apply(newer)).changed == [CACHE, "adapter:extra"]
+    assert runtime.handle(CACHE).who() == "cache-new"
