@@ -139,6 +139,50 @@ def test_serverless_profile_listens_on_port_on_every_interface(tmp_path: Path, r
     assert run.stop() == 0
 
 
+def test_a_serverless_plan_listens_on_port_without_the_env_var(tmp_path: Path, running) -> None:  # type: ignore[no-untyped-def]
+    """The plan's own profile (`profile serverless` in the target) decides, once applied."""
+    plan_path = tmp_path / "plan.json"
+    v1 = plan(store("v1", tmp_path), profile="serverless")
+    write_plan(plan_path, v1)
+    port = free_port()
+    run = running(plan_path, env={"PORT": str(port)})
+    assert http_url(run) == f"http://0.0.0.0:{port}/"
+    status = run.wait_running(v1.digest, watching=False)
+    assert status["profile"] == "serverless"
+    assert get_json(f"http://127.0.0.1:{port}/readyz") == (200, {"ready": True, "reasons": []})
+    assert run.stop() == 0
+
+    # ONEIRIC_PROFILE overrides the plan's profile: no HTTP surface, the watcher runs
+    override = running(plan_path, env={"PORT": str(port), "ONEIRIC_PROFILE": "default"})
+    override.wait_running(v1.digest, watching=True)
+    assert "http listening" not in override.stderr.read_text()
+    assert override.stop() == 0
+
+
+def test_a_serverless_plan_whose_port_is_taken_stops_with_exit_1(tmp_path: Path) -> None:
+    import socket
+
+    plan_path = tmp_path / "plan.json"
+    write_plan(plan_path, plan(store("v1", tmp_path), profile="serverless"))
+    env = {"PYTHONPATH": str(RUNTIME_TESTS)}
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = oneiric(
+            "run",
+            "--unsigned-plan",
+            str(plan_path),
+            "--state",
+            str(tmp_path / "s"),
+            env={**env, "PORT": str(port)},
+        )
+    assert busy.returncode == 1, busy.stderr
+    assert f"error: profile serverless, $PORT {port}: cannot listen: " in busy.stderr
+    assert "Address already in use" in busy.stderr
+    assert "Traceback" not in busy.stderr
+
+
 def test_openmetrics_when_asked(tmp_path: Path, running) -> None:  # type: ignore[no-untyped-def]
     plan_path = tmp_path / "plan.json"
     write_plan(plan_path, plan(store("v1", tmp_path)))

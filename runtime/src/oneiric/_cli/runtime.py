@@ -182,8 +182,9 @@ def run(
 ) -> None:
     """Run a verified plan and apply new plans live until SIGTERM/SIGINT.
 
-    Env: LOG_LEVEL, ONEIRIC_PROFILE (serverless: no watchers; with $PORT set, the
-    HTTP surface listens on 0.0.0.0:$PORT), ONEIRIC_CONFIG (directory holding
+    Env: LOG_LEVEL, ONEIRIC_PROFILE (overrides the plan's profile; under serverless:
+    no watchers, and with $PORT set and no --http the HTTP surface listens on
+    0.0.0.0:$PORT), PORT, ONEIRIC_CONFIG (directory holding
     secrets/ and secrets.toml), ONEIRIC_STATE, ONEIRIC_MODULE_PATH.
     """
     if (manifest is None) == (unsigned is None):
@@ -230,7 +231,8 @@ def run(
             source = ManifestSource(manifest, Path(trust), snapshots.state_dir(state), target)
         except SecurityError as exc:
             _fail("text", str(exc), exc.exit_code)
-    services = _http_services(http, os.environ.get(PROFILE_ENV), os.environ.get("PORT"))
+    unserved: list[str] = []  # why the serverless HTTP surface could not listen
+    services = _http_services(http, os.environ.get(PROFILE_ENV), os.environ.get("PORT"), unserved)
     services += extra_services or []  # `oneiric worker`: the node consumer
     imports = Imports.find(unsigned, module_path)
     if app and unsigned is not None:
@@ -253,7 +255,9 @@ def run(
         failures = anyio.run(supervisor.run)
     except StartError as exc:
         _fail("text", f"cannot start: {exc}", 1)
-    _exit_now(1 if failures or supervisor.uncleaned else 0)
+    if unserved:
+        click.echo(f"error: {unserved[0]}", err=True)
+    _exit_now(1 if failures or supervisor.uncleaned or unserved else 0)
 
 
 def _exit_now(code: int) -> NoReturn:
@@ -273,17 +277,23 @@ def _exit_now(code: int) -> NoReturn:
 HTTP_EXTRA = "pip install 'oneiric-runtime[http]'"
 
 
-def _http_services(address: str | None, profile: str | None, port: str | None) -> list[Any]:
+def _http_services(
+    address: str | None, profile: str | None, port: str | None, unserved: list[str]
+) -> list[Any]:
     """The HTTP surface as a supervisor service, listening already; none when not asked.
 
     Asked by --http, or by profile serverless with $PORT (Cloud Run and the like,
-    which route to every interface).  Its libraries are imported only here.
+    which route to every interface).  With $PORT set and no ONEIRIC_PROFILE (which
+    overrides the plan's), the plan's own profile decides once it is applied: see
+    `_serverless_http`.  Its libraries are imported only here.
     """
     from oneiric._lifecycle.supervisor import SERVERLESS
 
     if address is None:
-        if profile != SERVERLESS or not port:
+        if not port or (profile and profile != SERVERLESS):
             return []
+        if not profile:
+            return [_serverless_http(port, unserved)]
         address = f"0.0.0.0:{port}"
     try:
         from oneiric._ops.http import Address, service
@@ -298,6 +308,33 @@ def _http_services(address: str | None, profile: str | None, port: str | None) -
     except OSError as exc:
         _fail("text", f"--http {address}: cannot listen: {exc.strerror or exc}")
     return [service(sock)]
+
+
+def _serverless_http(port: str, unserved: list[str]) -> Any:
+    """A service listening on 0.0.0.0:$PORT if the applied plan's profile is serverless.
+
+    Decided after the first plan verified and activated (services start then), so
+    the profile is the plan's; a failure to listen is recorded in `unserved` and
+    stops the runtime (exit 1), since the platform routes nothing to it otherwise.
+    """
+
+    async def serve(supervisor: Any) -> None:
+        from oneiric._lifecycle.supervisor import SERVERLESS
+
+        if supervisor.profile != SERVERLESS:
+            return
+        try:
+            from oneiric._ops.http import Address, service
+
+            sock = Address(f"0.0.0.0:{port}").bind()
+        except (ImportError, ValueError, OSError) as exc:
+            why = f"needs the http extra: {HTTP_EXTRA}" if isinstance(exc, ImportError) else exc
+            unserved.append(f"profile serverless, $PORT {port}: cannot listen: {why}")
+            supervisor.request_stop()
+            return
+        await service(sock)(supervisor)
+
+    return serve
 
 
 def _module_path_of(plan_file: Path) -> list[str]:

@@ -11,7 +11,8 @@ changes state is served over HTTP.
     GET /status    the status document (as status.json), as JSON
     GET /          the status page (HTML, refreshes itself)
 
-Imported only when `--http` is given (or under profile serverless with $PORT).
+Imported only when `--http` is given (or under profile serverless with $PORT,
+the plan's profile or ONEIRIC_PROFILE).
 """
 
 from __future__ import annotations
