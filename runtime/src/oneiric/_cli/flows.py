@@ -238,18 +238,29 @@ async def _drive(workflows: Any, work: Any) -> Any:
 
 @asynccontextmanager
 async def _workflows(
-    plan: Plan, tasks: list[str], imports: Any, store: FlowStore, also: Sequence[str] = ()
+    plan: Plan,
+    tasks: list[str],
+    imports: Any,
+    store: FlowStore,
+    also: Sequence[str] = (),
+    handler_timeout_s: float = 30.0,
 ) -> AsyncIterator[Workflows]:
     """`Workflows` running `tasks` here, or, with --tasks URL, dispatching them to workers.
 
-    `also`: more components to activate here (event handlers).
+    `also`: more components to activate here (event handlers).  An `EventBus`
+    and the workflows are bound as the flow context (`current().bus`) for the
+    flow actions (`oneiric.actions.flow`) and `event` commands.
     """
     import anyio
 
+    from oneiric._flows.context import FlowContext, bound, needs_engine
+    from oneiric._flows.events import EventBus
     from oneiric._flows.host import activated
     from oneiric._flows.workers import RedisTasks
     from oneiric._flows.workflows import Workflows
 
+    if needs_engine(plan):  # a flow action may emit to any handler, start any workflow
+        tasks, also = Workflows.task_ids(plan), sorted({*also, *EventBus.handler_ids(plan)})
     url = click.get_current_context().meta.get("oneiric.tasks")
     dispatcher = await RedisTasks.open(url) if url else None
     try:
@@ -260,7 +271,11 @@ async def _workflows(
             if dispatcher is not None:
                 group.start_soon(dispatcher.serve)
             async with Workflows(plan, runtime, store, tasks=dispatcher) as flows:
-                yield flows
+                bus = EventBus(
+                    plan, runtime, store, workflows=flows, handler_timeout_s=handler_timeout_s
+                )
+                with bound(FlowContext(plan, store, flows, bus)):
+                    yield flows
             group.cancel_scope.cancel()
     finally:
         if dispatcher is not None:
@@ -538,13 +553,15 @@ async def _event_host(
 
     With --tasks the workflows' nodes go to workers instead of running here.
     """
+    from oneiric._flows.context import current
     from oneiric._flows.events import EventBus
     from oneiric._flows.workflows import Workflows
 
     handlers, tasks = EventBus.handler_ids(plan), Workflows.task_ids(plan)
-    async with _workflows(plan, tasks, imports, store, handlers) as flows:
-        bus = EventBus(plan, flows.runtime, store, workflows=flows, handler_timeout_s=timeout_s)
-        return await work(bus)
+    async with _workflows(plan, tasks, imports, store, handlers, timeout_s):
+        context = current()
+        assert context is not None
+        return await work(context.bus)
 
 
 TIMEOUT = click.option(
@@ -865,6 +882,7 @@ def action() -> None:
 @UNSIGNED
 @STATE
 @MODULE_PATH
+@STORE
 @VERBOSE
 @FORMAT
 def action_invoke(
@@ -877,11 +895,18 @@ def action_invoke(
     verbose: bool,
     module_path: tuple[str, ...],
 ) -> None:
-    """Invoke action KEY (the plan's action:KEY, else a built-in) with a JSON payload."""
+    """Invoke action KEY (the plan's action:KEY, else a built-in) with a JSON payload.
+
+    The flow actions (event.dispatch, workflow.start, task.schedule) run with
+    the plan's handlers and tasks activated here; a run started by
+    workflow.start finishes before the command exits.
+    """
+    from oneiric._flows.context import ACTIONS_MODULE
     from oneiric.actions import BUILTINS, ActionError, builtin
 
     payload = _json_arg(fmt, payload_text, "--payload")
-    plan = _plan(fmt, unsigned, snapshots.state_dir(state), required=unsigned is not None)
+    directory = snapshots.state_dir(state)
+    plan = _plan(fmt, unsigned, directory, required=unsigned is not None)
     from oneiric._flows.host import Unknown, lookup
 
     cid = f"action:{key}"
@@ -892,16 +917,35 @@ def action_invoke(
         in_plan = lookup(actions, key, "action") == "plan"
     except Unknown as exc:
         _fail(fmt, str(exc), 1)
+    component = plan.component(cid) if plan is not None and in_plan else None
+    module = (
+        (component.implementation.module if component and component.implementation else "")
+        if in_plan
+        else BUILTINS[key].partition(":")[0]
+    )
+    engine = module == ACTIONS_MODULE
+    if engine and plan is None:
+        plan = _plan(fmt, unsigned, directory)  # exits 2 naming the missing plan
     limit = _duration_s(timeout)
     _configure_logs(fmt)
+    store = _store(fmt, directory) if engine else None
 
     async def main() -> Any:
         import anyio
 
+        from oneiric._flows.events import EventBus
         from oneiric._flows.host import activated
-        from oneiric._flows.workflows import _call
+        from oneiric._flows.workflows import Workflows, _call
 
         with anyio.fail_after(limit):
+            if engine:
+                assert plan is not None
+                assert store is not None
+                handlers, tasks = EventBus.handler_ids(plan), Workflows.task_ids(plan)
+                extra = [cid] if in_plan else []
+                async with _workflows(plan, tasks, _imports(), store, [*handlers, *extra]) as flows:
+                    target = flows.runtime.handle(cid) if in_plan else builtin(key)
+                    return await _call(target, payload)
             if not in_plan:
                 return await _call(builtin(key), payload)
             assert plan is not None
@@ -917,3 +961,78 @@ def action_invoke(
     except Exception as exc:
         _fail(fmt, f"action {key} failed: {type(exc).__name__}: {exc}", 1)
     _emit(fmt, {"action": key, "result": result}, json.dumps(result, indent=2, default=repr))
+
+
+# -- task ----------------------------------------------------------------------------------
+@click.group()
+def task() -> None:
+    """Run the tasks scheduled by task.schedule; list them."""
+
+
+@task.command("serve")
+@click.option("--poll", default="500ms", show_default=True, help="How often to look for due tasks.")
+@UNSIGNED
+@STATE
+@MODULE_PATH
+@VERBOSE
+@FORMAT
+def task_serve(
+    poll: str,
+    unsigned: str | None,
+    state: str | None,
+    fmt: str,
+    verbose: bool,
+    module_path: tuple[str, ...],
+) -> None:
+    """Run scheduled tasks as they fall due, until SIGTERM/SIGINT.
+
+    The schedule is STATE/flows.db: tasks scheduled before a restart run after
+    it; a task that was running when this process died runs again.
+    """
+    plan, store = _setup(fmt, unsigned, state, lambda plan: None)
+    if store.remote:
+        _fail(fmt, "task serve runs the local flow store's tasks (STATE/flows.db), not --store")
+    every = _duration_s(poll)
+    imports = _imports()
+
+    async def main() -> None:
+        import signal
+
+        import anyio
+
+        from oneiric._flows.events import EventBus
+        from oneiric._flows.schedule import Scheduler
+        from oneiric._flows.workflows import Workflows
+
+        tasks = sorted({*Workflows.task_ids(plan), *Scheduler.task_ids(plan)})
+        async with (
+            _workflows(plan, tasks, imports, store, EventBus.handler_ids(plan)) as flows,
+            anyio.create_task_group() as group,
+        ):
+            group.start_soon(Scheduler(plan, flows.runtime, store).serve, every)
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    break
+            group.cancel_scope.cancel()
+
+    _run_async(fmt, main)
+    _emit(fmt, {"stopped": True}, "stopped")
+
+
+@task.command("list")
+@click.option("--limit", default=100, show_default=True)
+@STATE
+@FORMAT
+def task_list(limit: int, state: str | None, fmt: str) -> None:
+    """Scheduled tasks, soonest due first, with their state."""
+    import time
+
+    store = _store(fmt, snapshots.state_dir(state))
+    found = store.scheduled(limit)
+    lines = [
+        f"{s.id}  {s.task:<16} {s.status:<10} "
+        f"due {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(s.due_at))}"
+        + (f"  {s.error}" if s.error else "")
+        for s in found
+    ]
+    _emit(fmt, {"scheduled": [s.as_json() for s in found]}, "\n".join(lines) or "none")

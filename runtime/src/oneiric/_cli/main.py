@@ -27,7 +27,7 @@ COMMANDS: dict[str, str] = {
     "remote-sync": "oneiric._cli.security:remote_sync",
     "trust": "oneiric._cli.security:trust",
     "worker": "oneiric._cli.worker:worker",
-    **{name: f"oneiric._cli.flows:{name}" for name in ("workflow", "event", "action")},
+    **{name: f"oneiric._cli.flows:{name}" for name in ("workflow", "event", "action", "task")},
 }
 
 

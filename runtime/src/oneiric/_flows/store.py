@@ -70,6 +70,20 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     replays INTEGER NOT NULL DEFAULT 0,
     resolved_at REAL
 );
+CREATE TABLE IF NOT EXISTS scheduled (
+    id TEXT PRIMARY KEY,
+    task TEXT NOT NULL,
+    input TEXT NOT NULL,
+    due_at REAL NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'succeeded', 'failed')),
+    owner_pid INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    result TEXT,
+    error TEXT,
+    created_at REAL NOT NULL,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS scheduled_by_due ON scheduled (status, due_at);
 """
 
 
@@ -141,6 +155,36 @@ class RunRecord:
             "created_at": self.created_at,
             "finished_at": self.finished_at,
             "nodes": [n.as_json() for n in self.nodes.values()],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Scheduled:
+    """A task to run at `due_at` (`task.schedule`), and what became of it."""
+
+    id: str
+    task: str
+    input: Any
+    due_at: float
+    status: str
+    attempts: int
+    result: Any
+    error: str | None
+    created_at: float
+    finished_at: float | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "task": self.task,
+            "input": self.input,
+            "due_at": self.due_at,
+            "status": self.status,
+            "attempts": self.attempts,
+            "result": self.result,
+            "error": self.error,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
         }
 
 
@@ -404,6 +448,84 @@ class FlowStore:
             row[11],
             row[12],
             nodes,
+        )
+
+    # -- scheduled tasks (task.schedule) ---------------------------------------------------
+    def schedule(self, task_id: str, task: str, input_json: str, due_at: float) -> bool:
+        """Record a task to run at `due_at`; False if `task_id` is already scheduled."""
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO scheduled (id, task, input, due_at, status, created_at) "
+            "VALUES (?, ?, ?, ?, 'pending', ?)",
+            (task_id, task, input_json, due_at, time.time()),
+        )
+        return cursor.rowcount == 1
+
+    def claim_due(self, now: float, limit: int) -> list[Scheduled]:
+        """Mark up to `limit` due tasks as running in this process, in one transaction.
+
+        A task left running by a process that died is due again (at-least-once
+        for a task that was running; a finished one never runs again).
+        """
+        me = os.getpid()
+        with self._transaction() as db:
+            stale = db.execute(
+                "SELECT id, owner_pid FROM scheduled WHERE status = 'running'"
+            ).fetchall()
+            for task_id, owner in stale:
+                if owner != me and (owner is None or not pid_alive(owner)):
+                    db.execute("UPDATE scheduled SET status = 'pending' WHERE id = ?", (task_id,))
+            ids = [
+                row[0]
+                for row in db.execute(
+                    "SELECT id FROM scheduled WHERE status = 'pending' AND due_at <= ? "
+                    "ORDER BY due_at, id LIMIT ?",
+                    (now, limit),
+                ).fetchall()
+            ]
+            db.executemany(
+                "UPDATE scheduled SET status = 'running', owner_pid = ?, "
+                "attempts = attempts + 1 WHERE id = ?",
+                [(me, task_id) for task_id in ids],
+            )
+            claimed = [self._scheduled(db, task_id) for task_id in ids]
+        return [found for found in claimed if found is not None]
+
+    def scheduled_finished(
+        self, task_id: str, status: str, result_json: str | None, error: str | None
+    ) -> None:
+        self._db.execute(
+            "UPDATE scheduled SET status = ?, result = ?, error = ?, finished_at = ? WHERE id = ?",
+            (status, result_json, error, time.time(), task_id),
+        )
+
+    def scheduled(self, limit: int = 100) -> list[Scheduled]:
+        """Scheduled tasks, soonest due first."""
+        ids = self._db.execute(
+            "SELECT id FROM scheduled ORDER BY due_at, id LIMIT ?", (limit,)
+        ).fetchall()
+        found = [self._scheduled(self._db, row[0]) for row in ids]
+        return [s for s in found if s is not None]
+
+    @staticmethod
+    def _scheduled(db: sqlite3.Connection, task_id: str) -> Scheduled | None:
+        row = db.execute(
+            "SELECT id, task, input, due_at, status, attempts, result, error, created_at, "
+            "finished_at FROM scheduled WHERE id = ?",
+            (task_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return Scheduled(
+            row[0],
+            row[1],
+            json.loads(row[2]),
+            row[3],
+            row[4],
+            row[5],
+            None if row[6] is None else json.loads(row[6]),
+            row[7],
+            row[8],
+            row[9],
         )
 
     # -- dead letters --------------------------------------------------------------------

@@ -25,6 +25,9 @@ BUILTINS: dict[str, str] = {
     "validate": "oneiric.actions.validate:validate",
     "transform": "oneiric.actions.transform:transform",
     "redact": "oneiric.actions.transform:redact",
+    "event.dispatch": "oneiric.actions.flow:dispatch",
+    "workflow.start": "oneiric.actions.flow:start",
+    "task.schedule": "oneiric.actions.flow:schedule",
 }
 
 

@@ -1,0 +1,60 @@
+"""What the flow actions (`event.dispatch`, `workflow.start`, `task.schedule`) act on.
+
+A workflow task or an action is called with its payload and config only; the
+flow actions also need the engine.  The process that hosts them (`oneiric
+workflow run|resume|serve`, `event emit|consume|replay`, `action invoke`,
+`task serve`) binds one `FlowContext` around the work with `bound(...)`;
+every task started inside (workflow nodes, handlers, actions) sees it through
+`current()`.  Outside such a host `current()` is None and the flow actions
+refuse with a clear error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from oneiric._flows.events import EventBus
+    from oneiric._flows.store import FlowStore
+    from oneiric._flows.workflows import Workflows
+    from oneiric._plan.model import Plan
+
+
+@dataclass(frozen=True)
+class FlowContext:
+    plan: Plan
+    store: FlowStore
+    workflows: Workflows
+    bus: EventBus
+
+
+_CURRENT: ContextVar[FlowContext | None] = ContextVar("oneiric_flow_context", default=None)
+
+
+@contextmanager
+def bound(context: FlowContext) -> Iterator[FlowContext]:
+    """Make `context` the current one for the code (and the tasks it starts) inside."""
+    token = _CURRENT.set(context)
+    try:
+        yield context
+    finally:
+        _CURRENT.reset(token)
+
+
+def current() -> FlowContext | None:
+    return _CURRENT.get()
+
+
+ACTIONS_MODULE = "oneiric.actions.flow"  # the flow actions' implementations
+
+
+def needs_engine(plan: Plan) -> bool:
+    """Whether a component of `plan` is a flow action (its host must run all tasks, handlers)."""
+    return any(
+        c.implementation is not None and c.implementation.module == ACTIONS_MODULE
+        for c in plan.components
+    )
