@@ -114,3 +114,17 @@ async def picky(event: Any, *, name: str, log: str, sleep_ms: int = 0) -> dict[s
         log, kind="end", name=name, event=event.id, payload=event.payload, attempt=event.attempt
     )
     return {"handled_by": name}
+
+
+async def emitting_app(supervisor: Any) -> None:
+    """`oneiric run --app`: emit on "t" once and on "u" twice through an event bus over
+    the running runtime's handlers; then record ("emitted") in WF_LOG."""
+    from oneiric._flows.events import EventBus
+    from oneiric._flows.store import FlowStore
+
+    runtime = supervisor.runtime
+    bus = EventBus(runtime.plan, runtime, FlowStore(supervisor.settings.state))
+    await bus.emit("t", {})
+    for _ in range(2):
+        await bus.emit("u", {})
+    _record(os.environ["WF_LOG"], kind="emitted")

@@ -47,6 +47,23 @@ DEFAULT_HANDLER_TIMEOUT_S = 30.0
 _MISSING = object()
 
 
+class DeliveryObserver:
+    """Told of this process's deliveries (`oneiric run --http` counts them); no-ops here.
+
+    Registered in `OBSERVERS`; with none registered a delivery pays one empty loop.
+    Called on the delivering task's thread; must not block or raise.
+    """
+
+    def retried(self, topic: str, handler: str) -> None:
+        """An attempt failed and another is scheduled."""
+
+    def delivered(self, topic: str, handler: str, outcome: Outcome) -> None:
+        """A delivery to one handler finished (delivered or dead-lettered)."""
+
+
+OBSERVERS: list[DeliveryObserver] = []
+
+
 class EventError(Exception):
     """The event cannot be delivered as asked (unknown topic, bad payload, unknown letter)."""
 
@@ -360,6 +377,8 @@ class EventBus:
                 span, key, event_id, topic, payload_json, headers, **options
             )
             span.set("oneiric.outcome", outcome.status)
+            for observer in OBSERVERS:
+                observer.delivered(topic, key, outcome)
             span.set("oneiric.attempts", outcome.attempts)
             if outcome.error:
                 span.fail(outcome.error)
@@ -438,6 +457,8 @@ class EventBus:
                     retry_in_s=delay,
                 )
                 span.event("retry", attempt=attempt, error=error, retry_in_s=delay)
+                for observer in OBSERVERS:
+                    observer.retried(topic, key)
                 await anyio.sleep(delay)
         error = error or f"its {attempts} attempt(s) were used up by consumers that stopped"
         if record is True:

@@ -28,9 +28,10 @@ import structlog
 import uvicorn
 from prometheus_client.exposition import choose_encoder
 
+from oneiric._flows import events
 from oneiric._lifecycle.supervisor import Supervisor
 from oneiric._ops import page
-from oneiric._ops.metrics import Metrics, readiness_problems
+from oneiric._ops.metrics import EventCounts, Metrics, readiness_problems
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -153,10 +154,16 @@ class _Server(uvicorn.Server):
 
 
 def service(sock: socket.socket) -> Callable[[Supervisor], Awaitable[None]]:
-    """A supervisor service serving the HTTP surface on the listening `sock`."""
+    """A supervisor service serving the HTTP surface on the listening `sock`.
+
+    Counts this process's event deliveries (the app's event buses) from now on, so
+    none made before the service task starts is missed.
+    """
+    counts = EventCounts()
+    events.OBSERVERS.append(counts)
 
     async def serve(supervisor: Supervisor) -> None:
-        metrics = Metrics(supervisor)
+        metrics = Metrics(supervisor, counts)
         supervisor.observers.append(metrics)
         config = uvicorn.Config(
             App(supervisor, metrics),
@@ -175,6 +182,7 @@ def service(sock: socket.socket) -> Callable[[Supervisor], Awaitable[None]]:
         try:
             await server.serve(sockets=[sock])
         finally:
+            events.OBSERVERS.remove(counts)
             server.should_exit = True
             with anyio.CancelScope(shield=True):
                 if server.started:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections import Counter as Tally
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from prometheus_client.core import (
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from oneiric._flows.events import DeliveryObserver, Outcome
 from oneiric._flows.store import FILENAME as FLOWS_DB
 from oneiric._lifecycle import snapshots
 from oneiric._lifecycle.supervisor import Observer
@@ -64,7 +66,7 @@ class SwapRecord:
 class Metrics(Observer):
     """The registry served at /metrics, and the supervisor observer that feeds it."""
 
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: Supervisor, events: EventCounts | None = None) -> None:
         self.supervisor = supervisor
         self.registry = CollectorRegistry(auto_describe=True)
         self.recent: deque[SwapRecord] = deque(maxlen=RECENT_SWAPS)
@@ -101,7 +103,8 @@ class Metrics(Observer):
             ["component", "outcome"],
             registry=self.registry,
         )
-        self.registry.register(_State(supervisor))
+        self.events = events or EventCounts()
+        self.registry.register(_State(supervisor, self.events))
         ProcessCollector(registry=self.registry)
 
     # -- Observer --------------------------------------------------------------
@@ -132,11 +135,26 @@ class Metrics(Observer):
         self.syncs.labels(outcome).inc()
 
 
+class EventCounts(DeliveryObserver):
+    """This process's event deliveries (an `EventBus` used by the app), by route (topic)."""
+
+    def __init__(self) -> None:
+        self.deliveries: Tally[tuple[str, str]] = Tally()
+        self.retries: Tally[str] = Tally()
+
+    def retried(self, topic: str, handler: str) -> None:
+        self.retries[topic] += 1
+
+    def delivered(self, topic: str, handler: str, outcome: Outcome) -> None:
+        self.deliveries[topic, outcome.status.replace("-", "_")] += 1
+
+
 class _State(Collector):
     """What is read at scrape time: the plan, the components, flows.db."""
 
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: Supervisor, events: EventCounts) -> None:
         self.supervisor = supervisor
+        self.events = events
 
     def describe(self) -> list[Metric]:
         return []  # families vary with the plan; collected on each scrape only
@@ -145,7 +163,7 @@ class _State(Collector):
         yield from self._plan()
         yield from self._components()
         yield from flow_metrics(self.supervisor.settings.state / FLOWS_DB)
-        yield from consumer_metrics(self.supervisor.settings.state / "consumers")
+        yield from event_metrics(self.supervisor.settings.state / "consumers", self.events)
 
     def _plan(self) -> Iterator[Metric]:
         supervisor = self.supervisor
@@ -249,17 +267,32 @@ def readiness_problems(supervisor: Supervisor) -> list[str]:
     return problems
 
 
-def consumer_metrics(directory: Path) -> Iterator[Metric]:
-    """Event consumers' counters (`oneiric event consume` writes STATE/consumers/NAME.json
-    every second), by consumer; a consumer's counters start again when it restarts."""
-    if not directory.is_dir():
-        return
-    label = ["consumer"]
+def event_metrics(directory: Path, local: EventCounts) -> Iterator[Metric]:
+    """Event deliveries made in this process, by route (topic) and outcome, with their
+    retries; and event consumers' counters (`oneiric event consume` writes
+    STATE/consumers/NAME.json every second), by consumer; a consumer's counters start
+    again when it restarts.  Both share `oneiric_event_deliveries_total`: samples with
+    `route` are this process's, samples with `consumer` a consumer's."""
     deliveries = CounterMetricFamily(
         "oneiric_event_deliveries",
-        "Events delivered from the broker, by consumer and outcome (delivered, dead_lettered).",
-        labels=["consumer", "outcome"],
+        "Events delivered, by outcome (delivered, dead_lettered) and route (in this "
+        "process) or consumer (from the broker).",
     )
+    retries = CounterMetricFamily(
+        "oneiric_event_retries",
+        "Failed delivery attempts retried in this process, by route.",
+        labels=["route"],
+    )
+    total = "oneiric_event_deliveries_total"
+    for (route, outcome), count in sorted(local.deliveries.items()):
+        deliveries.add_sample(total, {"route": route, "outcome": outcome}, count)
+    for route, count in sorted(local.retries.items()):
+        retries.add_metric([route], count)
+    yield retries
+    if not directory.is_dir():
+        yield deliveries
+        return
+    label = ["consumer"]
     claimed = CounterMetricFamily(
         "oneiric_event_claimed", "Deliveries reclaimed from stopped consumers.", labels=label
     )
@@ -274,8 +307,10 @@ def consumer_metrics(directory: Path) -> Iterator[Metric]:
         if not isinstance(data, dict) or not isinstance(data.get("broker"), dict):
             continue
         name, broker = str(data.get("consumer", path.stem)), data["broker"]
-        deliveries.add_metric([name, "delivered"], broker.get("delivered", 0))
-        deliveries.add_metric([name, "dead_lettered"], broker.get("dead_lettered", 0))
+        for outcome in ("delivered", "dead_lettered"):
+            deliveries.add_sample(
+                total, {"consumer": name, "outcome": outcome}, broker.get(outcome, 0)
+            )
         claimed.add_metric([name], broker.get("claimed", 0))
         reconnects.add_metric([name], broker.get("reconnects", 0))
         connected.add_metric([name], 1.0 if broker.get("connected") else 0.0)
