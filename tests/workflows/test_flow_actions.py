@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import wftasks
-from oneiric._flows.context import FlowContext, bound
+from oneiric._flows.context import FlowContext, at_node, bound
 from oneiric._flows.events import EventBus
 from oneiric._flows.host import activated
 from oneiric._flows.schedule import Scheduler
@@ -130,6 +130,27 @@ async def test_actions_as_actions(tmp_path: Path, wf_log: str) -> None:
     assert [e["input"] for e in calls(wf_log, "c")][-1] == {"id": 3}
 
 
+@pytest.mark.anyio
+async def test_a_node_run_again_starts_and_schedules_nothing_new(
+    tmp_path: Path, wf_log: str
+) -> None:
+    async def work() -> Any:
+        with at_node("r7", "later"):
+            first = await schedule({"id": 1}, {"a": {}}, task="c", delay=5)
+            again = await schedule({"id": 1}, {"a": {}}, task="c", delay=5)
+        with at_node("r7", "kick"):
+            run = await start({"id": 1}, {"a": {}}, workflow="child")
+            rerun = await start({"id": 1}, {"a": {}}, workflow="child")
+        return first, again, run, rerun
+
+    (first, again, run, rerun), store = await hosted(tmp_path, work)
+    assert (first["id"], first["scheduled"]) == ("r7-later", True)
+    assert (again["id"], again["scheduled"]) == ("r7-later", False)
+    assert run == rerun == {"run": "r7-kick", "workflow": "child"}
+    assert [r.id for r in store.runs()] == ["r7-kick"]
+    assert len(calls(wf_log, "c")) == 1
+
+
 def test_workflow_nodes_dispatch_start_and_schedule(tmp_path: Path) -> None:
     """`oneiric workflow run`: the nodes emit, start a run and schedule a task, for real."""
     _, plan = build_plan(tmp_path, STACK)
@@ -145,12 +166,15 @@ def test_workflow_nodes_dispatch_start_and_schedule(tmp_path: Path) -> None:
     (event,) = calls(log, "h", "end")
     assert event["payload"]["input"] == {"id": 7}
     assert event["payload"]["upstream"]["a"]["node"] == "a"
+    run_id = json.loads(done.stdout)["id"]
+    assert nodes["announce"]["result"]["event_id"] == f"{run_id}-announce"
     child = nodes["kick"]["result"]["run"]
+    assert child == f"{run_id}-kick"  # a node run again starts nothing new
     status = oneiric("workflow", "status", child, "--state", str(state), "--format", "json")
     assert json.loads(status.stdout)["status"] == "succeeded"  # finished before the exit
     listed = oneiric("task", "list", "--state", str(state), "--format", "json")
     (scheduled,) = json.loads(listed.stdout)["scheduled"]
-    assert scheduled["id"] == nodes["later"]["result"]["id"]
+    assert scheduled["id"] == nodes["later"]["result"]["id"] == f"{run_id}-later"
     assert (scheduled["task"], scheduled["status"]) == ("c", "pending")
     assert scheduled["input"]["input"] == {"id": 7}
 

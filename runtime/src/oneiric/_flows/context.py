@@ -49,6 +49,28 @@ def current() -> FlowContext | None:
     return _CURRENT.get()
 
 
+_NODE: ContextVar[tuple[str, str] | None] = ContextVar("oneiric_flow_node", default=None)
+
+
+@contextmanager
+def at_node(run_id: str, node: str) -> Iterator[None]:
+    """Mark the code inside as workflow node `node` of run `run_id` (see `node()`)."""
+    token = _NODE.set((run_id, node))
+    try:
+        yield
+    finally:
+        _NODE.reset(token)
+
+
+def node() -> tuple[str, str] | None:
+    """(run id, node name) of the workflow node running here, if any.
+
+    The flow actions derive their ids from it, so a node that runs again (a
+    retry, a resumed run) does not start or schedule the same thing twice.
+    """
+    return _NODE.get()
+
+
 ACTIONS_MODULE = "oneiric.actions.flow"  # the flow actions' implementations
 
 

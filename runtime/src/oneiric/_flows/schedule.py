@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 import structlog
 
+from oneiric._flows.context import at_node
 from oneiric._flows.store import FlowStore, Scheduled
 from oneiric._flows.workflows import attempt_node, to_json
 from oneiric._lifecycle.runtime import Runtime
@@ -94,16 +95,17 @@ class Scheduler:
             depends_on=[],
             span=component.span,
         )
-        outcome = await attempt_node(
-            self.runtime.handle(task_id),
-            node,
-            component,
-            to_json(due.input, "the task input"),
-            "{}",
-            limiter=limiter,
-            rng=self._rng,
-            log=self._log.bind(id=due.id, task=task_id),
-        )
+        with at_node(due.id, due.task):  # flow actions it calls: ids "ID-TASK"
+            outcome = await attempt_node(
+                self.runtime.handle(task_id),
+                node,
+                component,
+                to_json(due.input, "the task input"),
+                "{}",
+                limiter=limiter,
+                rng=self._rng,
+                log=self._log.bind(id=due.id, task=task_id),
+            )
         status = "succeeded" if outcome.ok else "failed"
         self.store.scheduled_finished(due.id, status, outcome.result_json, outcome.error)
         self._log.info("scheduled task finished", id=due.id, task=due.task, status=status)

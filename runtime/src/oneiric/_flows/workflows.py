@@ -40,6 +40,7 @@ import structlog
 from anyio.abc import TaskGroup
 
 from oneiric import _trace
+from oneiric._flows.context import at_node
 from oneiric._flows.host import lookup
 from oneiric._flows.store import FlowStore, LeaseLost, RunRecord, StoreError, StoreUnavailable
 from oneiric._lifecycle.runtime import Runtime, _is_async
@@ -420,17 +421,18 @@ class Workflows:
 
             task_id = f"task:{node.task}"
             component = self.plan.component(task_id)
-            outcome = await attempt_node(
-                self.runtime.handle(task_id),
-                node,
-                component,
-                run.input_json,
-                upstream_json,
-                limiter=self._limiter(node.task, component.concurrency if component else None),
-                rng=self._rng,
-                log=self._log.bind(run=run.id, node=node.name, task=task_id),
-                started=attempt_started,
-            )
+            with at_node(run.id, node.name):
+                outcome = await attempt_node(
+                    self.runtime.handle(task_id),
+                    node,
+                    component,
+                    run.input_json,
+                    upstream_json,
+                    limiter=self._limiter(node.task, component.concurrency if component else None),
+                    rng=self._rng,
+                    log=self._log.bind(run=run.id, node=node.name, task=task_id),
+                    started=attempt_started,
+                )
         if outcome.ok:
             assert outcome.result_json is not None
             run.results[node.name] = outcome.result_json

@@ -16,7 +16,10 @@ what to do; config gives defaults:
 As a workflow node (`task notify "dispatch" { impl "oneiric.actions.flow:dispatch";
 config { topic = "orders.done" } }`) the target comes from config and the
 event payload, the workflow's input or the task's input is
-{"input": the run's input, "upstream": the upstream results}.  Every check
+{"input": the run's input, "upstream": the upstream results}; the event id,
+the started run's id and the scheduled task's id are "RUN-NODE", so a node
+that runs again (a retry, a resumed run) starts or schedules nothing new
+(and handlers can tell a redelivered event).  Every check
 (known topic, workflow or task, JSON data, a valid delay) is made before
 anything is emitted, started or recorded.
 """
@@ -40,6 +43,13 @@ def _context(action: str) -> Any:
             "or `oneiric action invoke` with a plan)"
         )
     return context
+
+
+def _node_id() -> str | None:
+    from oneiric._flows.context import node
+
+    here = node()
+    return None if here is None else f"{here[0]}-{here[1]}"
 
 
 def _request(
@@ -78,7 +88,8 @@ async def dispatch(
     except Unknown as exc:
         raise ActionError(str(exc)) from None
     _json(body, "the event payload")
-    delivery = await context.bus.emit(name, body, merged)
+    event_id = _node_id() if upstream is not None else None
+    delivery = await context.bus.emit(name, body, merged, event_id=event_id)
     result: dict[str, Any] = delivery.as_json()
     return result
 
@@ -92,7 +103,7 @@ async def start(
 
     context = _context("workflow.start")
     name, body = _request(payload, upstream, "workflow", workflow, "input")
-    run_id = None if upstream is not None else require(payload, "run_id", str, None)
+    run_id = _node_id() if upstream is not None else require(payload, "run_id", str, None)
     try:
         run = await context.workflows.start(name, body, run_id=run_id, trigger="action")
     except (Unknown, WorkflowError) as exc:
@@ -116,7 +127,7 @@ async def schedule(
     name, body = _request(payload, upstream, "task", task, "input")
     default = None if delay is None else seconds(delay)
     if upstream is not None:
-        delay_s, task_id = default, None
+        delay_s, task_id = default, _node_id()
     else:
         delay_s = require(payload, "delay_s", (int, float), default)
         task_id = require(payload, "id", str, None)
