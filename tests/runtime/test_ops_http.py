@@ -71,7 +71,14 @@ def test_probes_metrics_status_and_a_swap(tmp_path: Path, running) -> None:  # t
             }
         )
     )
+    # what `oneiric remote-sync --watch` writes after each poll (security._write_sync_counts)
+    (run.state / "remote-sync.json").write_text(
+        json.dumps({"pid": 1, "source": "x", "written_at": 7.0, "counts": {"accepted": 3}})
+    )
     before = samples(url)
+    assert before[("oneiric_remote_syncs_total", (("outcome", "accepted"),))] == 3
+    assert before[("oneiric_remote_syncs_total", (("outcome", "error"),))] == 0
+    assert before[("oneiric_remote_sync_last_poll_timestamp_seconds", ())] == 7.0
     c1 = ("consumer", "c1")
     assert before[("oneiric_event_deliveries_total", (c1, ("outcome", "delivered")))] == 5
     assert before[("oneiric_event_deliveries_total", (c1, ("outcome", "dead_lettered")))] == 1

@@ -284,6 +284,21 @@ def test_remote_sync_watch_survives_bad_and_missing_manifests(
     assert child.returncode == 0
     stopped = json.loads(log.wait_for(lambda line: json.loads(line).get("event") == "stopped"))
     assert stopped["counts"]["accepted"] == 2
+    # the counts `oneiric run --http` on this state directory serves as metrics
+    from oneiric._ops.metrics import remote_sync_metrics
+
+    snapshot = json.loads((state / "remote-sync.json").read_bytes())
+    assert snapshot["counts"] == stopped["counts"]
+    samples = {
+        (s.name, tuple(s.labels.items())): s.value
+        for family in remote_sync_metrics(state / "remote-sync.json")
+        for s in family.samples
+    }
+    for outcome in ("accepted", "unchanged", "rejected", "error"):
+        key = ("oneiric_remote_syncs_total", (("outcome", outcome),))
+        assert samples[key] == stopped["counts"].get(outcome, 0)
+    last = samples[("oneiric_remote_sync_last_poll_timestamp_seconds", ())]
+    assert last == snapshot["written_at"] > 0
     assert b'"serial":6' in base64.b64decode(
         json.loads((state / "manifests" / "prod" / "manifest.dsse.json").read_bytes())["payload"]
     )

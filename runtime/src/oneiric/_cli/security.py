@@ -411,10 +411,28 @@ def _watch(
                 counts[synced.status] += 1
                 details = _summary(synced.accepted) if synced.accepted else {}
                 log.info("sync", status=synced.status, counts=dict(counts), **details)
+            _write_sync_counts(state, source, counts, log)
             if max_polls and polls >= max_polls:
                 break
             stop.wait(interval)
     log.info("stopped", polls=polls, counts=dict(counts))
+
+
+def _write_sync_counts(state: State, source: str, counts: Any, log: Any) -> None:
+    """STATE/remote-sync.json: the running counts by outcome, rewritten after every poll
+    (`oneiric run --http` on the same state directory serves them as metrics)."""
+    import os
+    import time
+
+    from oneiric._lifecycle.snapshots import REMOTE_SYNC, write_json
+
+    directory = state.root.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        snapshot = {"pid": os.getpid(), "source": source, "written_at": time.time()}
+        write_json(directory / REMOTE_SYNC, {**snapshot, "counts": dict(counts)})
+    except OSError as exc:  # never stops the loop
+        log.warning("cannot write the sync counts", error=str(exc))
 
 
 @click.group()

@@ -15,6 +15,8 @@ these and must start fast).
     last-good.json  {"serial", "source", "applied_at", "plan"}: the running
                  plan once it passed probation; a restart starts from it and
                  `oneiric explain` reads it.
+    remote-sync.json  {"pid", "source", "written_at", "counts"}: the polls of
+                 `oneiric remote-sync --watch` by outcome, rewritten after each.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from oneiric._delivery.store import atomic_write
 STATUS = "status.json"
 HEALTH = "health.json"
 LAST_GOOD = "last-good.json"
+REMOTE_SYNC = "remote-sync.json"
 STATE_ENV = "ONEIRIC_STATE"
 # A snapshot not rewritten for this long is from a dead or wedged runtime (it is
 # rewritten every second; the margin covers a loaded machine).

@@ -164,6 +164,7 @@ class _State(Collector):
         yield from self._components()
         yield from flow_metrics(self.supervisor.settings.state / FLOWS_DB)
         yield from event_metrics(self.supervisor.settings.state / "consumers", self.events)
+        yield from remote_sync_metrics(self.supervisor.settings.state / snapshots.REMOTE_SYNC)
 
     def _plan(self) -> Iterator[Metric]:
         supervisor = self.supervisor
@@ -315,6 +316,29 @@ def event_metrics(directory: Path, local: EventCounts) -> Iterator[Metric]:
         reconnects.add_metric([name], broker.get("reconnects", 0))
         connected.add_metric([name], 1.0 if broker.get("connected") else 0.0)
     yield from (deliveries, claimed, reconnects, connected)
+
+
+def remote_sync_metrics(path: Path) -> Iterator[Metric]:
+    """The polls of `oneiric remote-sync --watch` on this state directory, by outcome
+    (accepted, unchanged, rejected, error); they start again when it restarts."""
+    data = snapshots.read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("counts"), dict):
+        return
+    polls = CounterMetricFamily(
+        "oneiric_remote_syncs",
+        "Polls of `oneiric remote-sync --watch`, by outcome "
+        "(accepted, unchanged, rejected, error).",
+        labels=["outcome"],
+    )
+    for outcome in ("accepted", "unchanged", "rejected", "error"):
+        polls.add_metric([outcome], data["counts"].get(outcome, 0))
+    yield polls
+    last = GaugeMetricFamily(
+        "oneiric_remote_sync_last_poll_timestamp_seconds",
+        "When `oneiric remote-sync --watch` last polled (alert when it stops).",
+    )
+    last.add_metric([], data.get("written_at", 0))
+    yield last
 
 
 def flow_metrics(path: Any) -> Iterator[Metric]:
