@@ -255,3 +255,20 @@ async def test_an_event_starts_a_workflow_once(tmp_path: Path, wf_log: str) -> N
     assert record.trigger == "event:go:e1"
     (call,) = wftasks.calls(wf_log, "start")
     assert call["input"] == {"order": 1}
+
+
+@pytest.mark.anyio
+async def test_cancelling_an_emit_cancels_its_deliveries(tmp_path: Path, wf_log: str) -> None:
+    stack = "\n".join([handler("a", "t", hang=True), handler("b", "t", hang=True)])
+
+    async def work(bus: EventBus) -> float:
+        began = anyio.current_time()
+        with anyio.move_on_after(0.3) as scope:
+            await bus.emit("t", {"n": 1})
+        assert scope.cancelled_caught
+        return anyio.current_time() - began
+
+    # Cancelled with the caller's scope, long before the handler timeout; nothing dead-lettered.
+    assert await with_bus(tmp_path, stack, work, timeout_s=10.0) < 5.0
+    assert sorted(e["name"] for e in wftasks.calls(wf_log, "start")) == ["a", "b"]
+    assert FlowStore(tmp_path / "state").dead_letters() == []

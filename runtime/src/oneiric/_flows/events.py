@@ -24,12 +24,13 @@ exactly that, with `config { workflow = "NAME" }`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -305,6 +306,10 @@ class EventBus:
         started = time.time()
         if len(matched) == 1:  # the common case: no task group needed
             outcomes = [await self.deliver(matched[0], eid, topic, payload_json, header_map)]
+        elif _asyncio_loop() is not None:  # plain asyncio tasks cost a fraction of anyio's
+            outcomes = await _gather(
+                [self.deliver(key, eid, topic, payload_json, header_map) for key in matched]
+            )
         else:
             found: dict[str, Outcome] = {}
 
@@ -371,6 +376,10 @@ class EventBus:
         **options: Any,
     ) -> Outcome:
         """`_deliver` in a span, child of the event's W3C `traceparent` header if it has one."""
+        if not _trace.enabled():
+            return await self._deliver(
+                _NO_SPAN, key, event_id, topic, payload_json, headers, **options
+            )
         attributes = {"oneiric.topic": topic, "oneiric.handler": key, "oneiric.event": event_id}
         with _trace.span("oneiric.event.deliver", attributes, headers) as span:
             outcome = await self._deliver(
@@ -415,6 +424,7 @@ class EventBus:
         handle = self.runtime.handle(component.id)
         started = time.perf_counter()
         error = ""
+        native = _asyncio_loop() is not None
         emitted_at = time.time() if emitted_at is None else emitted_at
         attempt = done
         while attempt < attempts:
@@ -430,11 +440,21 @@ class EventBus:
                 attempt,
                 self.workflows,
             )
+            # On asyncio, `asyncio.timeout` bounds the attempt: one timer, no anyio cancel scope.
+            deadline = (
+                asyncio.timeout(self.handler_timeout_s)
+                if native
+                else anyio.move_on_after(self.handler_timeout_s)
+            )
             try:
                 async with limiter or _NO_LIMIT:
-                    with anyio.move_on_after(self.handler_timeout_s) as deadline:
-                        result = await _call(handle, event)
-                if not deadline.cancelled_caught:
+                    if isinstance(deadline, asyncio.Timeout):
+                        async with deadline:
+                            result = await _call(handle, event)
+                    else:
+                        with deadline:
+                            result = await _call(handle, event)
+                if not _expired(deadline):
                     return Outcome(
                         key,
                         "delivered",
@@ -444,7 +464,10 @@ class EventBus:
                     )
                 error = f"timed out after {self.handler_timeout_s:g}s"
             except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
+                if isinstance(exc, TimeoutError) and _expired(deadline):
+                    error = f"timed out after {self.handler_timeout_s:g}s"
+                else:
+                    error = f"{type(exc).__name__}: {exc}"
             if attempt < attempts:
                 delay = backoff_s(backoff_ms, attempt, self._rng)
                 self._log.warning(
@@ -495,10 +518,41 @@ class EventBus:
 
 
 _NO_LIMIT = contextlib.nullcontext()
+_NO_SPAN = _trace.Span()
+
+
+def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The running asyncio loop; None under another anyio backend (trio)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _expired(deadline: asyncio.Timeout | anyio.CancelScope) -> bool:
+    if isinstance(deadline, asyncio.Timeout):
+        return deadline.expired()
+    return deadline.cancelled_caught
+
+
+async def _gather(deliveries: list[Coroutine[Any, Any, Outcome]]) -> list[Outcome]:
+    """Run sibling deliveries as asyncio tasks, like a task group: all finish before this
+    returns, cancelling it cancels and awaits them all, and an error (a delivery itself
+    never raises for a handler's failure) comes out in an exception group."""
+    results = await asyncio.gather(*deliveries, return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        raise BaseExceptionGroup("unhandled errors in event delivery", errors)
+    return [r for r in results if not isinstance(r, BaseException)]
+
+
+_SCALARS = (str, int, float, bool)
 
 
 def _jsonable(value: Any) -> Any:
     """A handler's return value as JSON data (its repr when it is not)."""
+    if value is None or type(value) in _SCALARS:
+        return value
     try:
         json.dumps(value)
     except (TypeError, ValueError):
