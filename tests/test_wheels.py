@@ -132,15 +132,16 @@ def test_runtime_wheel_installs_and_imports_without_compiler_dependencies(
 
 def _stdlib_stacks(project: Path) -> None:
     """The demo stacks with every implementation in the standard library, one entry point,
-    and no capability bound to a protocol (the stand-ins keep none)."""
+    and no capability bound to a protocol (the stand-ins keep none).  The stand-in is
+    `argparse:Namespace`, whose `__init__(**kwargs)` takes any config."""
     shutil.copytree(ROOT / "stacks", project / "stacks")
     shutil.copy(ROOT / "oneiric.toml", project / "oneiric.toml")
     for path in (project / "stacks").glob("*.oneiric"):
-        text = re.sub(r'impl "shopdemo[^"]*"', 'impl "json:dumps"', path.read_text())
+        text = re.sub(r'impl "shopdemo[^"]*"', 'impl "argparse:Namespace"', path.read_text())
         text = re.sub(r"^ *capability .*\n", "", text, flags=re.MULTILINE)
         if path.name == "base.oneiric":
             text = text.replace(
-                'action compress "gzip" {\n    impl "json:dumps"',
+                'action compress "gzip" {\n    impl "argparse:Namespace"\n    config { level = 6 }',
                 'action compress "gzip" {\n    impl entrypoint "console_scripts" "oneiricc"',
             )
             assert "entrypoint" in text
@@ -199,14 +200,14 @@ def test_installed_compiler_builds_a_stack_outside_the_repository(
             python,
             "-c",
             "import json, importlib.util as u; print(json.dumps("
-            "[u.find_spec('json').origin, u.find_spec('oneiricc._cli.launcher').origin]))",
+            "[u.find_spec('argparse').origin, u.find_spec('oneiricc._cli.launcher').origin]))",
             cwd=tmp_path,
         )
     )
     prod = json.loads(plans["prod.plan.json"])
     pins = {c["id"]: c["pin"] for c in prod["components"] if c["pin"]}
-    stdlib_json, compiler_entry = (hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files)
-    assert pins["adapter:cache"]["sha256"] == stdlib_json
+    stdlib, compiler_entry = (hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files)
+    assert pins["adapter:cache"]["sha256"] == stdlib
     action = pins["action:compress"]
     assert (action["distribution"], action["file"]) == (
         "oneiric-compiler",

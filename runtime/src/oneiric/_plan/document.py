@@ -13,7 +13,7 @@ or `{}`), exactly as `Plan.model_dump(mode="json")` writes it.
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
+from typing import Literal, NotRequired, TypeAlias
 
 from typing_extensions import TypeAliasType, TypedDict
 
@@ -201,4 +201,5 @@ class Plan(TypedDict):
     activation_order: list[str]
     workflows: list[Workflow]
     routes: list[Route]
+    notifications: NotRequired[list[Notification]]  # absent when empty
     digest: str
