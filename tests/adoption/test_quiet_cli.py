@@ -59,6 +59,33 @@ def test_one_shot_commands_log_warnings_only_unless_verbose(project: Path) -> No
     assert any(line.startswith("{") for line in loud.stderr.splitlines())
 
 
+def test_run_logs_warnings_only_unless_verbose(project: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in {"LOG_LEVEL", "PYTHONPATH"}}
+    run = [sys.executable, "-m", "oneiric", "run", "--unsigned-plan", "golden/dev.plan.json"]
+    logged = {}
+    for flags in ((), ("-v",)):
+        proc = subprocess.Popen(
+            [*run, "--state", f"state{len(flags)}", *flags],
+            cwd=project,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status = cli("oneiric", "status", "--state", f"state{len(flags)}", cwd=project)
+            if status.returncode == 0 and " running" in status.stdout.splitlines()[0]:
+                break
+            time.sleep(0.1)
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 0, stderr
+        logged[flags] = [line for line in stderr.splitlines() if line.startswith("{")]
+    assert logged[()] == []
+    assert any("applied" in line for line in logged[("-v",)])
+
+
 def test_a_refused_plan_exits_1_from_every_command(project: Path) -> None:
     tasks = project / "src" / "myapp" / "tasks.py"
     tasks.write_text(tasks.read_text() + "\n# edited after the build\n")

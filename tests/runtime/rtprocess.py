@@ -69,6 +69,7 @@ class Running:
             cwd=ROOT,
             env={
                 **os.environ,
+                "LOG_LEVEL": "info",  # the tests wait for its lifecycle log lines
                 "PYTHONPATH": str(RUNTIME_TESTS),
                 "RT_EVENTS": str(self.events),
                 **(env or {}),

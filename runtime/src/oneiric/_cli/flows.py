@@ -26,7 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from oneiric._cli.runtime import FORMAT, MODULE_PATH, STATE, _duration_s, _emit, _fail
+from oneiric._cli.runtime import (
+    FORMAT,
+    MODULE_PATH,
+    STATE,
+    VERBOSE,
+    _duration_s,
+    _emit,
+    _fail,
+)
 from oneiric._lifecycle import snapshots
 from oneiric._text import plural
 
@@ -36,9 +44,6 @@ if TYPE_CHECKING:
     from oneiric._lifecycle.modulepath import Imports
     from oneiric._plan.model import Plan
 
-VERBOSE = click.option(
-    "--verbose", "-v", is_flag=True, help="Log from info level (default: warnings only)."
-)
 UNSIGNED = click.option(
     "--unsigned-plan",
     "unsigned",

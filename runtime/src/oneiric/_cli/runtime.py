@@ -36,6 +36,9 @@ STATE = click.option(
     default=None,
     help="State directory of the runtime (default: $ONEIRIC_STATE or ./.oneiric).",
 )
+VERBOSE = click.option(
+    "--verbose", "-v", is_flag=True, help="Log from info level (default: warnings only)."
+)
 MODULE_PATH = click.option(
     "--module-path",
     "module_path",
@@ -163,6 +166,7 @@ def _duration_s(text: str) -> float:
     "OTEL_EXPORTER_OTLP_ENDPOINT is set).  Needs oneiric-runtime[otel].",
 )
 @MODULE_PATH
+@VERBOSE
 def run(
     manifest: str | None,
     trust: str | None,
@@ -178,9 +182,13 @@ def run(
     otel: bool,
     alerts_file: str | None,
     module_path: tuple[str, ...],
+    verbose: bool,
     extra_services: list[Any] | None = None,
 ) -> None:
     """Run a verified plan and apply new plans live until SIGTERM/SIGINT.
+
+    Logs warnings only unless -v (or LOG_LEVEL): a service's deployment sets
+    LOG_LEVEL=info (the Dockerfile and the systemd unit do).
 
     Env: LOG_LEVEL, ONEIRIC_PROFILE (overrides the plan's profile; under serverless:
     no watchers, and with $PORT set and no --http the HTTP surface listens on
@@ -209,7 +217,7 @@ def run(
     from oneiric._lifecycle.supervisor import PROFILE_ENV, Settings, StartError, Supervisor
 
     try:
-        logs.configure(tracing=otel)
+        logs.configure("info" if verbose else "warning", tracing=otel)
     except ValueError as exc:
         _fail("text", str(exc))
     source: Source

@@ -377,9 +377,12 @@ class EventBus:
     ) -> Outcome:
         """`_deliver` in a span, child of the event's W3C `traceparent` header if it has one."""
         if not _trace.enabled():
-            return await self._deliver(
+            outcome = await self._deliver(
                 _NO_SPAN, key, event_id, topic, payload_json, headers, **options
             )
+            for observer in OBSERVERS:
+                observer.delivered(topic, key, outcome)
+            return outcome
         attributes = {"oneiric.topic": topic, "oneiric.handler": key, "oneiric.event": event_id}
         with _trace.span("oneiric.event.deliver", attributes, headers) as span:
             outcome = await self._deliver(
