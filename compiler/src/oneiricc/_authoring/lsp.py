@@ -19,7 +19,6 @@ import gc
 import posixpath
 import re
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +37,8 @@ from oneiricc._build.project import Project, ProjectError, find_root, load_proje
 from oneiricc._language import nodes as n
 from oneiricc._language.diagnostics import CompileError, Diagnostic, Severity
 from oneiricc._language.formatter import FormatterBug, concrete_tree, format_source
-from oneiricc._language.parser import grammar_text
+from oneiricc._language.parser import keywords
 from oneiricc._version import installed_version
-
-
-@cache
-def keywords() -> tuple[str, ...]:
-    """Every keyword of the grammar (its word-like string literals)."""
-    code = "\n".join(line.split("//")[0] for line in grammar_text().splitlines())
-    return tuple(sorted(set(re.findall(r'"([a-z]+)"', code))))
 
 
 @dataclass(frozen=True, slots=True)

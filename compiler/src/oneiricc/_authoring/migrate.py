@@ -30,45 +30,13 @@ from typing import Any
 
 from oneiric._text import plural
 
+from oneiricc._language.parser import keywords
+
 DOMAINS = ("adapter", "service", "task", "event", "workflow", "action")
 SECTIONS = {f"{domain}s": domain for domain in DOMAINS}  # settings sections, by name
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(-[A-Za-z0-9_]+)*\Z")
-RESERVED = frozenset(
-    [
-        "select",
-        "impl",
-        "priority",
-        "provides",
-        "requires",
-        "config",
-        "health",
-        "activate",
-        "drain",
-        "on",
-        "where",
-        "fanout",
-        "retry",
-        "concurrency",
-        "node",
-        "task",
-        "timeout",
-        "every",
-        "backoff",
-        "entrypoint",
-        "target",
-        "layers",
-        "profile",
-        "true",
-        "false",
-        "not",
-        "in",
-        "or",
-        "and",
-        "stack",
-        "import",
-        "oneiric",
-    ]
-)
+# Words a bare name may not be: the grammar's keywords (names are quoted otherwise).
+RESERVED = frozenset(keywords())
 _ENTRY_FIELDS = frozenset({"domain", "key", "provider", "factory", "priority", "stack_level"})
 _NOT_CARRIED = {
     "uri": "artifacts are not fetched at run time here: install the package where "

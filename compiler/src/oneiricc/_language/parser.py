@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import replace
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,13 @@ GRAMMAR_FILE = os.path.join(os.path.dirname(__file__), "oneiric.lark")
 def grammar_text() -> str:
     with open(GRAMMAR_FILE, encoding="utf-8") as file:
         return file.read()
+
+
+@cache
+def keywords() -> tuple[str, ...]:
+    """Every keyword of the grammar (its word-like string literals)."""
+    code = "\n".join(line.split("//")[0] for line in grammar_text().splitlines())
+    return tuple(sorted(set(re.findall(r'"([a-z]+)"', code))))
 
 
 _new_tuple = tuple.__new__
