@@ -979,6 +979,7 @@ def task() -> None:
 @UNSIGNED
 @STATE
 @MODULE_PATH
+@STORE
 @VERBOSE
 @FORMAT
 def task_serve(
@@ -991,12 +992,12 @@ def task_serve(
 ) -> None:
     """Run scheduled tasks as they fall due, until SIGTERM/SIGINT.
 
-    The schedule is STATE/flows.db: tasks scheduled before a restart run after
-    it; a task that was running when this process died runs again.
+    The schedule is the flow store (STATE/flows.db, or --store shared by
+    several `task serve`s, each task claimed by one): tasks scheduled before a
+    restart run after it; a task that was running when its runtime died runs
+    again.
     """
     plan, store = _setup(fmt, unsigned, state, lambda plan: None)
-    if store.remote:
-        _fail(fmt, "task serve runs the local flow store's tasks (STATE/flows.db), not --store")
     every = _duration_s(poll)
     imports = _imports()
 
@@ -1027,6 +1028,7 @@ def task_serve(
 @task.command("list")
 @click.option("--limit", default=100, show_default=True)
 @STATE
+@STORE
 @FORMAT
 def task_list(limit: int, state: str | None, fmt: str) -> None:
     """Scheduled tasks, soonest due first, with their state."""

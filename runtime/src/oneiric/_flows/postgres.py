@@ -13,7 +13,10 @@ expired another runtime `adopt`s the run (`FOR UPDATE SKIP LOCKED`: one
 taker), resets the nodes that had not succeeded to pending and runs them.
 Checkpoints are written only while the writer owns the run (`LeaseLost`
 otherwise), so a runtime that lost its lease never overwrites the new
-owner's records, and a succeeded node is never run again.
+owner's records, and a succeeded node is never run again.  Scheduled tasks
+(`task.schedule`, schema version 2) are claimed the same way: a claim is a
+lease renewed by the claimer, taken by one other runtime once it expired,
+and only the claim's holder records the outcome.
 
 The schema is created and migrated by the runtime: `oneiric.schema_version`
 holds the version; each migration runs once, in a transaction, under an
@@ -37,7 +40,16 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from oneiric._flows.store import FlowStore, LeaseLost, RunRecord, StoreError, StoreUnavailable
+from oneiric._flows.store import (
+    SCHEDULED_COLUMNS,
+    FlowStore,
+    LeaseLost,
+    RunRecord,
+    Scheduled,
+    StoreError,
+    StoreUnavailable,
+    scheduled_row,
+)
 
 T = TypeVar("T")
 DEFAULT_LEASE_S = 15.0
@@ -94,6 +106,26 @@ MIGRATIONS: list[str] = [
         replays INTEGER NOT NULL DEFAULT 0,
         resolved_at DOUBLE PRECISION
     );
+    """,
+    # 2: scheduled tasks (`task.schedule`), claimed through a lease like runs.
+    """
+    CREATE TABLE scheduled (
+        id TEXT PRIMARY KEY,
+        task TEXT NOT NULL,
+        input TEXT NOT NULL,
+        due_at DOUBLE PRECISION NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'succeeded', 'failed')),
+        owner_pid INTEGER,
+        owner TEXT,
+        lease_until DOUBLE PRECISION,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        result TEXT,
+        error TEXT,
+        created_at DOUBLE PRECISION NOT NULL,
+        finished_at DOUBLE PRECISION
+    );
+    CREATE INDEX scheduled_by_due ON scheduled (due_at) WHERE status = 'pending';
+    CREATE INDEX scheduled_by_lease ON scheduled (lease_until) WHERE status = 'running';
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -387,13 +419,17 @@ class PostgresFlowStore(FlowStore):
         return self._call(adopt)
 
     def renew(self, run_ids: Iterable[str]) -> set[str]:
-        wanted = sorted(set(run_ids))
+        return self._renew("runs", run_ids)
+
+    def _renew(self, table: str, ids: Iterable[str]) -> set[str]:
+        """Extend this runtime's leases on rows of `table` (runs, scheduled): the ids it lost."""
+        wanted = sorted(set(ids))
         if not wanted:
             return set()
 
         def renew() -> set[str]:
             kept = self._db.execute(
-                f"UPDATE runs SET lease_until = {NOW} + ? "
+                f"UPDATE {table} SET lease_until = {NOW} + ? "
                 "WHERE id = ANY(?) AND owner = ? AND status = 'running' RETURNING id",
                 (self.lease_s, wanted, self.owner),
             ).fetchall()
@@ -402,11 +438,15 @@ class PostgresFlowStore(FlowStore):
         return self._call(renew)
 
     def release(self, run_ids: Iterable[str]) -> None:
-        wanted = sorted(set(run_ids))
+        self._release("runs", run_ids)
+
+    def _release(self, table: str, ids: Iterable[str]) -> None:
+        """End this runtime's leases on rows of `table` now: another runtime takes them."""
+        wanted = sorted(set(ids))
         if wanted:
             self._call(
                 lambda: self._db.execute(
-                    f"UPDATE runs SET lease_until = {NOW} "
+                    f"UPDATE {table} SET lease_until = {NOW} "
                     "WHERE id = ANY(?) AND owner = ? AND status = 'running'",
                     (wanted, self.owner),
                 )
@@ -504,6 +544,58 @@ class PostgresFlowStore(FlowStore):
 
     def runs(self, limit: int = 50, workflow: str | None = None) -> list[RunRecord]:
         return self._call(lambda: super(PostgresFlowStore, self).runs(limit, workflow))
+
+    # -- scheduled tasks ---------------------------------------------------------------
+    def schedule(self, task_id: str, task: str, input_json: str, due_at: float) -> bool:
+        return self._call(
+            lambda: super(PostgresFlowStore, self).schedule(task_id, task, input_json, due_at)
+        )
+
+    def claim_due(self, now: float, limit: int) -> list[Scheduled]:
+        """Claim up to `limit` due tasks, or tasks whose claimer's lease expired (one taker each).
+
+        `due_at` is compared with `now` (the caller's clock, as `schedule` used
+        it); leases with the database's clock.
+        """
+
+        def claim() -> list[Scheduled]:
+            rows = self._db.execute(
+                "UPDATE scheduled SET status = 'running', owner = ?, owner_pid = ?, "
+                f"lease_until = {NOW} + ?, attempts = attempts + 1 "
+                "WHERE id IN (SELECT id FROM scheduled "
+                "WHERE (status = 'pending' AND due_at <= ?) "
+                f"OR (status = 'running' AND lease_until < {NOW}) "
+                "ORDER BY due_at, id LIMIT ? FOR UPDATE SKIP LOCKED) "
+                f"RETURNING {SCHEDULED_COLUMNS}",
+                (self.owner, os.getpid(), self.lease_s, now, limit),
+            ).fetchall()
+            return sorted(map(scheduled_row, rows), key=lambda s: (s.due_at, s.id))
+
+        return self._call(claim)
+
+    def renew_scheduled(self, task_ids: Iterable[str]) -> set[str]:
+        return self._renew("scheduled", task_ids)
+
+    def scheduled_finished(
+        self, task_id: str, status: str, result_json: str | None, error: str | None
+    ) -> bool:
+        """The outcome, written only while this runtime holds the claim."""
+
+        def finished() -> bool:
+            rows = self._db.execute(
+                "UPDATE scheduled SET status = ?, result = ?, error = ?, finished_at = ?, "
+                "lease_until = NULL WHERE id = ? AND status = 'running' AND owner = ?",
+                (status, result_json, error, time.time(), task_id, self.owner),
+            )
+            return bool(rows.rowcount == 1)
+
+        return self._call(finished)
+
+    def release_scheduled(self, task_ids: Iterable[str]) -> None:
+        self._release("scheduled", task_ids)
+
+    def scheduled(self, limit: int = 100) -> list[Scheduled]:
+        return self._call(lambda: super(PostgresFlowStore, self).scheduled(limit))
 
     # -- dead letters ----------------------------------------------------------------------
     def add_dead_letter(

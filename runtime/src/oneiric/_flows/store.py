@@ -454,11 +454,11 @@ class FlowStore:
     def schedule(self, task_id: str, task: str, input_json: str, due_at: float) -> bool:
         """Record a task to run at `due_at`; False if `task_id` is already scheduled."""
         cursor = self._db.execute(
-            "INSERT OR IGNORE INTO scheduled (id, task, input, due_at, status, created_at) "
-            "VALUES (?, ?, ?, ?, 'pending', ?)",
+            "INSERT INTO scheduled (id, task, input, due_at, status, created_at) "
+            "VALUES (?, ?, ?, ?, 'pending', ?) ON CONFLICT (id) DO NOTHING",
             (task_id, task, input_json, due_at, time.time()),
         )
-        return cursor.rowcount == 1
+        return bool(cursor.rowcount == 1)
 
     def claim_due(self, now: float, limit: int) -> list[Scheduled]:
         """Mark up to `limit` due tasks as running in this process, in one transaction.
@@ -474,59 +474,43 @@ class FlowStore:
             for task_id, owner in stale:
                 if owner != me and (owner is None or not pid_alive(owner)):
                     db.execute("UPDATE scheduled SET status = 'pending' WHERE id = ?", (task_id,))
-            ids = [
-                row[0]
-                for row in db.execute(
-                    "SELECT id FROM scheduled WHERE status = 'pending' AND due_at <= ? "
-                    "ORDER BY due_at, id LIMIT ?",
-                    (now, limit),
-                ).fetchall()
-            ]
-            db.executemany(
-                "UPDATE scheduled SET status = 'running', owner_pid = ?, "
-                "attempts = attempts + 1 WHERE id = ?",
-                [(me, task_id) for task_id in ids],
-            )
-            claimed = [self._scheduled(db, task_id) for task_id in ids]
-        return [found for found in claimed if found is not None]
+            rows = db.execute(
+                "UPDATE scheduled SET status = 'running', owner_pid = ?, attempts = attempts + 1 "
+                "WHERE id IN (SELECT id FROM scheduled WHERE status = 'pending' AND due_at <= ? "
+                f"ORDER BY due_at, id LIMIT ?) RETURNING {SCHEDULED_COLUMNS}",
+                (me, now, limit),
+            ).fetchall()
+        return sorted(map(scheduled_row, rows), key=lambda s: (s.due_at, s.id))
+
+    def renew_scheduled(self, task_ids: Iterable[str]) -> set[str]:
+        """Extend the claims on running tasks; those lost (none: no leases here, see claim_due)."""
+        return set()
 
     def scheduled_finished(
         self, task_id: str, status: str, result_json: str | None, error: str | None
-    ) -> None:
-        self._db.execute(
-            "UPDATE scheduled SET status = ?, result = ?, error = ?, finished_at = ? WHERE id = ?",
-            (status, result_json, error, time.time(), task_id),
+    ) -> bool:
+        """Record a claimed task's outcome; False if this process no longer holds its claim."""
+        cursor = self._db.execute(
+            "UPDATE scheduled SET status = ?, result = ?, error = ?, finished_at = ? "
+            "WHERE id = ? AND status = 'running' AND owner_pid = ?",
+            (status, result_json, error, time.time(), task_id, os.getpid()),
+        )
+        return bool(cursor.rowcount == 1)
+
+    def release_scheduled(self, task_ids: Iterable[str]) -> None:
+        """Give back claimed tasks cut short here (due again at once, for any process)."""
+        self._db.executemany(
+            "UPDATE scheduled SET status = 'pending' "
+            "WHERE id = ? AND status = 'running' AND owner_pid = ?",
+            [(task_id, os.getpid()) for task_id in task_ids],
         )
 
     def scheduled(self, limit: int = 100) -> list[Scheduled]:
         """Scheduled tasks, soonest due first."""
-        ids = self._db.execute(
-            "SELECT id FROM scheduled ORDER BY due_at, id LIMIT ?", (limit,)
+        rows = self._db.execute(
+            f"SELECT {SCHEDULED_COLUMNS} FROM scheduled ORDER BY due_at, id LIMIT ?", (limit,)
         ).fetchall()
-        found = [self._scheduled(self._db, row[0]) for row in ids]
-        return [s for s in found if s is not None]
-
-    @staticmethod
-    def _scheduled(db: sqlite3.Connection, task_id: str) -> Scheduled | None:
-        row = db.execute(
-            "SELECT id, task, input, due_at, status, attempts, result, error, created_at, "
-            "finished_at FROM scheduled WHERE id = ?",
-            (task_id,),
-        ).fetchone()
-        if row is None:
-            return None
-        return Scheduled(
-            row[0],
-            row[1],
-            json.loads(row[2]),
-            row[3],
-            row[4],
-            row[5],
-            None if row[6] is None else json.loads(row[6]),
-            row[7],
-            row[8],
-            row[9],
-        )
+        return [scheduled_row(row) for row in rows]
 
     # -- dead letters --------------------------------------------------------------------
     def add_dead_letter(
@@ -588,6 +572,27 @@ class FlowStore:
                     "attempts = attempts + ? WHERE id = ?",
                     (error, attempts, letter_id),
                 )
+
+
+SCHEDULED_COLUMNS = (
+    "id, task, input, due_at, status, attempts, result, error, created_at, finished_at"
+)
+
+
+def scheduled_row(row: tuple[Any, ...]) -> Scheduled:
+    """A `Scheduled` from a row of `SCHEDULED_COLUMNS` (SQLite or PostgreSQL)."""
+    return Scheduled(
+        row[0],
+        row[1],
+        json.loads(row[2]),
+        row[3],
+        row[4],
+        row[5],
+        None if row[6] is None else json.loads(row[6]),
+        row[7],
+        row[8],
+        row[9],
+    )
 
 
 def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:

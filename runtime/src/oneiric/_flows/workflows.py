@@ -78,6 +78,13 @@ def to_json(value: Any, what: str) -> str:
         raise WorkflowError(f"{what} is not JSON data: {exc}") from None
 
 
+async def store_io(store: FlowStore, call: Callable[..., T], *args: Any) -> T:
+    """A store call: in a worker thread when the store is remote (it may wait and retry)."""
+    if not store.remote:
+        return call(*args)
+    return await anyio.to_thread.run_sync(functools.partial(call, *args))
+
+
 def find(plan: Plan, name: str) -> Workflow:
     """The plan's workflow `name`; `flowhost.Unknown` naming the known ones otherwise."""
     return lookup({w.key: w for w in plan.workflows}, name, "workflow")
@@ -293,10 +300,7 @@ class Workflows:
                 )
 
     async def _io(self, call: Callable[..., T], *args: Any) -> T:
-        """A store call: in a worker thread when the store is remote (it may wait and retry)."""
-        if not self.store.remote:
-            return call(*args)
-        return await anyio.to_thread.run_sync(functools.partial(call, *args))
+        return await store_io(self.store, call, *args)
 
     async def _create(self, name: str, input: Any, run_id: str | None, trigger: str) -> _Run | None:
         workflow = self.workflow(name)

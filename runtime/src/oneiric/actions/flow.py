@@ -10,7 +10,7 @@ what to do; config gives defaults:
 - `workflow.start` {"workflow", "input", "run_id"} → {"run", "workflow"} (the
   run goes on in the background; an existing `run_id` starts nothing new);
 - `task.schedule` {"task", "input", "delay_s", "id"} → {"id", "task", "due_at",
-  "scheduled"} (recorded in flows.db; `oneiric task serve` runs it when due,
+  "scheduled"} (recorded in the flow store; `oneiric task serve` runs it when due,
   even after a restart; an existing `id` schedules nothing new).
 
 As a workflow node (`task notify "dispatch" { impl "oneiric.actions.flow:dispatch";
@@ -118,10 +118,10 @@ async def schedule(
     task: str | None = None,
     delay: timedelta | float | None = None,
 ) -> dict[str, Any]:
-    """`task.schedule`: record `task` to run after a delay (durable, in flows.db)."""
+    """`task.schedule`: record `task` to run after a delay (durable, in the flow store)."""
     from oneiric._flows.schedule import ScheduleError
     from oneiric._flows.schedule import schedule as record
-    from oneiric._flows.workflows import WorkflowError
+    from oneiric._flows.workflows import WorkflowError, store_io
 
     context = _context("task.schedule")
     name, body = _request(payload, upstream, "task", task, "input")
@@ -136,7 +136,9 @@ async def schedule(
     if not math.isfinite(delay_s) or delay_s < 0:
         raise ActionError(f"delay_s must be a finite number of seconds >= 0, not {delay_s}")
     try:
-        tid, due, new = record(context.plan, context.store, name, body, float(delay_s), task_id)
+        tid, due, new = await store_io(
+            context.store, record, context.plan, context.store, name, body, float(delay_s), task_id
+        )
     except (ScheduleError, WorkflowError) as exc:
         raise ActionError(str(exc)) from None
     return {"id": tid, "task": name, "due_at": due, "scheduled": new}
