@@ -328,7 +328,10 @@ DEMO_EDITS = [
     ("stacks/base.oneiric", "provides read, write", "provides read"),  # an error: E0501
     ("stacks/base.oneiric", "provides read\n", "provides read, write\n"),
     ("stacks/prod.oneiric", "# no selection", 'select adapter cache = "nope"'),  # E0203
+    # beside it, what the planner checks: E0105, then alone (a plan that fails)
+    ("stacks/shop.oneiric", '{ impl "shopdemo.tasks:archive_order" }', "{ priority 1 }"),
     ("stacks/prod.oneiric", 'select adapter cache = "nope"', 'select adapter cache = "redis"'),
+    ("stacks/shop.oneiric", "{ priority 1 }", '{ impl "shopdemo.tasks:archive_order" }'),
     ("stacks/base.oneiric", "priority 5\n", "priority 50\n"),
     ("mods/localimpl.py", "return 1", "return 2"),  # its pin changes, not its decision
     ("stacks/shop.oneiric", "reserve -> notify", "reserve -> notify -> archive"),  # a workflow
@@ -392,7 +395,7 @@ def test_warm_state_gives_the_plans_of_a_build_without_any_cache(
         warm.next_build()
     assert len(warm.files) == 3
     if not strict:  # only the two errors made no plans (strict: the demo's tie is an error)
-        assert planned == [True] * 6 + [False, True, False, True, True, True, True, True]
+        assert planned == [True] * 6 + [False, True, False, False, False] + [True] * 5
     # The memos are used (strict: the demo's tie is an error, so there is no plan to reuse).
     assert decisions_reused > 0
     assert (components_reused > 0 and workflows_reused > 0) or strict

@@ -224,6 +224,69 @@ target dev { layers app }
     ]
 
 
+def test_what_the_planner_checks_is_reported_beside_resolution_errors(tmp_path: Path) -> None:
+    """A component without implementation, an event without topic and subscriptions that
+    disagree on fan-out (the planner's checks) are reported with a selection typo of the
+    same target, which makes no plan."""
+    app = """oneiric 1
+
+stack app {
+  adapter cache "memory" { impl "argparse:Namespace" }
+  task job "default" { priority 3 }
+  event audit "default" { impl "json:loads" }
+  event first "default" { impl "json:loads" on "orders" fanout exclusive }
+  event second "default" { impl "json:loads" on "orders" }
+  select adapter cache = "memroy"
+}
+
+target dev { layers app }
+"""
+    root = write_project(tmp_path, {"stacks/app.oneiric": app})
+    assert _codes_at(root) == [
+        ("E0105", "stacks/app.oneiric", 5),
+        ("E0107", "stacks/app.oneiric", 6),
+        ("E0107", "stacks/app.oneiric", 7),
+        ("E0203", "stacks/app.oneiric", 9),
+    ]
+    served = compile_at(root, use_cache=True)  # the incremental build reports the same
+    assert [(d.code, d.pos.line if d.pos else 0) for d in served.diagnostics] == [
+        (code, line) for code, _, line in _codes_at(root)
+    ]
+
+
+def test_what_a_missing_layer_or_skipped_refinement_could_give_is_not_asked_for(
+    tmp_path: Path,
+) -> None:
+    """A task whose implementation, an event whose topic, a factory whose required config a
+    later layer gives: when that layer is unknown, or its refinement did not parse, no
+    E0105, E0107 or E0703 restates that error."""
+    base = """oneiric 1
+
+stack base {
+  task job "default" { priority 3 }
+  event audit "default" { impl "json:loads" }
+  adapter point "tuple" { impl "collections:namedtuple"; config { typename = "Point" } }
+}
+"""
+    app = """oneiric 1
+import "base.oneiric"
+
+stack app {
+  task job "default" { impl "json:loads" retry }
+  event audit "default" { on "orders" }
+  adapter point "tuple" { config { field_names = "x y" } }
+}
+
+target dev { layers base, app }
+target prod { layers base, apps }
+"""
+    root = write_project(tmp_path, {"stacks/base.oneiric": base, "stacks/app.oneiric": app})
+    assert _codes_at(root) == [
+        ("E0001", "stacks/app.oneiric", 5),
+        ("E0201", "stacks/app.oneiric", 11),
+    ]
+
+
 def test_four_mistakes_across_two_files(tmp_path: Path) -> None:
     """An unknown field, an unterminated string, a missing module, a selection typo."""
     base = """oneiric 1
@@ -311,6 +374,7 @@ stack s{index} {{
     requires adapter cache{index} (write)
   }}
   task job{index} "default" {{ impl "json:loads" }}
+  event seen{index} "default" {{ impl "json:loads" on "orders.created" }}
   select adapter cache{index} = "memory"
 }}
 """
@@ -329,6 +393,9 @@ KINDS = [
     ("    config { ttl = 5m }", "    config { ttl = 5parsecs }", "E0401"),
     ('= "memory"', '= "memroy"', "E0203"),
     ('"json:loads" }', '"json:loads" priority }', "E0001"),
+    # found by the planner: reported beside resolution errors of other files
+    ('{ impl "json:loads" }', "{ priority 1 }", "E0105"),
+    ('on "orders.created"', "priority 1", "E0107"),
 ]
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import ast
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,7 @@ from oneiricc._build.pins import PinError, Pinner
 from oneiricc._language.diagnostics import Diagnostic, did_you_mean
 
 if TYPE_CHECKING:
-    from oneiricc._build.resolver import Candidate, Resolution
+    from oneiricc._build.resolver import Candidate, Key, Resolution
 
 # How many positional arguments the runtime passes to a callable of each domain
 # (the rest of its parameters are what config binds): `task(input, upstream)`,
@@ -786,10 +786,15 @@ def read_file(path: str) -> ModuleFacts:
 
 
 def check_target(
-    resolution: Resolution, pinner: Pinner, reader: Reader
+    resolution: Resolution,
+    pinner: Pinner,
+    reader: Reader,
+    settled: Callable[[Key], bool] = lambda key: True,
 ) -> tuple[list[Diagnostic], dict[str, Contract]]:
     """Check every winner's implementation and config (see the module docstring); those
-    that cannot be pinned are left to the planner, which reports them."""
+    that cannot be pinned are left to the planner, which reports them.  `settled`: see
+    `planner.check_winners` (a required parameter is not asked for of a winner that is
+    not: the layer that sets it may be the one missing)."""
     diagnostics: list[Diagnostic] = []
     contracts: dict[str, Contract] = {}
     for key, decision in resolution.decisions.items():
@@ -806,7 +811,9 @@ def check_target(
                 module, attr = found.module, found.attr
         except PinError:
             continue
-        contracts[f"{key[0]}:{key[1]}"] = _check(cand, impl, module, attr, pinner, reader, diagnostics)
+        contracts[f"{key[0]}:{key[1]}"] = _check(
+            cand, impl, module, attr, pinner, reader, diagnostics, settled(key)
+        )
     return diagnostics, contracts
 
 
@@ -818,6 +825,7 @@ def _check(
     pinner: Pinner,
     reader: Reader,
     diagnostics: list[Diagnostic],
+    settled: bool,
 ) -> Contract:
     source = pinner.source_of(module)
     pin = pinner.pin_module(module)
@@ -853,7 +861,7 @@ def _check(
     definition = facts.definitions[name]
     if isinstance(definition, Opaque):
         return Contract(False, definition.reason)
-    return _check_config(cand, f"{module}:{attr}", definition, diagnostics)
+    return _check_config(cand, f"{module}:{attr}", definition, diagnostics, settled)
 
 
 def _submodule(init: str, name: str) -> bool:
@@ -884,7 +892,11 @@ def settable(signature: Signature, domain: str) -> dict[str, Param]:
 
 
 def _check_config(
-    cand: Candidate, shown: str, signature: Signature, diagnostics: list[Diagnostic]
+    cand: Candidate,
+    shown: str,
+    signature: Signature,
+    diagnostics: list[Diagnostic],
+    settled: bool,
 ) -> Contract:
     params = settable(signature, cand.domain)
     config: dict[str, Any] = cand.fields.get("config", {})
@@ -935,7 +947,7 @@ def _check_config(
                 )
             )
     for name, param in params.items():
-        if param.required and name not in config:
+        if param.required and name not in config and settled:
             place = cand.field_places.get("config", cand.place)
             expected = f" ({param.annotation})" if param.annotation else ""
             diagnostics.append(

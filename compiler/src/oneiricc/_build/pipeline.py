@@ -21,7 +21,7 @@ for them.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,9 +32,9 @@ from oneiricc._build import capabilities, plugins
 from oneiricc._build.checker import Program, check
 from oneiricc._build.loader import Loader, Sources, discover
 from oneiricc._build.pins import Pinner
-from oneiricc._build.planner import CompiledPlan, Planner, pin_errors
+from oneiricc._build.planner import CompiledPlan, Planner, plan_errors
 from oneiricc._build.project import Project
-from oneiricc._build.resolver import Resolution, Resolver
+from oneiricc._build.resolver import Key, Resolution, Resolver
 from oneiricc._language.diagnostics import Diagnostic, did_you_mean, has_errors, sorted_diagnostics
 from oneiricc._language.recovery import Skipped
 
@@ -177,15 +177,14 @@ class Pipeline:
             build.resolutions[name] = resolution
             diagnostics.extend(resolution.diagnostics)
             diagnostics.extend(capabilities.check(program, resolution, protocols))
-            # Implementations are checked even when resolution failed: its errors do not
-            # hide theirs.
-            checked, build.contracts[name] = check_target(
-                resolution, pinner, reader
-            )
+            # Implementations are checked even when resolution failed, and what planning
+            # checks too: its errors do not hide theirs.
+            settled = _settled(program, name, unknown)
+            checked, build.contracts[name] = check_target(resolution, pinner, reader, settled)
             diagnostics.extend(checked)
             if skipped or has_errors(resolution.diagnostics):
-                # No plan; but each winner's implementation is still looked for.
-                diagnostics.extend(pin_errors(resolution, pinner))
+                # No plan; what planning checks is checked on what was decided.
+                diagnostics.extend(plan_errors(resolution, pinner, settled))
                 continue
             plan, plan_diagnostics = self.plan(resolution, sources, pinner, strict)
             diagnostics.extend(plan_diagnostics)
@@ -227,6 +226,16 @@ class Pipeline:
         self, resolution: Resolution, sources: Sources, pinner: Pinner, strict: bool
     ) -> tuple[CompiledPlan | None, list[Diagnostic]]:
         return Planner().build_plan(resolution, sources, pinner, self.recorded_module_path)
+
+
+def _settled(program: Program, target: str, unknown: Skipped | None) -> Callable[[Key], bool]:
+    """Whether a key's winner in `target` has all its fields: not when a layer of the target
+    is unknown (it could refine any), nor when a declaration of the key was skipped."""
+    if any(layer not in program.layers for layer, _ in program.targets[target].layers):
+        return lambda key: False
+    if unknown is not None:
+        return lambda key: key not in unknown.keys
+    return lambda key: True
 
 
 def build(

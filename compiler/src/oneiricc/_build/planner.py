@@ -19,6 +19,7 @@ same inputs.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,18 +94,15 @@ class Planner:
         """`module_path`: the pinner's directories relative to the project root, as
         recorded."""
         diagnostics: list[Diagnostic] = []
-        made: list[Made] = []
-        for key, decision in resolution.decisions.items():
-            pinned = _pinned(decision.winner, pinner, diagnostics)
-            if pinned is None:
-                continue
-            component = self.component(key, decision, pinned, diagnostics)
-            if component is not None:
-                made.append(component)
-        components = [m.component for m in made]
-        routes = _routes(resolution, diagnostics)
+        pins, routes = check_winners(resolution.decisions, pinner, diagnostics)
         if diagnostics:
             return None, diagnostics
+        made = [
+            self.component(key, decision, pins[key])
+            for key, decision in resolution.decisions.items()
+            if key in pins
+        ]
+        components = [m.component for m in made]
         flows = self.workflows(resolution)
         workflows = [flow.workflow for flow in flows]
         body: dict[str, Any] = {  # and "components" and "workflows", encoded one by one
@@ -133,13 +131,9 @@ class Planner:
         )
         return seal(parts, sources), diagnostics
 
-    def component(
-        self, key: Key, decision: Decision, pinned: Pinned, diagnostics: list[Diagnostic]
-    ) -> Made | None:
-        """The component of `decision` (None: an error, reported in `diagnostics`)."""
-        component = _component(decision, pinned, diagnostics)
-        if component is None:
-            return None
+    def component(self, key: Key, decision: Decision, pinned: Pinned) -> Made:
+        """The component of `decision`, whose winner `check_winners` found plannable."""
+        component = _component(decision, pinned)
         return Made(decision.inputs, pinned, component, dumps(component, numbers_checked=True))
 
     def workflows(self, resolution: Resolution) -> list[MadeWorkflow]:
@@ -165,11 +159,50 @@ def build_plan(
     return Planner().build_plan(resolution, sources, pinner, module_path)
 
 
-def pin_errors(resolution: Resolution, pinner: Pinner) -> list[Diagnostic]:
-    """What pinning each winner of a resolution that makes no plan would report."""
+def check_winners(
+    decisions: Mapping[Key, Decision],
+    pinner: Pinner,
+    diagnostics: list[Diagnostic],
+    settled: Callable[[Key], bool] = lambda key: True,
+) -> tuple[dict[Key, Pinned], list[doc.Route]]:
+    """What planning checks beyond resolution, for the winners of `decisions`: each has an
+    implementation (E0105) that pins (E0602, E0603), each event subscribes to a topic
+    (E0107), the subscriptions to one topic agree on fan-out (E0107).  Returns the pins of
+    the winners that may be planned, and the routes.
+
+    `settled(key)`: the winner of `key` has all its fields; when not (a layer of its target
+    is unknown, or a declaration of its key was skipped for syntax errors), what a missing
+    field would cause is not reported: it could restate that earlier error.
+    """
+    pins: dict[Key, Pinned] = {}
+    subscribers: list[Candidate] = []
+    for key, decision in decisions.items():
+        cand = decision.winner
+        complete = settled(key)
+        pinned = _pinned(cand, pinner, diagnostics, complete)
+        if cand.domain == "event" and "on" not in cand.fields:
+            if complete and "on" not in cand.field_places:  # (an invalid one: the checker's)
+                _error(
+                    diagnostics,
+                    "E0107",
+                    f'event {cand.key} "{cand.provider}" subscribes to no topic',
+                    cand.place,
+                    help='add `on "topic.name"`',
+                )
+            continue
+        if cand.domain == "event" and complete:
+            subscribers.append(cand)
+        if pinned is not None:
+            pins[key] = pinned
+    return pins, _routes(subscribers, diagnostics)
+
+
+def plan_errors(
+    resolution: Resolution, pinner: Pinner, settled: Callable[[Key], bool]
+) -> list[Diagnostic]:
+    """What planning a resolution that makes no plan would report (`check_winners`)."""
     diagnostics: list[Diagnostic] = []
-    for decision in resolution.decisions.values():
-        _pinned(decision.winner, pinner, diagnostics)
+    check_winners(resolution.decisions, pinner, diagnostics, settled)
     return diagnostics
 
 
@@ -186,15 +219,18 @@ def _error(
     diagnostics.append(Diagnostic(code, message, place.file, place.pos, help))
 
 
-def _pinned(cand: Candidate, pinner: Pinner, diagnostics: list[Diagnostic]) -> Pinned | None:
+def _pinned(
+    cand: Candidate, pinner: Pinner, diagnostics: list[Diagnostic], complete: bool
+) -> Pinned | None:
     """The winner's implementation and its pin (none for a workflow); None when it has
-    none it may have (reported here, or by the checker for an invalid one)."""
+    none it may have (reported here, or by the checker for an invalid one, or not at all
+    when the winner is not `complete`)."""
     impl: Impl | None = cand.fields.get("impl")
     if impl is None:
         if cand.domain == "workflow":
             return None, None
-        if "impl" in cand.field_places:
-            return None  # an invalid impl, already reported by the checker
+        if "impl" in cand.field_places or not complete:
+            return None  # an invalid impl, already reported by the checker; or unknown
         _error(
             diagnostics,
             "E0105",
@@ -221,26 +257,13 @@ def _pinned(cand: Candidate, pinner: Pinner, diagnostics: list[Diagnostic]) -> P
         return None
 
 
-def _component(
-    decision: Decision, pinned: Pinned, diagnostics: list[Diagnostic]
-) -> doc.Component | None:
+def _component(decision: Decision, pinned: Pinned) -> doc.Component:
     cand = decision.winner
     fields = cand.fields
     implementation, pin = pinned
 
     subscription = None
-    if cand.domain == "event":
-        if "on" not in fields:
-            if "on" in cand.field_places:
-                return None  # an invalid topic, already reported by the checker
-            _error(
-                diagnostics,
-                "E0107",
-                f'event {cand.key} "{cand.provider}" subscribes to no topic',
-                cand.place,
-                help='add `on "topic.name"`',
-            )
-            return None
+    if cand.domain == "event":  # (it has a topic: `check_winners`)
         subscription = doc.Subscription(
             topic=fields["on"],
             filter=fields.get("where"),
@@ -352,12 +375,11 @@ def _workflow(cand: Candidate) -> doc.Workflow:
     return doc.Workflow(key=cand.key, provider=cand.provider, nodes=nodes, generations=generations)
 
 
-def _routes(resolution: Resolution, diagnostics: list[Diagnostic]) -> list[doc.Route]:
+def _routes(subscribers: list[Candidate], diagnostics: list[Diagnostic]) -> list[doc.Route]:
+    """One route per topic of the winning events `subscribers`."""
     by_topic: dict[str, list[Candidate]] = {}
-    for decision in resolution.decisions.values():
-        cand = decision.winner
-        if cand.domain == "event" and "on" in cand.fields:
-            by_topic.setdefault(cand.fields["on"], []).append(cand)
+    for cand in subscribers:
+        by_topic.setdefault(cand.fields["on"], []).append(cand)
     routes = []
     for topic in sorted(by_topic):
         handlers = sorted(by_topic[topic], key=lambda c: (-c.priority, c.key))

@@ -146,15 +146,13 @@ class MemoPlanner(Planner):
     ) -> tuple[CompiledPlan | None, list[Diagnostic]]:
         self._made, self._made_workflows = {}, {}
         plan, diagnostics = super().build_plan(resolution, sources, pinner, module_path)
-        self.last = self._made
-        if plan is not None:
+        if plan is not None:  # (a plan that fails makes nothing: the last build's are kept)
+            self.last = self._made
             self.last_workflows = self._made_workflows
         self._made, self._made_workflows = {}, {}
         return plan, diagnostics
 
-    def component(
-        self, key: Key, decision: Decision, pinned: Pinned, diagnostics: list[Diagnostic]
-    ) -> Made | None:
+    def component(self, key: Key, decision: Decision, pinned: Pinned) -> Made:
         last = self.last.get(key)
         if (
             last is not None
@@ -162,11 +160,10 @@ class MemoPlanner(Planner):
             and last.pinned == pinned
             and last.inputs == decision.inputs
         ):
-            made: Made | None = last
+            made = last
         else:
-            made = super().component(key, decision, pinned, diagnostics)
-        if made is not None:
-            self._made[key] = made
+            made = super().component(key, decision, pinned)
+        self._made[key] = made
         return made
 
     def workflow(self, key: Key, winner: Candidate) -> MadeWorkflow:
