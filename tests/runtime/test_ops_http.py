@@ -57,7 +57,7 @@ def test_probes_metrics_status_and_a_swap(tmp_path: Path, running) -> None:  # t
                 "consumer": "c1",
                 "plan": v1.digest,
                 "written_at": 0,
-                "stopping": False,
+                "state": "running",
                 "broker": {
                     "url": "redis://127.0.0.1:1/0",
                     "connected": True,
@@ -84,6 +84,11 @@ def test_probes_metrics_status_and_a_swap(tmp_path: Path, running) -> None:  # t
     assert before[("oneiric_event_deliveries_total", (c1, ("outcome", "dead_lettered")))] == 1
     assert before[("oneiric_event_broker_reconnects_total", (c1,))] == 2
     assert before[("oneiric_event_broker_connected", (c1,))] == 1
+    # Its heartbeat is decades old: not running, and no connection samples for it.
+    assert before[("oneiric_process_up", (("kind", "consumer"), ("name", "c1")))] == 0
+    assert not [k for k in before if k[0] == "oneiric_connection_up"]
+    (served,) = get_json(url + "status")[1]["consumers"]
+    assert (served["name"], served["alive"], served["state"]) == ("c1", False, "not running")
     comp = (("component", CACHE),)
     assert before[("oneiric_component_calls_total", (*comp, ("outcome", "ok")))] == 7
     assert before[("oneiric_component_calls_total", (*comp, ("outcome", "error")))] == 3

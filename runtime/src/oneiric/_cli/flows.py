@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from oneiric._cli import fleet
 from oneiric._cli.runtime import (
     FORMAT,
     MODULE_PATH,
@@ -481,7 +482,6 @@ def workflow_serve(
 
     async def main() -> list[str]:
         import signal
-        import time
 
         import anyio
 
@@ -489,24 +489,16 @@ def workflow_serve(
             released: list[str] = []
             async with anyio.create_task_group() as group:
 
-                async def report() -> None:
-                    status_path.parent.mkdir(parents=True, exist_ok=True)
-                    while True:
-                        snapshots.write_json(
-                            status_path,
-                            {
-                                "pid": os.getpid(),
-                                "owner": owner,
-                                "plan": plan.digest,
-                                "written_at": time.time(),
-                                "runs": sorted(flows.active()),
-                                "store": getattr(store, "status", {}),
-                            },
-                        )
-                        await anyio.sleep(1)
+                def document() -> dict[str, Any]:
+                    return {
+                        "kind": "runtime",
+                        "owner": owner,
+                        "plan": plan.digest,
+                        "runs": sorted(flows.active()),
+                    } | fleet.links(store, flows)
 
                 group.start_soon(flows.adopt, every)
-                group.start_soon(report)
+                group.start_soon(fleet.heartbeat, status_path, document)
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     async for _ in signals:
                         break
@@ -831,7 +823,6 @@ def event_consume(
 
     async def work(events: Any) -> None:
         import signal
-        import time
 
         import anyio
 
@@ -846,24 +837,20 @@ def event_consume(
                             stop.set()
                             return
 
-                async def report() -> None:
-                    status_path.parent.mkdir(parents=True, exist_ok=True)
-                    while True:
-                        snapshots.write_json(
-                            status_path,
-                            {
-                                "pid": os.getpid(),
-                                "consumer": name,
-                                "plan": plan.digest,
-                                "written_at": time.time(),
-                                "stopping": stop.is_set(),
-                                "broker": events.status.as_json(),
-                            },
-                        )
-                        await anyio.sleep(1)
+                def document() -> dict[str, Any]:
+                    found = {
+                        "kind": "consumer",
+                        "consumer": name,
+                        "plan": plan.digest,
+                        "groups": events.groups,
+                        "broker": events.status.as_json(),
+                    }
+                    if stop.is_set():
+                        found["state"] = "stopping"
+                    return found | fleet.links(store, bus.workflows)
 
                 group.start_soon(watch)
-                group.start_soon(report)
+                group.start_soon(fleet.heartbeat, status_path, document)
                 if store.lease_s is not None:  # a shared store: take over abandoned runs too
                     group.start_soon(bus.workflows.adopt)
                 await events.consume(bus, consumer=name, prefetch=prefetch, stop=stop)

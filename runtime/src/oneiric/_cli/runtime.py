@@ -76,11 +76,7 @@ def _read(state: Path, name: str, fmt: str) -> Any:
 def _running(status: dict[str, Any]) -> bool:
     """The runtime that wrote `status` is alive: not stopped, its pid neither gone nor
     reused, and its heartbeat (`updated_at`, rewritten every second) fresh."""
-    return (
-        status.get("state") != "stopped"
-        and snapshots.runtime_alive(status)
-        and time.time() - float(status.get("updated_at", 0)) <= snapshots.STALE_AFTER_S
-    )
+    return snapshots.running(status, "updated_at")
 
 
 def _last_seen(at: float) -> str:
@@ -384,12 +380,23 @@ def _load_app(target: str) -> Any:
 @STATE
 @FORMAT
 def status(state: str | None, fmt: str) -> None:
-    """Show the running plan, each component's provider, calls and pause state.
+    """Show the running plan, each component's provider, calls and pause state; then the
+    runtime's connections and the event consumers, workers and `workflow serve`
+    runtimes that write to the same state directory (alive or not, their connections).
 
     Exit 0 while the runtime runs (starting, running, stopping); 1 when it does
-    not: stopped, its pid gone or reused, or its heartbeat older than 8 s.
+    not: stopped, its pid gone or reused, or its heartbeat older than 8 s (or
+    no runtime state, when only those other processes wrote any).  The other
+    processes never change the exit code: a consumer's lost broker shows here
+    and in /metrics (oneiric_connection_up), not in the runtime's status.
     """
     directory = snapshots.state_dir(state)
+    fleet = snapshots.fleet(directory)
+    if not (directory / snapshots.STATUS).exists() and any(fleet.values()):
+        data: dict[str, Any] = {"alive": False, "state": "no runtime", **fleet}
+        lines = [f"no runtime in {directory}", *_fleet_lines(fleet, time.time())]
+        _emit(fmt, data, "\n".join(lines))
+        sys.exit(1)
     data = _read(directory, snapshots.STATUS, fmt)
     alive = data["alive"] = _running(data)
     if alive:
@@ -401,6 +408,8 @@ def status(state: str | None, fmt: str) -> None:
         header = f"runtime pid {data['pid']} not running ({_last_seen(data['updated_at'])})"
         for comp in data["components"].values():
             comp["inflight"] = None
+        for link in data.get("connections", {}).values():
+            link["last_state"], link["state"], link["connected"] = link["state"], "unknown", False
     plan = data.get("plan")
     lines = [
         f"{header}  profile {data['profile'] or 'default'}",
@@ -422,8 +431,87 @@ def status(state: str | None, fmt: str) -> None:
     if data.get("last_problem"):
         problem = data["last_problem"]
         lines.append(f"last problem ({problem['kind']}): {problem['error']}")
+    now = time.time()
+    if data.get("connections"):
+        lines.append("runtime connections")
+        lines += [f"  {_link_line(c, now)}" for _, c in sorted(data["connections"].items())]
+    data.update(fleet)
+    lines += _fleet_lines(fleet, now)
     _emit(fmt, data, "\n".join(lines))
     sys.exit(0 if alive else 1)
+
+
+FLEET_TITLES = {
+    "consumers": "event consumers",
+    "workers": "workers",
+    "runtimes": "flow runtimes (workflow serve)",
+}
+FLEET_COUNTS = (  # (where, key, label): the counters shown when the process has them
+    ("broker", "delivered", "delivered"),
+    ("broker", "dead_lettered", "dead-lettered"),
+    ("broker", "claimed", "claimed"),
+    ("broker", "inflight", "in flight"),
+    ("", "done", "done"),
+    ("", "failed", "failed"),
+    ("", "claimed", "claimed"),
+    ("", "inflight", "in flight"),
+)
+
+
+def _fleet_lines(fleet: dict[str, list[dict[str, Any]]], now: float) -> list[str]:
+    """The processes of `snapshots.fleet`, one line each and one per connection."""
+    lines = []
+    for kind, processes in fleet.items():
+        if not processes:
+            continue
+        lines.append(FLEET_TITLES.get(kind, kind))
+        for p in processes:
+            if p["alive"]:
+                facts = [f"pid {p['pid']} {p['state']}"]
+            else:
+                facts = [f"pid {p['pid']} not running ({_last_seen(p.get('written_at', 0))})"]
+            if p.get("plan"):
+                facts.append(f"plan {p['plan']}")
+            if p.get("groups"):
+                facts.append(f"groups {', '.join(p['groups'])}")
+            if p.get("runs") is not None:
+                facts.append(f"runs {len(p['runs'])}")
+            for where, key, label in FLEET_COUNTS:
+                holder = p.get(where) if where else p
+                if isinstance(holder, dict) and isinstance(holder.get(key), int):
+                    facts.append(f"{label} {holder[key]}")
+            lines.append(f"  {p['name']}  " + "  ".join(facts))
+            lines += [
+                f"    {_link_line(p[role], now)}"
+                for role in snapshots.CONNECTIONS
+                if isinstance(p.get(role), dict)
+            ]
+    return lines
+
+
+def _link_line(link: dict[str, Any], now: float) -> str:
+    """One connection (`link.Link.as_json`): role, endpoint, state, and why when not up."""
+    state = link.get("state") or ("connected" if link.get("connected") else "reconnecting")
+    line = f"{link.get('role', '-'):<6} {link.get('url', '-')}  {state}"
+    since = link.get("since")
+    if state == "reconnecting":
+        line += f" (attempt {link.get('attempt', '?')}"
+        if link.get("next_retry_at"):
+            line += f", next retry in {max(0.0, link['next_retry_at'] - now):.1f} s"
+        line += ")"
+    if since and state != "unknown":
+        line += f" since {_clock(since)} ({max(0, round(now - since))} s)"
+    if state == "unknown" and link.get("last_state"):
+        line += f" (last known: {link['last_state']})"
+    if link.get("reconnects"):
+        line += f"  reconnects {link['reconnects']}"
+    if state != "connected" and link.get("last_error"):
+        line += f"  last error: {link['last_error']}"
+    return line
+
+
+def _clock(at: float) -> str:
+    return time.strftime("%H:%M:%SZ", time.gmtime(at))
 
 
 def _plan_line(plan: dict[str, Any] | None) -> str:

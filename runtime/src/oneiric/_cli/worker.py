@@ -37,28 +37,23 @@ def _worker(tasks: str, consumer: str | None, prefetch: int, **options: Any) -> 
     status_path = snapshots.state_dir(options.get("state")) / "workers" / f"{name}.json"
 
     async def service(supervisor: Any) -> None:
-        import time
-
         import anyio
 
+        from oneiric._cli.fleet import heartbeat
+        from oneiric._flows.link import Link
         from oneiric._flows.workers import serve_worker
 
         client = await streams.connect(settings)
+        link = Link("broker", settings.url)
+        supervisor.connections[link.role] = link  # status.json, /status: the runtime's own
         counters: dict[str, Any] = {}
+
+        def document() -> dict[str, Any]:
+            return {"kind": "worker", "consumer": name, "broker": link.as_json()} | counters
+
         try:
             async with anyio.create_task_group() as group:
-
-                async def report() -> None:
-                    status_path.parent.mkdir(parents=True, exist_ok=True)
-                    while True:
-                        snapshots.write_json(
-                            status_path,
-                            {"pid": os.getpid(), "consumer": name, "written_at": time.time()}
-                            | counters,
-                        )
-                        await anyio.sleep(1)
-
-                group.start_soon(report)
+                group.start_soon(heartbeat, status_path, document)
                 await serve_worker(
                     client,
                     settings,
@@ -66,6 +61,7 @@ def _worker(tasks: str, consumer: str | None, prefetch: int, **options: Any) -> 
                     consumer=name,
                     prefetch=prefetch,
                     status=counters,
+                    link=link,
                 )
         finally:
             with anyio.CancelScope(shield=True):

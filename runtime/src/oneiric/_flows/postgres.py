@@ -23,16 +23,14 @@ holds the version; each migration runs once, in a transaction, under an
 advisory lock (several runtimes may start at once).
 
 Lost connections are retried with backoff (0.1 s doubling to 5 s) for up to
-`retry_s` (default 60 s) per call, and counted in `status`.
+`retry_s` (default 60 s) per call, and tracked by `link` (`link.Link`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -40,6 +38,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+from oneiric._flows.link import RETRY_MIN_S, Link, backoff, safe_url
 from oneiric._flows.store import (
     SCHEDULED_COLUMNS,
     FlowStore,
@@ -191,14 +190,6 @@ def _settings(url: str) -> tuple[str, float, float]:
         ) from None
 
 
-def safe_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
-
-
 def is_url(location: str) -> bool:
     return location.startswith(("postgresql://", "postgres://"))
 
@@ -212,15 +203,7 @@ class PostgresFlowStore(FlowStore):
         conninfo, self.lease_s, self.retry_s = _settings(url)
         self.location = safe_url(url)
         self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.status: dict[str, Any] = {
-            "url": self.location,
-            "connected": True,
-            "last_error": None,
-            "last_error_at": None,
-            "reconnects": 0,
-        }
-        self._rng = random.Random()
-        self._status_lock = threading.Lock()
+        self.link = Link("store", conninfo)
         try:
             import psycopg
             from psycopg_pool import ConnectionPool
@@ -286,29 +269,23 @@ class PostgresFlowStore(FlowStore):
     # -- connection handling ------------------------------------------------------------
     def _call(self, op: Callable[[], T]) -> T:
         """`op()`, retried with backoff while the database is unreachable (`retry_s` at most)."""
-        delay, deadline = 0.1, time.monotonic() + self.retry_s
+        delay, deadline = RETRY_MIN_S, time.monotonic() + self.retry_s
         while True:
             try:
                 result = op()
             except self._errors as exc:
-                with self._status_lock:
-                    self.status.update(
-                        connected=False,
-                        last_error=f"{type(exc).__name__}: {_first_line(exc)}",
-                        last_error_at=time.time(),
-                    )
-                if time.monotonic() + delay > deadline:
+                wait, delay = backoff(delay, self.link.rng)
+                if time.monotonic() + wait > deadline:
+                    self.link.failed(exc, 0, _first_line(exc))
+                    self.link.gave_up()
                     raise DatabaseUnavailable(
                         f"flow store {self.location} unreachable for {self.retry_s:g}s: "
                         f"{_first_line(exc)}"
                     ) from None
-                time.sleep(delay / 2 + self._rng.random() * delay / 2)
-                delay = min(5.0, delay * 2)
+                self.link.failed(exc, wait, _first_line(exc))
+                time.sleep(wait)
                 continue
-            with self._status_lock:
-                if not self.status["connected"]:
-                    self.status["connected"] = True
-                    self.status["reconnects"] += 1
+            self.link.restored()
             return result
 
     @contextmanager

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import socket
 import time
 import uuid
@@ -42,6 +41,7 @@ import structlog
 
 from oneiric._flows import streams
 from oneiric._flows.events import EventBus, EventError, Outcome, find_route
+from oneiric._flows.link import Link
 from oneiric._flows.store import DeadLetter
 from oneiric._flows.workflows import to_json
 from oneiric._plan.model import Plan, Route
@@ -50,8 +50,6 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 T = TypeVar("T")
-RETRY_MIN_S = 0.1
-RETRY_MAX_S = 5.0
 STATE_KEY = "dead-letters:state"
 
 
@@ -94,19 +92,17 @@ def subscriptions(plan: Plan, topics: list[str] | None = None) -> list[Subscript
 
 @dataclass
 class Connection:
-    """What `oneiric status` and the logs say about the broker."""
+    """What `oneiric status` and the logs say about the broker: its `Link` and the counters."""
 
-    url: str
-    connected: bool = True
-    last_error: str | None = None
-    last_error_at: float | None = None
-    reconnects: int = 0
+    link: Link
     delivered: int = 0
     dead_lettered: int = 0
     claimed: int = 0
+    inflight: int = 0
 
     def as_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        counts = {k: v for k, v in self.__dict__.items() if k != "link"}
+        return self.link.as_json() | counts
 
 
 @dataclass
@@ -125,9 +121,9 @@ class RedisEvents:
         self.client = client
         self.settings = settings
         self.plan = plan
-        self.status = Connection(settings.safe_url)
+        self.status = Connection(Link("broker", settings.url))
+        self.groups: list[str] = []  # TOPIC/GROUP of each group consumed (for status)
         self._ensured: set[tuple[str, str]] = set()
-        self._rng = random.Random()
         self._log = structlog.get_logger("oneiric.events.redis").bind(
             plan=plan.digest if plan else None, broker=settings.safe_url
         )
@@ -198,6 +194,7 @@ class RedisEvents:
             )
             for sub in subscriptions(bus.plan)
         ]
+        self.groups = [f"{c.sub.topic}/{c.group.group}" for c in consumers]
         for c in consumers:
             await self._retrying(c.group.create)
         self._log.info("consuming", consumer=name, groups=[c.group.group for c in consumers])
@@ -239,9 +236,11 @@ class RedisEvents:
     async def _handle(
         self, bus: EventBus, c: _Consumer, entry: streams.Entry, claimed: bool
     ) -> None:
+        self.status.inflight += 1
         try:
             await self._deliver(bus, c, entry, claimed)
         finally:
+            self.status.inflight -= 1
             c.inflight.discard(entry.id)
             await c.slots.release()
 
@@ -295,26 +294,7 @@ class RedisEvents:
 
     async def _retrying(self, op: Callable[[], Awaitable[T]]) -> T:
         """`op()`, retried with backoff while the broker is unreachable; status tracks it."""
-        from redis.exceptions import ConnectionError, TimeoutError
-
-        delay = RETRY_MIN_S
-        while True:
-            try:
-                result = await op()
-            except (ConnectionError, TimeoutError, OSError) as exc:
-                if self.status.connected:
-                    self._log.warning("broker connection lost", error=str(exc))
-                self.status.connected = False
-                self.status.last_error = f"{type(exc).__name__}: {exc}"
-                self.status.last_error_at = time.time()
-                await anyio.sleep(delay / 2 + self._rng.random() * delay / 2)
-                delay = min(RETRY_MAX_S, delay * 2)
-                continue
-            if not self.status.connected:
-                self.status.connected = True
-                self.status.reconnects += 1
-                self._log.info("broker connection restored")
-            return result
+        return await self.status.link.retrying(op, streams.lost_connection(), self._log)
 
     # -- dead letters --------------------------------------------------------------------
     async def dead_letters(

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+from oneiric._flows.link import safe_url
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
@@ -72,12 +74,17 @@ class StreamSettings:
     @property
     def safe_url(self) -> str:
         """The URL without a password (for messages and status)."""
-        parts = urlsplit(self.url)
-        if parts.password is None:
-            return self.url
-        host = parts.hostname or ""
-        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
+        return safe_url(self.url)
+
+
+def lost_connection() -> tuple[type[BaseException], ...]:
+    """The errors of a lost (or not yet restored) connection to Redis: retried, not fatal.
+
+    (`BusyLoadingError`, a Redis restarting and reading its AOF, is a `ConnectionError`.)
+    """
+    from redis.exceptions import ConnectionError, TimeoutError
+
+    return (ConnectionError, TimeoutError, OSError)
 
 
 async def connect(settings: StreamSettings) -> Redis:

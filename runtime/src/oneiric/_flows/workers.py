@@ -27,7 +27,6 @@ import json
 import os
 import random
 import socket
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -36,6 +35,7 @@ import anyio
 import structlog
 
 from oneiric._flows import streams
+from oneiric._flows.link import Link
 from oneiric._flows.workflows import NodeOutcome, attempt_node
 from oneiric._plan.model import Plan, WorkflowNode
 
@@ -46,47 +46,17 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 GROUP = "workers"
-RETRY_MIN_S = 0.1
-RETRY_MAX_S = 5.0
 
 
 class _Retrying:
-    """Redis calls retried with backoff while the broker is unreachable; `status` tracks it."""
+    """Redis calls retried with backoff while the broker is unreachable; `link` tracks it."""
 
-    def __init__(self, url: str, log: Any) -> None:
-        self.status: dict[str, Any] = {
-            "url": url,
-            "connected": True,
-            "last_error": None,
-            "last_error_at": None,
-            "reconnects": 0,
-        }
+    def __init__(self, link: Link, log: Any) -> None:
+        self.link = link
         self._log = log
-        self._rng = random.Random()
 
     async def __call__(self, op: Callable[[], Awaitable[T]]) -> T:
-        from redis.exceptions import ConnectionError, TimeoutError
-
-        delay = RETRY_MIN_S
-        while True:
-            try:
-                result = await op()
-            except (ConnectionError, TimeoutError, OSError) as exc:
-                if self.status["connected"]:
-                    self._log.warning("broker connection lost", error=str(exc))
-                self.status.update(
-                    connected=False,
-                    last_error=f"{type(exc).__name__}: {exc}",
-                    last_error_at=time.time(),
-                )
-                await anyio.sleep(delay / 2 + self._rng.random() * delay / 2)
-                delay = min(RETRY_MAX_S, delay * 2)
-                continue
-            if not self.status["connected"]:
-                self.status["connected"] = True
-                self.status["reconnects"] += 1
-                self._log.info("broker connection restored")
-            return result
+        return await self.link.retrying(op, streams.lost_connection(), self._log)
 
 
 def tasks_stream(settings: streams.StreamSettings, digest: str) -> str:
@@ -104,7 +74,8 @@ class RedisTasks:
         self._waiting: dict[str, tuple[anyio.Event, list[NodeOutcome]]] = {}
         self._ensured: set[str] = set()
         self._log = structlog.get_logger("oneiric.workers").bind(dispatcher=self.name)
-        self.call = _Retrying(settings.safe_url, self._log)
+        self.link = Link("tasks", settings.url)
+        self.call = _Retrying(self.link, self._log)
 
     @classmethod
     async def open(cls, url: str) -> RedisTasks:
@@ -181,13 +152,18 @@ async def serve_worker(
     prefetch: int = 16,
     block_ms: int = 1000,
     status: dict[str, Any] | None = None,
+    link: Link | None = None,
 ) -> None:
-    """Take the nodes of the runtime's current plan from Redis until cancelled."""
+    """Take the nodes of the runtime's current plan from Redis until cancelled.
+
+    `status` receives the counters (done, failed, claimed, inflight, plan) and
+    `link` the broker connection's state, as they change.
+    """
     name = consumer or f"{socket.gethostname()}-{os.getpid()}"
     log = structlog.get_logger("oneiric.worker").bind(consumer=name)
-    call = _Retrying(settings.safe_url, log)
+    call = _Retrying(link or Link("broker", settings.url), log)
     counters = status if status is not None else {}
-    counters.update(broker=call.status, done=0, failed=0, claimed=0, plan=None)
+    counters.update(done=0, failed=0, claimed=0, inflight=0, plan=None)
     inflight: dict[str, streams.Group] = {}
     limiters: dict[str, anyio.CapacityLimiter] = {}
     rng = random.Random()
@@ -244,6 +220,7 @@ async def serve_worker(
             counters["done" if outcome.ok else "failed"] += 1
         finally:
             inflight.pop(entry.id, None)
+            counters["inflight"] = len(inflight)
             async with slots:
                 slots.notify_all()
 
@@ -282,6 +259,7 @@ async def serve_worker(
             for entry in entries:
                 inflight[entry.id] = group
                 tasks.start_soon(handle, plan, group, entry, False)
+            counters["inflight"] = len(inflight)
 
 
 async def _reply(

@@ -17,12 +17,18 @@ these and must start fast).
                  `oneiric explain` reads it.
     remote-sync.json  {"pid", "source", "written_at", "counts"}: the polls of
                  `oneiric remote-sync --watch` by outcome, rewritten after each.
+    consumers/NAME.json, workers/NAME.json, runtimes/OWNER.json  the processes
+                 beside the runtime (`oneiric event consume`, `worker`, `workflow
+                 serve`): pid, pid_start, state, written_at (a heartbeat, every
+                 second), counters and their connections (`broker`, `store`,
+                 `tasks`); read back by `fleet`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +39,8 @@ HEALTH = "health.json"
 LAST_GOOD = "last-good.json"
 REMOTE_SYNC = "remote-sync.json"
 STATE_ENV = "ONEIRIC_STATE"
+FLEET = ("consumers", "workers", "runtimes")  # directories of the processes' status files
+CONNECTIONS = ("broker", "store", "tasks")  # keys of their connections
 # A snapshot not rewritten for this long is from a dead or wedged runtime (it is
 # rewritten every second; the margin covers a loaded machine).
 STALE_AFTER_S = 8.0
@@ -78,22 +86,31 @@ def process_start(pid: int) -> str | None:
     Together with the pid this names one process: a pid reused by another
     process has another start time.
     """
+    fields = _stat(pid)
+    return fields[19].decode() if len(fields) > 19 else None
+
+
+def _stat(pid: int) -> list[bytes]:
+    """The fields of /proc/PID/stat after "pid (comm) " (state first); [] if unknown."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             data = handle.read()
     except OSError:
-        return None
-    fields = data[data.rindex(b")") + 2 :].split()  # after "pid (comm) "
-    return fields[19].decode() if len(fields) > 19 else None
+        return []
+    return data[data.rindex(b")") + 2 :].split()
 
 
 def runtime_alive(snapshot: dict[str, Any]) -> bool:
-    """The process that wrote `snapshot` still runs: its pid is alive and not reused."""
+    """The process that wrote `snapshot` still runs: its pid is alive (not a zombie left
+    unreaped by its parent) and not reused."""
     pid = int(snapshot["pid"])
     if not pid_alive(pid):
         return False
+    fields = _stat(pid)
+    if fields[:1] == [b"Z"]:
+        return False
     recorded = snapshot.get("pid_start")
-    return recorded is None or process_start(pid) in (None, recorded)
+    return recorded is None or len(fields) <= 19 or fields[19].decode() == recorded
 
 
 def pid_alive(pid: int) -> bool:
@@ -104,3 +121,48 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def running(snapshot: dict[str, Any], heartbeat: str) -> bool:
+    """The process that wrote `snapshot` is alive: not stopped, its pid neither gone nor
+    reused, and its `heartbeat` (a time rewritten every second) fresh."""
+    return (
+        snapshot.get("state") != "stopped"
+        and runtime_alive(snapshot)
+        and time.time() - float(snapshot.get(heartbeat, 0)) <= STALE_AFTER_S
+    )
+
+
+def fleet(state: Path) -> dict[str, list[dict[str, Any]]]:
+    """The status files of the processes beside the runtime, by directory (`FLEET`).
+
+    Each gets `name`, `alive` (`running`, by `written_at`) and `heartbeat_age_s`.
+    A dead process's last words are not the truth: its `state` becomes
+    "not running" (the last one kept as `last_state`) and its connections'
+    state "unknown".  Unreadable or foreign files are skipped.
+    """
+    found: dict[str, list[dict[str, Any]]] = {}
+    now = time.time()
+    for kind in FLEET:
+        found[kind] = processes = []
+        directory = state / kind
+        if not directory.is_dir():
+            continue
+        for path in sorted(directory.glob("*.json")):
+            try:
+                data = read_json(path)
+            except (OSError, ValueError):
+                continue
+            if not isinstance(data, dict) or not isinstance(data.get("pid"), int):
+                continue
+            data["name"] = str(data.get("consumer") or data.get("owner") or path.stem)
+            data["alive"] = alive = running(data, "written_at")
+            data["heartbeat_age_s"] = round(now - float(data.get("written_at", 0)), 1)
+            if not alive:
+                data["last_state"], data["state"] = data.get("state"), "not running"
+                for role in CONNECTIONS:
+                    if isinstance(data.get(role), dict):
+                        data[role]["last_state"] = data[role].get("state")
+                        data[role].update(state="unknown", connected=False)
+            processes.append(data)
+    return found

@@ -162,6 +162,9 @@ class Supervisor:
         self.observers: list[Observer] = []
         self.expires_at: float | None = None  # the running manifest's expiry, when signed
         self.applied_at: float | None = None
+        # Connections held by services (`oneiric worker`'s broker): role -> an object
+        # whose as_json() is the connection's state; in status.json as "connections".
+        self.connections: dict[str, Any] = {}
 
     def notify(self, method: str, *args: Any) -> None:
         """Call `method` on every observer; one that raises is logged, not fatal."""
@@ -731,6 +734,7 @@ class Supervisor:
             "cleanup_failures": self.runtime.cleanup_failures,
             "last_swap": counters.last_swap,
             "last_problem": counters.last_problem,
+            "connections": {role: c.as_json() for role, c in sorted(self.connections.items())},
         }
 
     def _digest(self) -> str | None:

@@ -8,7 +8,9 @@ changes state is served over HTTP.
     GET /readyz    200 when a plan is applied and every component is healthy,
                    else 503 with the reasons as JSON
     GET /metrics   Prometheus exposition (prometheus_client; OpenMetrics when asked)
-    GET /status    the status document (as status.json), as JSON
+    GET /status    the status document (as status.json, with the event consumers,
+                   workers and `workflow serve` runtimes of the state directory,
+                   as `oneiric status --format json`), as JSON
     GET /          the status page (HTML, refreshes itself)
 
 Imported only when `--http` is given (or under profile serverless with $PORT,
@@ -29,6 +31,7 @@ import uvicorn
 from prometheus_client.exposition import choose_encoder
 
 from oneiric._flows import events
+from oneiric._lifecycle import snapshots
 from oneiric._lifecycle.supervisor import Supervisor
 from oneiric._ops import page
 from oneiric._ops.metrics import EventCounts, Metrics, readiness_problems
@@ -88,6 +91,7 @@ class App:
         data["health"] = self.supervisor.health
         data["expires_at"] = self.supervisor.expires_at
         data["applied_at"] = self.supervisor.applied_at
+        data.update(snapshots.fleet(self.supervisor.settings.state))
         return data
 
 

@@ -164,6 +164,7 @@ class _State(Collector):
         yield from self._components()
         yield from flow_metrics(self.supervisor.settings.state / FLOWS_DB)
         yield from event_metrics(self.supervisor.settings.state / "consumers", self.events)
+        yield from connection_metrics(self.supervisor)
         yield from remote_sync_metrics(self.supervisor.settings.state / snapshots.REMOTE_SYNC)
 
     def _plan(self) -> Iterator[Metric]:
@@ -316,6 +317,53 @@ def event_metrics(directory: Path, local: EventCounts) -> Iterator[Metric]:
         reconnects.add_metric([name], broker.get("reconnects", 0))
         connected.add_metric([name], 1.0 if broker.get("connected") else 0.0)
     yield from (deliveries, claimed, reconnects, connected)
+
+
+def connection_metrics(supervisor: Supervisor) -> Iterator[Metric]:
+    """The broker and database connections of this runtime (`oneiric worker`'s broker) and
+    of the processes beside it (`snapshots.fleet`: event consumers, workers, `workflow
+    serve` runtimes), by process kind and name, role and endpoint (password masked).  A
+    process that is not running has no connection samples; `oneiric_process_up` says so."""
+    labels = ["kind", "name", "role", "endpoint"]
+    up = GaugeMetricFamily(
+        "oneiric_connection_up",
+        "1 while the connection is up, 0 while it is being re-established (or given up).",
+        labels=labels,
+    )
+    attempt = GaugeMetricFamily(
+        "oneiric_connection_reconnect_attempt",
+        "Failed attempts since the connection was lost (0 while it is up).",
+        labels=labels,
+    )
+    reconnects = CounterMetricFamily(
+        "oneiric_connection_reconnects",
+        "Connections re-established since the process started.",
+        labels=labels,
+    )
+    process = GaugeMetricFamily(
+        "oneiric_process_up",
+        "1 while a process beside the runtime (kind consumer, worker, runtime) runs: its "
+        "status file is fresh and its pid alive.",
+        labels=["kind", "name"],
+    )
+
+    def add(kind: str, name: str, link: dict[str, Any]) -> None:
+        key = [kind, name, str(link.get("role", "")), str(link.get("url", ""))]
+        up.add_metric(key, 1.0 if link.get("connected") else 0.0)
+        attempt.add_metric(key, link.get("attempt", 0))
+        reconnects.add_metric(key, link.get("reconnects", 0))
+
+    for link in supervisor.connections.values():
+        add("self", "", link.as_json())
+    for directory, processes in snapshots.fleet(supervisor.settings.state).items():
+        kind = directory.removesuffix("s")
+        for p in processes:
+            process.add_metric([kind, p["name"]], 1.0 if p["alive"] else 0.0)
+            if p["alive"]:
+                for role in snapshots.CONNECTIONS:
+                    if isinstance(p.get(role), dict):
+                        add(kind, p["name"], p[role])
+    yield from (up, attempt, reconnects, process)
 
 
 def remote_sync_metrics(path: Path) -> Iterator[Metric]:

@@ -31,7 +31,9 @@ th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f0f0f0}code{font-size:12px}.muted{color:#777}
 .ok,.succeeded,.applied,.delivered{color:#116611;font-weight:600}
 .bad,.failed,.rejected,.aborted,.rolled_back,.unhealthy{color:#b00020;font-weight:600}
-.running,.pending{color:#8a5a00;font-weight:600}
+.running,.pending,.reconnecting,.stopping{color:#8a5a00;font-weight:600}
+.connected{color:#116611;font-weight:600}
+.down,.not-running,.unknown,.stopped{color:#b00020;font-weight:600}
 .kv span{margin-right:1.5em}
 svg text{font:12px system-ui,sans-serif}
 """
@@ -55,6 +57,7 @@ def render(status: dict[str, Any], supervisor: Supervisor, metrics: Metrics) -> 
         f"<style>{STYLE}</style></head><body>",
         _plan(status, now),
         _components(status, supervisor),
+        _fleet(status, now),
         _swaps(metrics, now),
         *_flows(supervisor.settings.state / FLOWS_DB, now),
         f"<p class=muted>rendered {_clock(now)}; refreshes every {REFRESH_S}s</p>",
@@ -119,6 +122,104 @@ def _components(status: dict[str, Any], supervisor: Supervisor) -> str:
         + "".join(rows)
         + "</table>"
     )
+
+
+FLEET = (  # (status key, title, counters shown: (where, key))
+    ("consumers", "Event consumers", (("broker", "delivered"), ("broker", "dead_lettered"),
+                                      ("broker", "claimed"), ("broker", "inflight"))),
+    ("workers", "Workers", (("", "done"), ("", "failed"), ("", "claimed"), ("", "inflight"))),
+    ("runtimes", "Flow runtimes (workflow serve)", ()),
+)  # fmt: skip
+ROLES = ("broker", "store", "tasks")
+
+
+def _fleet(status: dict[str, Any], now: float) -> str:
+    """The runtime's own connections, then the processes beside it (`snapshots.fleet`)."""
+    own = status.get("connections") or {}
+    out = ["<h2>Connections</h2>"]
+    if own:
+        rows = [_link_row(f"connection-{role}", link, now) for role, link in sorted(own.items())]
+        out.append(f"<table id=connections>{_link_head()}{''.join(rows)}</table>")
+    else:
+        out.append("<p id=connections class=muted>none held by this runtime</p>")
+    for key, title, counters in FLEET:
+        processes = status.get(key) or []
+        if not processes:
+            continue
+        heads = "".join(f"<th>{escape(k.replace('_', ' '))}</th>" for _, k in counters)
+        rows = []
+        for p in processes:
+            state = cls = str(p["state"])
+            if not p["alive"]:
+                state = f"not running (last seen {_ago(p.get('heartbeat_age_s', 0))} ago)"
+                cls = "not-running"
+            cells = ""
+            for where, k in counters:
+                holder = p.get(where) if where else p
+                value = holder.get(k, "") if isinstance(holder, dict) else ""
+                cells += f"<td>{escape(str(value))}</td>"
+            what = ", ".join(p.get("groups") or []) or (
+                f"{len(p['runs'])} runs" if p.get("runs") is not None else ""
+            )
+            links = "".join(
+                f"<div>{_link_text(p[role], now)}</div>"
+                for role in ROLES
+                if isinstance(p.get(role), dict)
+            )
+            rows.append(
+                f"<tr id='{key}-{escape(p['name'])}'><td><code>{escape(p['name'])}</code></td>"
+                f"<td>{p['pid']}</td><td class={escape(cls)}>{escape(state)}</td>"
+                f"<td><code>{escape(str(p.get('plan') or ''))[:19]}</code></td>"
+                f"<td>{escape(what)}</td>{cells}<td>{links}</td></tr>"
+            )
+        out.append(
+            f"<h2>{escape(title)}</h2><table id={key}><tr><th>name</th><th>pid</th>"
+            f"<th>state</th><th>plan</th><th>groups / runs</th>{heads}<th>connections</th></tr>"
+            + "".join(rows)
+            + "</table>"
+        )
+    return "\n".join(out)
+
+
+def _link_head() -> str:
+    return (
+        "<tr><th>role</th><th>endpoint</th><th>state</th><th>since</th><th>reconnects</th>"
+        "<th>last error</th></tr>"
+    )
+
+
+def _link_row(row_id: str, link: dict[str, Any], now: float) -> str:
+    state = str(link.get("state", ""))
+    since = link.get("since")
+    return (
+        f"<tr id='{escape(row_id)}'><td>{escape(str(link.get('role', '')))}</td>"
+        f"<td><code>{escape(str(link.get('url', '')))}</code></td>"
+        f"<td class={escape(state)}>{escape(_link_state(link, now))}</td>"
+        f"<td>{_clock(since) + f' ({_ago(now - since)} ago)' if since else ''}</td>"
+        f"<td>{link.get('reconnects', 0)}</td>"
+        f"<td>{escape(str(link.get('last_error') or ''))}</td></tr>"
+    )
+
+
+def _link_text(link: dict[str, Any], now: float) -> str:
+    state = str(link.get("state", ""))
+    error = link.get("last_error") if state != "connected" else None
+    return (
+        f"{escape(str(link.get('role', '')))} <code>{escape(str(link.get('url', '')))}</code> "
+        f"<span class={escape(state)}>{escape(_link_state(link, now))}</span>"
+        + (f" <span class=muted>{escape(str(error))}</span>" if error else "")
+    )
+
+
+def _link_state(link: dict[str, Any], now: float) -> str:
+    state = str(link.get("state", ""))
+    if state == "reconnecting":
+        retry = link.get("next_retry_at")
+        state += f" (attempt {link.get('attempt')}"
+        state += f", next retry in {max(0.0, retry - now):.1f}s)" if retry else ")"
+    elif state == "unknown" and link.get("last_state"):
+        state += f" (last known: {link['last_state']})"
+    return state
 
 
 def _swaps(metrics: Metrics, now: float) -> str:
