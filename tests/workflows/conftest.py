@@ -21,3 +21,12 @@ def wf_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("WF_LOG", log)
     monkeypatch.syspath_prepend(str(HERE))
     return log
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A private `redis-server` on a free loopback port: its URL."""
+    from servers import redis_server  # tests/runtime: on the path once wfkit is imported
+
+    for server in redis_server():
+        yield f"redis://127.0.0.1:{server.port}/0"

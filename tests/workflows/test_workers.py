@@ -7,12 +7,11 @@ import os
 import signal
 import subprocess
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import wftasks
-from servers import free_port, redis_server
+from servers import free_port
 from test_workflow_cli import spawn, started
 from test_workflows import diamond, task
 from wfkit import build_plan, oneiric, wait_for
@@ -27,12 +26,6 @@ CHAIN = "\n".join(
         "  }",
     ]
 )
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    for server in redis_server():
-        yield f"redis://127.0.0.1:{server.port}/0"
 
 
 def worker(plan: Path, url: str, state: Path, log: str) -> subprocess.Popen[str]:

@@ -128,3 +128,38 @@ async def emitting_app(supervisor: Any) -> None:
     for _ in range(2):
         await bus.emit("u", {})
     _record(os.environ["WF_LOG"], kind="emitted")
+
+
+async def observe(
+    input: Any, upstream: dict[str, Any], *, name: str, log: str, fail_times: int = 0
+) -> dict[str, Any]:
+    """Record the flow context a node sees; then, from code, emit an event and start a
+    child run (`oneiric.actions.flow`), recording what became of each."""
+    from oneiric import _trace
+    from oneiric._flows.context import attempt, current, node
+    from oneiric.actions import ActionError
+    from oneiric.actions.flow import dispatch, start
+
+    here, context = node(), current()
+    seen = {
+        "node": list(here) if here else None,
+        "attempt": attempt(),
+        "plan": context.plan.digest if context else None,
+        "trace": list(_trace.ids() or ()),
+    }
+    _record(log, kind="observe", name=name, **seen)
+    if (attempt() or 1) <= fail_times:
+        raise RuntimeError(f"{name} failing on purpose (attempt {attempt()})")
+    run_id = here[0] if here else "none"
+    done: dict[str, Any] = {}
+    try:
+        emitted = await dispatch({"topic": "seen", "payload": {"run": run_id}})
+        done["emitted"] = [o["handler"] for o in emitted["outcomes"] if o["status"] == "delivered"]
+        child = await start(
+            {"workflow": "child", "input": {"parent": run_id}, "run_id": f"{run_id}-child"}
+        )
+        done["child"] = child["run"]
+    except ActionError as exc:
+        done["error"] = str(exc)
+    _record(log, kind="end", name=name, **done)
+    return {**seen, **done}

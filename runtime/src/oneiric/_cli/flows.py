@@ -259,7 +259,8 @@ async def _workflows(
     """
     import anyio
 
-    from oneiric._flows.context import FlowContext, bound, needs_engine
+    from oneiric._flows.context import bound, needs_engine
+    from oneiric._flows.engine import engine
     from oneiric._flows.events import EventBus
     from oneiric._flows.host import activated
     from oneiric._flows.workers import RedisTasks
@@ -276,12 +277,11 @@ async def _workflows(
         ):
             if dispatcher is not None:
                 group.start_soon(dispatcher.serve)
-            async with Workflows(plan, runtime, store, tasks=dispatcher) as flows:
-                bus = EventBus(
-                    plan, runtime, store, workflows=flows, handler_timeout_s=handler_timeout_s
-                )
-                with bound(FlowContext(plan, store, flows, bus)):
-                    yield flows
+            async with engine(
+                plan, runtime, store, tasks=dispatcher, handler_timeout_s=handler_timeout_s
+            ) as context:
+                with bound(context):
+                    yield context.workflows
             group.cancel_scope.cancel()
     finally:
         if dispatcher is not None:

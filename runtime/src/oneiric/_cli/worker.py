@@ -4,7 +4,9 @@ The same process as `oneiric run` (the plan verified and attested the same
 way, new plans swapped live, status.json, controls), with one more service:
 the node consumer of `oneiric._flows.workers`, which takes the nodes of the
 running plan's digest only.  Its broker connection and counters are written
-every second to STATE/workers/NAME.json.
+every second to STATE/workers/NAME.json.  The nodes run in a flow context
+over the flow store (--store / ONEIRIC_FLOWS, else STATE/flows.db): the
+workflows they start are recorded there and dispatched to the workers.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import click
 
+from oneiric._cli.flows import STORE, _store
 from oneiric._cli.runtime import _fail, run
 from oneiric._lifecycle import snapshots
 
@@ -34,18 +37,24 @@ def _worker(tasks: str, consumer: str | None, prefetch: int, **options: Any) -> 
     except streams.BrokerUnavailable as exc:
         _fail("text", str(exc))
     name = consumer or f"{socket.gethostname()}-{os.getpid()}"
-    status_path = snapshots.state_dir(options.get("state")) / "workers" / f"{name}.json"
+    state = snapshots.state_dir(options.get("state"))
+    status_path = state / "workers" / f"{name}.json"
+    store = _store("text", state)  # an unreachable database exits 2 here
 
     async def service(supervisor: Any) -> None:
         import anyio
 
         from oneiric._cli.fleet import heartbeat
         from oneiric._flows.link import Link
-        from oneiric._flows.workers import serve_worker
+        from oneiric._flows.postgres import PostgresFlowStore
+        from oneiric._flows.workers import RedisTasks, serve_worker
 
         client = await streams.connect(settings)
         link = Link("broker", settings.url)
         supervisor.connections[link.role] = link  # status.json, /status: the runtime's own
+        if isinstance(store, PostgresFlowStore):  # the nodes' flow context's, shared
+            supervisor.connections[store.link.role] = store.link
+        dispatcher = RedisTasks(client, settings)  # the nodes of runs started here
         counters: dict[str, Any] = {}
 
         def document() -> dict[str, Any]:
@@ -54,6 +63,7 @@ def _worker(tasks: str, consumer: str | None, prefetch: int, **options: Any) -> 
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(heartbeat, status_path, document)
+                group.start_soon(dispatcher.serve)
                 await serve_worker(
                     client,
                     settings,
@@ -62,31 +72,36 @@ def _worker(tasks: str, consumer: str | None, prefetch: int, **options: Any) -> 
                     prefetch=prefetch,
                     status=counters,
                     link=link,
+                    store=store,
+                    dispatcher=dispatcher,
                 )
         finally:
             with anyio.CancelScope(shield=True):
                 await client.aclose()
+            store.close()
 
     click.get_current_context().invoke(run, **options, extra_services=[service])
 
 
-worker = click.Command(
-    "worker",
-    callback=_worker,
-    help=_worker.__doc__,
-    params=[
-        click.Option(
-            ["--tasks"],
-            envvar="ONEIRIC_TASKS",
-            required=True,
-            metavar="URL",
-            help="Redis URL the nodes come from (redis://HOST:PORT/DB[?visibility=S]); "
-            "env ONEIRIC_TASKS.",
-        ),
-        click.Option(["--consumer"], metavar="NAME", help="Consumer name (default HOST-PID)."),
-        click.Option(
-            ["--prefetch"], default=16, show_default=True, help="Nodes in flight at once."
-        ),
-        *run.params,
-    ],
+worker = STORE(  # the flow store of the nodes' context (appended to the command's options)
+    click.Command(
+        "worker",
+        callback=_worker,
+        help=_worker.__doc__,
+        params=[
+            click.Option(
+                ["--tasks"],
+                envvar="ONEIRIC_TASKS",
+                required=True,
+                metavar="URL",
+                help="Redis URL the nodes come from (redis://HOST:PORT/DB[?visibility=S]); "
+                "env ONEIRIC_TASKS.",
+            ),
+            click.Option(["--consumer"], metavar="NAME", help="Consumer name (default HOST-PID)."),
+            click.Option(
+                ["--prefetch"], default=16, show_default=True, help="Nodes in flight at once."
+            ),
+            *run.params,
+        ],
+    )
 )

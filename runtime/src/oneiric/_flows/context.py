@@ -71,6 +71,28 @@ def node() -> tuple[str, str] | None:
     return _NODE.get()
 
 
+_ATTEMPT: ContextVar[int | None] = ContextVar("oneiric_flow_attempt", default=None)
+
+
+@contextmanager
+def at_attempt(number: int) -> Iterator[None]:
+    """Mark the code inside as attempt `number` of the node (or scheduled task) it runs."""
+    token = _ATTEMPT.set(number)
+    try:
+        yield
+    finally:
+        _ATTEMPT.reset(token)
+
+
+def attempt() -> int | None:
+    """The attempt (1, 2, ...) of the workflow node or scheduled task running here, if any.
+
+    Numbered across processes when the node runs on workers (a claimed node
+    continues at the next attempt).
+    """
+    return _ATTEMPT.get()
+
+
 ACTIONS_MODULE = "oneiric.actions.flow"  # the flow actions' implementations
 
 

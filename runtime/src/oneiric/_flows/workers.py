@@ -19,10 +19,19 @@ another worker claims it after the visibility timeout (`XAUTOCLAIM`) and
 continues at the next attempt: the killed one counts.  Live workers keep
 their entries from being claimed (`XCLAIM … JUSTID` every third of the
 visibility timeout).
+
+A node on a worker sees the flow context it would see in process
+(`oneiric._flows.context`): `node()` (its run id and name), `attempt()` (as
+numbered in Redis), and, when the worker has a flow store, `current()`: the
+plan, that store, workflows whose nodes are dispatched to the workers in turn
+and an in-process event bus over the worker's handlers, one engine per plan
+the worker has run (`engine`).  Its span is a child of the dispatcher's node
+span (the W3C `traceparent` travels in the entry).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -34,14 +43,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import structlog
 
+from oneiric import _trace
 from oneiric._flows import streams
+from oneiric._flows.context import FlowContext, at_node, bound
+from oneiric._flows.engine import engine
 from oneiric._flows.link import Link
-from oneiric._flows.workflows import NodeOutcome, attempt_node
+from oneiric._flows.workflows import NodeOutcome, NodeRunner, attempt_node
 from oneiric._plan.model import Plan, WorkflowNode
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from oneiric._flows.store import FlowStore
     from oneiric._lifecycle.runtime import Runtime
 
 T = TypeVar("T")
@@ -134,6 +147,7 @@ class RedisTasks:
             "upstream": upstream_json,
             "reply": self.replies,
         }
+        _trace.inject(fields)  # the worker's span joins this node's trace
         try:
             await self.call(lambda: streams.publish(self.client, self.settings, stream, fields))
             self._log.debug("node dispatched", run=run_id, node=node.name, dispatch=dispatch)
@@ -153,11 +167,16 @@ async def serve_worker(
     block_ms: int = 1000,
     status: dict[str, Any] | None = None,
     link: Link | None = None,
+    store: FlowStore | None = None,
+    dispatcher: NodeRunner | None = None,
 ) -> None:
     """Take the nodes of the runtime's current plan from Redis until cancelled.
 
     `status` receives the counters (done, failed, claimed, inflight, plan) and
-    `link` the broker connection's state, as they change.
+    `link` the broker connection's state, as they change.  With a `store`, the
+    nodes run in a flow context (see the module's doc): workflows they start
+    record their runs there and dispatch their nodes with `dispatcher` (to the
+    workers; None: here).
     """
     name = consumer or f"{socket.gethostname()}-{os.getpid()}"
     log = structlog.get_logger("oneiric.worker").bind(consumer=name)
@@ -168,6 +187,7 @@ async def serve_worker(
     limiters: dict[str, anyio.CapacityLimiter] = {}
     rng = random.Random()
     slots = anyio.Condition()
+    contexts: dict[str, FlowContext] = {}  # plan digest -> its engine (with a store)
 
     def current() -> tuple[Plan, streams.Group]:
         plan = runtime.plan
@@ -193,18 +213,25 @@ async def serve_worker(
             except KeyError as exc:
                 outcome = NodeOutcome(False, 0, None, str(exc))
             else:
-                outcome = await attempt_node(
-                    handle,
-                    node,
-                    component,
-                    f["input"],
-                    f["upstream"],
-                    limiter=limiter,
-                    rng=rng,
-                    log=log.bind(run=f["run"], node=node.name, task=task_id),
-                    count=lambda: call(counter.next),
-                    done=done,
-                )
+                context = contexts.get(plan.digest or "")
+                attributes = {"oneiric.run": f["run"], "oneiric.node": node.name}
+                with (
+                    _trace.span("oneiric.worker.node", attributes, f),
+                    bound(context) if context is not None else contextlib.nullcontext(),
+                    at_node(f["run"], node.name),
+                ):
+                    outcome = await attempt_node(
+                        handle,
+                        node,
+                        component,
+                        f["input"],
+                        f["upstream"],
+                        limiter=limiter,
+                        rng=rng,
+                        log=log.bind(run=f["run"], node=node.name, task=task_id),
+                        count=lambda: call(counter.next),
+                        done=done,
+                    )
             reply = {"dispatch": f["dispatch"], "ok": "1" if outcome.ok else "0"}
             reply["attempts"] = str(outcome.attempts)
             reply["worker"] = name
@@ -242,7 +269,7 @@ async def serve_worker(
                     inflight[entry.id] = group
                     tasks.start_soon(handle, plan, group, entry, True)
 
-    async with anyio.create_task_group() as tasks:
+    async with anyio.create_task_group() as tasks, contextlib.AsyncExitStack() as engines:
         tasks.start_soon(keep_alive)
         ensured: set[str] = set()
         while True:
@@ -251,6 +278,10 @@ async def serve_worker(
                 await call(group.create)
                 ensured.add(group.stream)
                 counters["plan"] = plan.digest
+                if store is not None:  # entered here: the engines end with this loop
+                    contexts[plan.digest or ""] = await engines.enter_async_context(
+                        engine(plan, runtime, store, tasks=dispatcher)
+                    )
                 log.info("taking nodes", plan=plan.digest, stream=group.stream)
             async with slots:
                 while len(inflight) >= prefetch:

@@ -40,7 +40,7 @@ import structlog
 from anyio.abc import TaskGroup
 
 from oneiric import _trace
-from oneiric._flows.context import at_node
+from oneiric._flows.context import at_attempt, at_node
 from oneiric._flows.host import lookup
 from oneiric._flows.store import FlowStore, LeaseLost, RunRecord, StoreError, StoreUnavailable
 from oneiric._lifecycle.runtime import Runtime, _is_async
@@ -559,7 +559,7 @@ async def attempt_node(
             await started(attempt)
         try:
             async with limiter or contextlib.nullcontext():
-                with anyio.move_on_after(timeout) as deadline:
+                with anyio.move_on_after(timeout) as deadline, at_attempt(attempt):
                     result = await _call(handle, json.loads(input_json), json.loads(upstream_json))
             if deadline.cancelled_caught:
                 assert timeout is not None
