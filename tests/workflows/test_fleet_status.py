@@ -203,7 +203,7 @@ def test_consumer_and_worker_through_a_redis_outage(tmp_path: Path, redis: Serve
 
 
 @pytest.mark.slow
-def test_workflow_serve_through_a_postgres_restart(
+def test_workflow_and_task_serve_through_a_postgres_outage(
     tmp_path: Path,
     cluster: Cluster,  # noqa: F811
     db: str,  # noqa: F811
@@ -211,39 +211,46 @@ def test_workflow_serve_through_a_postgres_restart(
     _, plan = build_plan(tmp_path, STACK)
     log = str(tmp_path / "calls.jsonl")
     state = tmp_path / "state"
-    url = db + "?lease=2&retry=300"
-    serve = spawn("workflow", "serve", "--unsigned-plan", str(plan), "--store", url,
-                  "--state", str(state), log=log)  # fmt: skip
+    url = db + "?lease=2&retry=12"  # a call gives up (`down`) 12 s into an outage
+    common = ["--unsigned-plan", str(plan), "--store", url, "--state", str(state)]
+    serve = spawn("workflow", "serve", *common, log=log)
+    tasks = spawn("task", "serve", *common, log=log)
+
+    def stores() -> list[str]:
+        data = status(state)[1]
+        found = data.get("runtimes", []) + data.get("schedulers", [])
+        return [str(p["store"]["state"]) for p in found]
+
     try:
-        wait_for(lambda: len(status(state)[1].get("runtimes", [])) == 1, 30, "workflow serve")
+        wait_for(lambda: stores() == ["connected", "connected"], 30, "both processes")
         code, data = status(state)
         assert code == 1  # no runtime (`oneiric run`) in this state directory
         assert data["state"] == "no runtime"
         (runtime,) = data["runtimes"]
         assert runtime["alive"]
-        assert runtime["store"]["state"] == "connected"
-        assert runtime["store"]["url"] == db
-        assert "flow runtimes (workflow serve)" in status_text(state)
+        assert runtime["store"]["url"] == db  # the endpoint, without our parameters
+        text = status_text(state)
+        assert "flow runtimes (workflow serve)" in text
+        assert "schedulers (task serve)" in text
 
         cluster.server.stop()
-
-        def store_state() -> str:
-            return str(status(state)[1]["runtimes"][0]["store"]["state"])
-
-        wait_for(lambda: store_state() == "reconnecting", 40, "status to show the outage")
-        (runtime,) = status(state)[1]["runtimes"]
-        assert runtime["alive"]
-        assert serve.poll() is None
-        assert runtime["store"]["attempt"] >= 1
-        assert runtime["store"]["last_error"]
+        wait_for(lambda: stores() == ["reconnecting"] * 2, 40, "status to show the outage")
+        data = status(state)[1]
+        for p in data["runtimes"] + data["schedulers"]:
+            assert p["alive"]
+            assert p["store"]["attempt"] >= 1
+            assert p["store"]["last_error"]
         assert "store  postgresql://" in status_text(state)
+        wait_for(lambda: stores() == ["down"] * 2, 40, "the calls to give up")
+        assert serve.poll() is None  # given up calls do not stop the processes
+        assert tasks.poll() is None
 
         cluster.server.start()
         cluster.ready()
-        wait_for(lambda: store_state() == "connected", 40, "the store to come back")
+        wait_for(lambda: stores() == ["connected"] * 2, 40, "the store to come back")
         assert status(state)[1]["runtimes"][0]["store"]["reconnects"] >= 1
-        ran = oneiric("workflow", "run", "chain", "--store", url, "--unsigned-plan", str(plan),
-                      "--state", str(tmp_path / "other"), env={"WF_LOG": log})  # fmt: skip
+        ran = oneiric("workflow", "run", "chain", *common[:4], "--state", str(tmp_path / "o"),
+                      env={"WF_LOG": log})  # fmt: skip
         assert ran.returncode == 0, ran.stderr
 
         os.kill(serve.pid, signal.SIGKILL)
@@ -254,6 +261,9 @@ def test_workflow_serve_through_a_postgres_restart(
         assert runtime["store"]["state"] == "unknown"
     finally:
         stop(serve)
+        stop(tasks)
+    assert tasks.returncode == 0
+    assert status(state)[1]["schedulers"][0]["last_state"] == "stopped"
 
 
 def test_a_stale_file_of_a_dead_consumer_is_not_running(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """Status files of the long-running processes beside the runtime (`snapshots.FLEET`).
 
 `oneiric event consume` writes STATE/consumers/NAME.json, `oneiric worker`
-STATE/workers/NAME.json and `oneiric workflow serve` STATE/runtimes/OWNER.json,
-every second, through `heartbeat`; `oneiric status`, `/status` and the status
+STATE/workers/NAME.json, `oneiric workflow serve` STATE/runtimes/OWNER.json and
+`oneiric task serve` STATE/schedulers/OWNER.json, every second, through
+`heartbeat`; `oneiric status`, `/status` and the status
 page read them back with `snapshots.fleet`.
 """
 

@@ -982,11 +982,17 @@ def task_serve(
     The schedule is the flow store (STATE/flows.db, or --store shared by
     several `task serve`s, each task claimed by one): tasks scheduled before a
     restart run after it; a task that was running when its runtime died runs
-    again.
+    again.  Its store connection is written every second to
+    STATE/schedulers/OWNER.json.
     """
+    import os
+    import socket
+
     plan, store = _setup(fmt, unsigned, state, lambda plan: None)
     every = _duration_s(poll)
     imports = _imports()
+    name = str(getattr(store, "owner", f"{socket.gethostname()}-{os.getpid()}"))
+    status_path = snapshots.state_dir(state) / "schedulers" / f"{name}.json"
 
     async def main() -> None:
         import signal
@@ -1003,6 +1009,10 @@ def task_serve(
             anyio.create_task_group() as group,
         ):
             group.start_soon(Scheduler(plan, flows.runtime, store).serve, every)
+            document = {"kind": "scheduler", "owner": name, "plan": plan.digest}
+            group.start_soon(
+                fleet.heartbeat, status_path, lambda: document | fleet.links(store, flows)
+            )
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for _ in signals:
                     break

@@ -381,8 +381,9 @@ def _load_app(target: str) -> Any:
 @FORMAT
 def status(state: str | None, fmt: str) -> None:
     """Show the running plan, each component's provider, calls and pause state; then the
-    runtime's connections and the event consumers, workers and `workflow serve`
-    runtimes that write to the same state directory (alive or not, their connections).
+    runtime's connections and the event consumers, workers, `workflow serve`
+    runtimes and `task serve` schedulers that write to the same state directory
+    (alive or not, their connections).
 
     Exit 0 while the runtime runs (starting, running, stopping); 1 when it does
     not: stopped, its pid gone or reused, or its heartbeat older than 8 s (or
@@ -445,6 +446,7 @@ FLEET_TITLES = {
     "consumers": "event consumers",
     "workers": "workers",
     "runtimes": "flow runtimes (workflow serve)",
+    "schedulers": "schedulers (task serve)",
 }
 FLEET_COUNTS = (  # (where, key, label): the counters shown when the process has them
     ("broker", "delivered", "delivered"),

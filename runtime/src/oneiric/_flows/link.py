@@ -8,8 +8,9 @@ endpoint and writes `as_json()` into its status file every second:
     reconnecting  calls fail and are retried with backoff: `attempt` (failed
                   tries since the connection was lost), `next_retry_at`,
                   `last_error`, `last_error_at`, `since` (when it was lost)
-    down          a call gave up (its retry budget ran out); the next call
-                  tries again
+    down          a call gave up during this outage (its retry budget ran
+                  out: the PostgreSQL store's `retry`); later calls still try
+                  (`attempt`, `next_retry_at`) until one goes through
 
 A lost connection is retried with jittered exponential backoff, 0.1 s
 doubling to 5 s: never a tight loop, never a crash.  `retrying` is the async
@@ -74,7 +75,8 @@ class Link:
             lost = self.state == "connected"
             if lost:
                 self.since, self.attempt = now, 0
-            self.state = "reconnecting"
+            if self.state != "down":
+                self.state = "reconnecting"
             self.attempt += 1
             self.next_retry_at = now + wait_s
             self.last_error = f"{type(exc).__name__}: {error or exc}"

@@ -122,8 +122,8 @@ class RedisTasks:
                         )
                         waiting[0].set()
         finally:
-            with anyio.CancelScope(shield=True):
-                await self.client.delete(self.replies)
+            with anyio.CancelScope(shield=True), contextlib.suppress(*streams.lost_connection()):
+                await self.client.delete(self.replies)  # a broker down at exit keeps it
 
     async def close(self) -> None:
         await self.client.aclose()

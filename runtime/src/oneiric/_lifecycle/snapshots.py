@@ -17,9 +17,10 @@ these and must start fast).
                  `oneiric explain` reads it.
     remote-sync.json  {"pid", "source", "written_at", "counts"}: the polls of
                  `oneiric remote-sync --watch` by outcome, rewritten after each.
-    consumers/NAME.json, workers/NAME.json, runtimes/OWNER.json  the processes
-                 beside the runtime (`oneiric event consume`, `worker`, `workflow
-                 serve`): pid, pid_start, state, written_at (a heartbeat, every
+    consumers/NAME.json, workers/NAME.json, runtimes/OWNER.json,
+    schedulers/OWNER.json  the processes beside the runtime (`oneiric event
+                 consume`, `worker`, `workflow serve`, `task serve`): pid,
+                 pid_start, state, written_at (a heartbeat, every
                  second), counters and their connections (`broker`, `store`,
                  `tasks`); read back by `fleet`.
 """
@@ -39,7 +40,8 @@ HEALTH = "health.json"
 LAST_GOOD = "last-good.json"
 REMOTE_SYNC = "remote-sync.json"
 STATE_ENV = "ONEIRIC_STATE"
-FLEET = ("consumers", "workers", "runtimes")  # directories of the processes' status files
+# Directories of the status files of the processes beside the runtime.
+FLEET = ("consumers", "workers", "runtimes", "schedulers")
 CONNECTIONS = ("broker", "store", "tasks")  # keys of their connections
 # A snapshot not rewritten for this long is from a dead or wedged runtime (it is
 # rewritten every second; the margin covers a loaded machine).

@@ -129,6 +129,7 @@ FLEET = (  # (status key, title, counters shown: (where, key))
                                       ("broker", "claimed"), ("broker", "inflight"))),
     ("workers", "Workers", (("", "done"), ("", "failed"), ("", "claimed"), ("", "inflight"))),
     ("runtimes", "Flow runtimes (workflow serve)", ()),
+    ("schedulers", "Schedulers (task serve)", ()),
 )  # fmt: skip
 ROLES = ("broker", "store", "tasks")
 
