@@ -19,7 +19,13 @@ import oneiric.adapters
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oneiricc._build.capabilities import Method, _method, mismatches
+from oneiricc._build.capabilities import mismatches
+from oneiricc._build.modules import Method, ModuleFacts, Reader, read_module
+from oneiricc._build.pipeline import Pipeline
+from oneiricc._build.project import load_project
+from oneiricc._incremental.build import IncrementalBuild
+from oneiricc._incremental.cache import CheckCache
+from oneiricc._incremental.facts import FactsReader
 from support import ROOT, compile_at, write_project
 
 PROTOCOLS = """
@@ -102,6 +108,54 @@ def test_a_cache_that_claims_write_without_set(tmp_path: Path) -> None:
         'adapter cache "mine" provides write, but app.impl:Cache does not fit '
         "app.protocols:Writer: it has no set"
     )
+
+
+class _CountedReader(Reader):
+    """Counts the module files actually read (not served by a cache)."""
+
+    files: list[str] = []
+
+    def read(self, path: str, sha256: str) -> ModuleFacts:
+        self.files.append(Path(path).name)
+        return super().read(path, sha256)
+
+
+class _CountedFacts(FactsReader, _CountedReader):
+    """The cached reader, counting the files it does not find in the cache."""
+
+
+class _Pure(Pipeline):
+    def reader(self) -> Reader:
+        return _CountedReader()
+
+
+class _Cached(IncrementalBuild):
+    def reader(self) -> Reader:
+        return _CountedFacts(self.cache)
+
+
+def test_one_read_of_each_module_per_build_and_none_once_cached(tmp_path: Path) -> None:
+    """The implementations and capabilities checks share each module's facts: read once
+    per build, then kept by file hash in the cache (a later build reads none)."""
+    impl = """
+        from app.protocols import Reader
+
+        class Cache(Reader):
+            def set(self, key, value, ttl=None):
+                pass
+
+            def delete(self, key):
+                return True
+    """
+    root = _project(tmp_path, impl, _stacks())
+    project = load_project(root)
+    _CountedReader.files = []
+    assert not _Pure(project).run().failed  # the pure pipeline: no cache at all
+    assert sorted(_CountedReader.files) == ["impl.py", "protocols.py"]
+    for expected in (["impl.py", "protocols.py"], []):
+        _CountedReader.files = []
+        assert not _Cached(project, CheckCache(project.cache_dir)).run().failed
+        assert sorted(_CountedReader.files) == expected
 
 
 @pytest.mark.parametrize(
@@ -319,11 +373,8 @@ def _signature(params: list[str]) -> str | None:
 
 
 def _read(signature: str) -> Method:
-    node = ast.parse(f"class C:\n    def m({signature}): ...\n").body[0]
-    assert isinstance(node, ast.ClassDef)
-    method = node.body[0]
-    assert isinstance(method, ast.FunctionDef)
-    return _method(method, in_class=True)
+    facts = read_module(f"class C:\n    def m({signature}): ...\n".encode())
+    return facts.classes["C"].methods["m"]
 
 
 def _broken_calls(protocol: str, impl: str) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from oneiricc._build.implementations import Signature, read_module
+from oneiricc._build.modules import Signature, read_module
 from support import compile_at, run_cli, write_project
 
 APP_MODULES = {

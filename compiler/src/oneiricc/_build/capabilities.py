@@ -22,9 +22,8 @@ capability bound to two protocols in one target E0803.
 
 from __future__ import annotations
 
-import ast
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from oneiricc._build.checker import Binding, Impl
@@ -33,6 +32,7 @@ from oneiricc._language.diagnostics import Diagnostic, Note, did_you_mean
 
 if TYPE_CHECKING:
     from oneiricc._build.checker import Program
+    from oneiricc._build.modules import Import, Method, ModuleFacts, Reader
     from oneiricc._build.resolver import Candidate, Resolution
 
 # Bases that add no method a protocol could ask for.
@@ -46,8 +46,6 @@ _TRANSPARENT = frozenset(
         "abc:ABC",
     }
 )
-# Decorators that leave a method's signature as written.
-_PLAIN_DECORATORS = frozenset({"abstractmethod", "abc.abstractmethod", "override", "final"})
 # Methods of a protocol class that are not part of what it asks for.
 _NOT_MEMBERS = frozenset(
     {"__init__", "__new__", "__init_subclass__", "__class_getitem__", "__subclasshook__"}
@@ -55,67 +53,24 @@ _NOT_MEMBERS = frozenset(
 _MAX_DEPTH = 20  # bases followed across modules, at most
 
 
-@dataclass(frozen=True, slots=True)
-class Method:
-    """A method as a caller sees it; `is_async` None: present, signature not read."""
-
-    name: str
-    is_async: bool | None
-    min_positional: int = 0
-    max_positional: int | None = None  # None: *args
-    keywords: frozenset[str] = frozenset()  # keyword-only parameters
-    required_keywords: frozenset[str] = frozenset()
-    any_keyword: bool = False  # **kwargs
-
-
-@dataclass(slots=True)
-class _Class:
-    methods: dict[str, Method]
-    bases: list[tuple[str, str] | None]  # (module, name) of each base; None: not followed
-    opaque: str | None  # why its methods are not all known from its body
-
-
-@dataclass(slots=True)
-class _Module:
-    classes: dict[str, _Class] = field(default_factory=dict)
-    functions: dict[str, Method] = field(default_factory=dict)
-    imported: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (module, attr)
-    modules: dict[str, str] = field(default_factory=dict)  # local name -> module (`import`)
-    names: set[str] = field(default_factory=set)  # every top-level name bound
-
-
 class _Unknown(Exception):
     """What a class is made of cannot be read statically (the message says why)."""
 
 
 class ProtocolReader:
-    """Reads modules' sources (once each per build) through a build's `Pinner`."""
+    """Classes of modules located through a build's `Pinner`, from their facts
+    (`modules.Reader`: each file read once per build)."""
 
-    def __init__(self, pinner: Pinner) -> None:
+    def __init__(self, pinner: Pinner, reader: Reader) -> None:
         self.pinner = pinner
-        self._modules: dict[str, _Module | None] = {}
+        self.reader = reader
 
-    def module(self, name: str) -> _Module | None:
-        """The module's facts; None when it has no readable Python source."""
-        if name not in self._modules:
-            self._modules[name] = self._read(name)
-        return self._modules[name]
-
-    def _read(self, name: str) -> _Module | None:
+    def module(self, name: str) -> ModuleFacts | None:
+        """The module's facts; None when it cannot be located."""
         try:
-            self.pinner.pin_module(name)  # (recorded: a build memo depends on the file)
+            return self.reader.module(self.pinner, name)
         except PinError:
             return None
-        origin = self.pinner.source_of(name)
-        if origin is None or not origin.endswith(".py"):
-            return None
-        try:
-            with open(origin, "rb") as file:
-                tree = ast.parse(file.read())
-        except (OSError, SyntaxError, ValueError):
-            return None
-        package = name if os.path.basename(origin) == "__init__.py" else name.rpartition(".")[0]
-        return _facts(tree, name, package)
 
     def methods(self, module: str, attr: str, depth: int = 0) -> dict[str, Method]:
         """The methods of class `module:attr`, its bases' included (raises `_Unknown`)."""
@@ -123,16 +78,22 @@ class ProtocolReader:
             raise _Unknown("its bases are nested too deeply to follow")
         facts = self.module(module)
         if facts is None:
-            raise _Unknown(f"module {module} has no readable Python source")
+            raise _Unknown(f"module {module} is not found")
         found = facts.classes.get(attr)
         if found is None:
-            if attr in facts.imported:
-                return self.methods(*facts.imported[attr], depth + 1)
+            imported = facts.imports.get(attr)
+            if imported is not None and imported[2] is not None:
+                return self.methods(*self._imported(module, imported), depth + 1)
+            if attr not in facts.names and facts.undecidable is not None:
+                raise _Unknown(
+                    f"the names of {module} are not known statically: {facts.undecidable}"
+                )
             raise _Unknown(f"{module}:{attr} is not a class defined in its module")
         if found.opaque is not None:
             raise _Unknown(found.opaque)
         methods: dict[str, Method] = {}
-        for base in reversed(found.bases):
+        for written in reversed(found.bases):
+            base = None if written is None else self._base(module, facts, written)
             if base is None:
                 raise _Unknown(f"a base of {module}:{attr} cannot be followed statically")
             if f"{base[0]}:{base[1]}" not in _TRANSPARENT:
@@ -140,127 +101,36 @@ class ProtocolReader:
         methods.update(found.methods)
         return methods
 
+    def _imported(self, module: str, imported: Import) -> tuple[str, str]:
+        """(module, name) of a name `from … import`ed by `module`."""
+        level, source, name = imported
+        assert name is not None
+        if level:
+            origin = self.pinner.source_of(module) or ""
+            package = module if os.path.basename(origin) == "__init__.py" else module.rpartition(".")[0]
+            parts = package.split(".") if package else []
+            parts = parts[: len(parts) - (level - 1)]
+            source = ".".join([*parts, *([source] if source else [])])
+        return source, name
 
-def _dotted(node: ast.expr) -> str | None:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        head = _dotted(node.value)
-        return f"{head}.{node.attr}" if head else None
-    return None
-
-
-def _facts(tree: ast.Module, module: str, package: str) -> _Module:
-    facts = _Module()
-    for stmt in tree.body:
-        if isinstance(stmt, ast.Import):
-            for alias in stmt.names:
-                local = alias.asname or alias.name.partition(".")[0]
-                facts.modules[local] = alias.name if alias.asname else local
-                facts.names.add(local)
-        elif isinstance(stmt, ast.ImportFrom):
-            source = stmt.module or ""
-            if stmt.level:
-                base = package.split(".") if package else []
-                base = base[: len(base) - (stmt.level - 1)] if stmt.level > 1 else base
-                source = ".".join([*base, *([stmt.module] if stmt.module else [])])
-            for alias in stmt.names:
-                local = alias.asname or alias.name
-                facts.imported[local] = (source, alias.name)
-                facts.names.add(local)
-        elif isinstance(stmt, ast.ClassDef):
-            facts.classes[stmt.name] = _class(stmt, facts, module)
-            facts.names.add(stmt.name)
-        elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            facts.functions[stmt.name] = _method(stmt, in_class=False)
-            facts.names.add(stmt.name)
-    # A name bound again after its definition (an assignment, a second class) is not
-    # what the definition says: it is not read.
-    for stmt in tree.body:
-        targets: list[ast.expr] = []
-        if isinstance(stmt, ast.Assign):
-            targets = list(stmt.targets)
-        elif isinstance(stmt, (ast.AnnAssign, ast.AugAssign)):
-            targets = [stmt.target]
-        for target in targets:
-            if isinstance(target, ast.Name):
-                facts.classes.pop(target.id, None)
-                facts.functions.pop(target.id, None)
-                facts.names.add(target.id)
-    return facts
-
-
-def _class(node: ast.ClassDef, facts: _Module, module: str) -> _Class:
-    methods: dict[str, Method] = {}
-    opaque = None
-    pending = list(node.body)
-    while pending:
-        stmt = pending.pop(0)
-        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            methods[stmt.name] = _method(stmt, in_class=True)
-            if stmt.name in ("__getattr__", "__getattribute__"):
-                opaque = f"class {node.name} defines {stmt.name}"
-        elif isinstance(stmt, ast.Assign):
-            for target in stmt.targets:
-                if isinstance(target, ast.Name):
-                    methods[target.id] = Method(target.id, None)
-        elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
-            methods[stmt.target.id] = Method(stmt.target.id, None)
-        elif isinstance(stmt, (ast.If, ast.Try)):  # either branch may define it: present
-            for inner in ast.walk(stmt):
-                if isinstance(inner, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                    methods.setdefault(inner.name, Method(inner.name, None))
-    bases: list[tuple[str, str] | None] = []
-    for base in node.bases:
-        while isinstance(base, ast.Subscript):  # Generic[T], Protocol[T], Base[int]
-            base = base.value
-        bases.append(_base(base, facts, module))
-    return _Class(methods, bases, opaque)
-
-
-def _base(node: ast.expr, facts: _Module, module: str) -> tuple[str, str] | None:
-    name = _dotted(node)
-    if name is None:
-        return None
-    head, _, rest = name.partition(".")
-    if not rest:
-        if head in facts.classes:
-            return (module, head)
-        if head in facts.imported:
-            return facts.imported[head]
-        return ("builtins", head) if head == "object" else None
-    if head in facts.modules:  # import pkg.mod; class C(pkg.mod.Base)
-        owner, _, attr = f"{facts.modules[head]}.{rest}".rpartition(".")
+    def _base(self, module: str, facts: ModuleFacts, written: str) -> tuple[str, str] | None:
+        """(module, name) of the class a base of a class of `module` names."""
+        head, _, rest = written.partition(".")
+        imported = facts.imports.get(head)
+        if not rest:
+            if head in facts.classes:
+                return (module, head)
+            if imported is not None and imported[2] is not None:
+                return self._imported(module, imported)
+            return ("builtins", head) if head == "object" else None
+        if imported is None:
+            return None
+        if imported[2] is None:  # import pkg.mod; class C(pkg.mod.Base)
+            owner, _, attr = f"{imported[1]}.{rest}".rpartition(".")
+        else:  # from pkg import mod; class C(mod.Base)
+            source, name = self._imported(module, imported)
+            owner, _, attr = f"{source}.{name}.{rest}".lstrip(".").rpartition(".")
         return (owner, attr)
-    if head in facts.imported:  # from pkg import mod; class C(mod.Base)
-        source, name = facts.imported[head]
-        owner, _, attr = f"{source}.{name}.{rest}".lstrip(".").rpartition(".")
-        return (owner, attr)
-    return None
-
-
-def _method(node: ast.FunctionDef | ast.AsyncFunctionDef, *, in_class: bool) -> Method:
-    decorators = [_dotted(d) for d in node.decorator_list]
-    static = "staticmethod" in decorators
-    known = {"staticmethod", "classmethod", *_PLAIN_DECORATORS}
-    if any(d is None or d not in known for d in decorators):
-        return Method(node.name, None)  # a property, an overload, a wrapper: present
-    args = node.args
-    positional = [*args.posonlyargs, *args.args]
-    if in_class and not static and positional:
-        positional = positional[1:]  # self, or cls
-    optional = min(len(args.defaults), len(positional))
-    return Method(
-        node.name,
-        isinstance(node, ast.AsyncFunctionDef),
-        len(positional) - optional,
-        None if args.vararg else len(positional),
-        frozenset(a.arg for a in args.kwonlyargs),
-        frozenset(
-            a.arg for a, default in zip(args.kwonlyargs, args.kw_defaults, strict=True) if default is None
-        ),
-        args.kwarg is not None,
-    )
 
 
 def _arguments(count: int | None) -> str:
@@ -356,8 +226,6 @@ def check(program: Program, resolution: Resolution, reader: ProtocolReader) -> l
 def _protocol_methods(
     binding: Binding, reader: ProtocolReader, diagnostics: list[Diagnostic]
 ) -> dict[str, Method] | None:
-    facts = reader.module(binding.module)
-
     def report(message: str, help: str | None) -> None:
         diagnostics.append(
             Diagnostic(
@@ -365,13 +233,14 @@ def _protocol_methods(
             )
         )
 
-    if facts is None:
-        try:
-            reader.pinner.pin_module(binding.module)
-        except PinError as exc:
-            report(f'protocol module "{binding.module}" not found', exc.help)
-        return None  # (found, but without Python source: not checked)
+    try:
+        facts = reader.reader.module(reader.pinner, binding.module)
+    except PinError as exc:
+        report(f'protocol module "{binding.module}" not found', exc.help)
+        return None
     if binding.attr not in facts.names:
+        if facts.undecidable is not None:
+            return None  # (its names are not known: not checked)
         report(
             f"module {binding.module} defines no {binding.attr}",
             did_you_mean(binding.attr, facts.classes)

@@ -39,7 +39,8 @@ from oneiricc._language.diagnostics import Diagnostic, did_you_mean, has_errors,
 from oneiricc._language.recovery import Skipped
 
 if TYPE_CHECKING:
-    from oneiricc._build.implementations import Contract, Reader
+    from oneiricc._build.implementations import Contract
+    from oneiricc._build.modules import Reader
     from oneiric._plan.model import Plan
 
 
@@ -158,10 +159,10 @@ class Pipeline:
         pinner = self.pinner()
         # `plugins "group"` lines: the installed entry points join their stacks.
         diagnostics.extend(plugins.expand(program, pinner))
-        protocols = capabilities.ProtocolReader(pinner)
         from oneiricc._build.implementations import check_target  # not on a memo's path
 
         reader = self.reader()
+        protocols = capabilities.ProtocolReader(pinner, reader)
         for name in names:
             if name not in program.targets:
                 continue
@@ -206,8 +207,9 @@ class Pipeline:
         return Pinner(self.module_dirs)
 
     def reader(self) -> Reader:
-        """What reads implementation modules' sources (`implementations.ModuleFacts`)."""
-        from oneiricc._build.implementations import Reader
+        """What reads Python modules' sources (`modules.ModuleFacts`), for the implementations
+        and capabilities checks."""
+        from oneiricc._build.modules import Reader
 
         return Reader()
 

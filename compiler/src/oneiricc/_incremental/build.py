@@ -65,7 +65,7 @@ from oneiricc._language.diagnostics import Diagnostic
 from oneiricc._language.recovery import Skipped
 
 if TYPE_CHECKING:
-    from oneiricc._build.implementations import Reader
+    from oneiricc._build.modules import Reader
 
 # The code that turns checked files into plans: part of the memo's key, with what
 # shapes the entries themselves (`cache`).
@@ -79,8 +79,9 @@ _PLANNING_MODULES = (
     plugins,
     pipeline,
     sys.modules[__name__],
-    # checked implementations; imported only by builds that check them
+    # the implementations check and the modules' reader: imported only by builds that check
     Path(pins.__file__ or "").with_name("implementations.py"),
+    Path(pins.__file__ or "").with_name("modules.py"),
 )
 
 

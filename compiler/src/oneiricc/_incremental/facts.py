@@ -1,10 +1,10 @@
-"""Implementation modules' facts (`implementations.ModuleFacts`) kept by file hash.
+"""Python modules' facts (`modules.ModuleFacts`) kept by file hash.
 
 What a module's source says depends only on its bytes (and the code that reads
 it), so like a checked stack file it is kept in the cache directory (`facts/`,
 keyed by the module file's sha256 and the reader's source) and, in a long-running
-process, in memory.  Imported only by builds that check implementations: a build
-the memo answers reads no module and imports none of this.
+process, in memory.  Imported only by builds that read modules (`Pipeline.reader`):
+a build the memo answers reads no module and imports none of this.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import contextlib
 import sys
 from pathlib import Path
 
-from oneiricc._build import implementations
-from oneiricc._build.implementations import ModuleFacts
+from oneiricc._build import modules
+from oneiricc._build.modules import ModuleFacts
 from oneiricc._incremental.cache import (
     CheckCache,
     LatestBuild,
@@ -25,17 +25,17 @@ from oneiricc._incremental.cache import (
     write_entry,
 )
 
-allow_records(implementations)
+allow_records(modules)
 # What reads the facts: part of each entry's key.
 _READER = b"".join(
-    Path(module.__file__ or "").read_bytes() for module in (implementations, sys.modules[__name__])
+    Path(module.__file__ or "").read_bytes() for module in (modules, sys.modules[__name__])
 )
 
 # Module facts by file sha256, kept by a long-running process.
 KeptFacts = LatestBuild[str, ModuleFacts]
 
 
-class FactsReader(implementations.Reader):
+class FactsReader(modules.Reader):
     """Module facts kept by the module file's hash, in the cache directory and, with
     `kept`, in memory: a module is read and parsed once per content."""
 

@@ -35,7 +35,7 @@ from oneiricc._language.diagnostics import Diagnostic
 from oneiricc._language.recovery import Skipped
 
 if TYPE_CHECKING:
-    from oneiricc._build.implementations import ModuleFacts
+    from oneiricc._build.modules import ModuleFacts
 
 # Candidates kept from one build to the next, a layer's at a time, by (identity of the
 # layer's declarations, layer position): the candidates made of single declarations
