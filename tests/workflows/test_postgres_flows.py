@@ -10,9 +10,10 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import anyio
 import psycopg
 import pytest
 import wftasks
@@ -23,6 +24,7 @@ from oneiric._flows.postgres import (
     DatabaseUnavailable,
     PostgresFlowStore,
 )
+from oneiric._flows.schedule import Scheduler
 from oneiric._flows.store import LeaseLost
 from oneiric._flows.workflows import Workflows
 from servers import Server, free_port, postgres_server
@@ -307,6 +309,54 @@ def test_due_tasks_are_claimed_once_and_an_expired_claim_is_taken_over(db: str) 
     assert (done.status, done.result, done.attempts) == ("succeeded", 2, 2)
     first.close()
     second.close()
+
+
+@pytest.mark.anyio
+async def test_the_scheduler_stops_a_task_it_lost_and_gives_back_those_it_cuts_short(
+    tmp_path: Path, wf_log: str, db: str
+) -> None:
+    plan, _ = build_plan(tmp_path, SCHEDULED)
+    store = PostgresFlowStore(db + "?lease=0.6")
+    other = PostgresFlowStore(db + "?lease=30")
+
+    def row(task_id: str) -> tuple[str, str | None]:
+        with psycopg.connect(db) as conn:
+            found = conn.execute(
+                "SELECT status, owner FROM oneiric.scheduled WHERE id = %s", (task_id,)
+            ).fetchone()
+        assert found is not None
+        return found[0], found[1]
+
+    async def until(check: Callable[[], bool]) -> None:
+        with anyio.fail_after(10):
+            while not check():
+                await anyio.sleep(0.05)
+
+    async with (
+        activated(plan, Scheduler.task_ids(plan)) as runtime,
+        anyio.create_task_group() as group,
+    ):
+        group.start_soon(Scheduler(plan, runtime, store).serve, 0.05)
+        # Taken over while it runs here (as if this runtime had stalled past its lease):
+        # the next renewal finds it lost; it is stopped here and nothing is recorded.
+        assert store.schedule("lost", "slow", '{"n": 1}', time.time())
+        await until(lambda: started(wf_log, "slow") == 1)
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE oneiric.scheduled SET owner = 'another', "
+                "lease_until = extract(epoch from now()) + 60 WHERE id = 'lost'"
+            )
+        await anyio.sleep(1.0)  # past a renewal (every 0.2 s)
+        assert row("lost") == ("running", "another")
+        # Cut short by the scheduler's end: given back at once, not after the lease.
+        assert store.schedule("cut", "slow", '{"n": 2}', time.time())
+        await until(lambda: started(wf_log, "slow") == 2)
+        group.cancel_scope.cancel()
+    assert wftasks.calls(wf_log, "end") == []  # neither ran to its end here
+    (again,) = other.claim_due(time.time(), 10)  # "lost" is leased by "another": not due
+    assert (again.id, again.attempts) == ("cut", 2)
+    store.close()
+    other.close()
 
 
 def task_serve(plan: Path, url: str, state: Path, log: str) -> subprocess.Popen[str]:
