@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"  baseline bare await of 10 handlers    {r['bare_dispatch_us']:8.2f} us/event")
     print(
-        f"  bus.emit (route, filter, 10 tasks)    {r['emit_us']:8.2f} us/event "
+        f"  bus.emit (route, filter, 10 eager)    {r['emit_us']:8.2f} us/event "
         f"= {eps:,.0f} events/s, {eps * 10:,.0f} deliveries/s "
         f"({r['emit_us'] / r['bare_dispatch_us']:.1f}x bare, goal <= 3x)"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -10,17 +11,19 @@ import anyio
 import pytest
 import wftasks
 from oneiric._flows.events import EventBus, matches
-from oneiric._flows.host import Unknown, activated
+from oneiric._flows.host import Unknown, activated, subplan
 from oneiric._flows.store import FlowStore
 from oneiric._flows.workflows import Workflows
 from wfkit import build_plan, oneiric
 
 
-def handler(key: str, topic: str, body: str = "", **config: Any) -> str:
+def handler(
+    key: str, topic: str, body: str = "", impl: str = "wftasks:handler", **config: Any
+) -> str:
     items = [f'name = "{key}"', 'log = env("WF_LOG", "")']
     items += [f"{k} = {json.dumps(v)}" for k, v in config.items()]
     return (
-        f'  event {key} "x" {{\n    on "{topic}"\n    impl "wftasks:handler"\n'
+        f'  event {key} "x" {{\n    on "{topic}"\n    impl "{impl}"\n'
         f"    config {{ {', '.join(items)} }}\n{body}  }}"
     )
 
@@ -272,3 +275,103 @@ async def test_cancelling_an_emit_cancels_its_deliveries(tmp_path: Path, wf_log:
     assert await with_bus(tmp_path, stack, work, timeout_s=10.0) < 5.0
     assert sorted(e["name"] for e in wftasks.calls(wf_log, "start")) == ["a", "b"]
     assert FlowStore(tmp_path / "state").dead_letters() == []
+
+
+@pytest.mark.anyio
+async def test_deliveries_started_eagerly_keep_every_semantic(tmp_path: Path, wf_log: str) -> None:
+    """Siblings whose first step finishes, suspends once, raises, hangs after a sync prefix,
+    changes its payload, or enters a timeout of its own before suspending."""
+    stack = "\n".join(
+        [
+            handler("touchy", "t", "    priority 7\n", impl="wftasks:touchy"),
+            handler("quick", "t", "    priority 6\n"),
+            handler("once", "t", "    priority 5\n", sleep_ms=5),
+            handler("flaky", "t", "    priority 4\n    retry 2 backoff 10ms\n", fail_times=1),
+            handler("hangs", "t", "    priority 3\n", hang=True),
+            handler("own", "t", "    priority 2\n", impl="wftasks:touchy", own_timeout_ms=20),
+        ]
+    )
+    names = ["touchy", "quick", "once", "flaky", "hangs", "own"]
+
+    async def work(bus: EventBus) -> Any:
+        caller = asyncio.current_task()
+        deliveries = [await bus.emit("t", {"n": i}) for i in range(3)]
+        assert caller is not None
+        assert caller.cancelling() == 0
+        return deliveries, {k: bus.runtime.handle(f"event:{k}").counts() for k in names}
+
+    deliveries, counts = await with_bus(tmp_path, stack, work, timeout_s=0.3)
+    for i, delivery in enumerate(deliveries):
+        assert delivery.matched == names
+        by = {o.handler: o for o in delivery.outcomes}
+        for key in ("touchy", "quick", "once", "flaky"):
+            assert by[key].status == "delivered", by[key]
+            assert by[key].result == {"handled_by": key}
+        assert by["flaky"].attempts == (2 if i == 0 else 1)  # raised on its first step, once
+        assert by["hangs"].status == "dead-lettered"
+        assert by["hangs"].error == "timed out after 0.3s"
+        assert by["own"].status == "dead-lettered"
+        assert by["own"].error is not None
+        assert by["own"].error.startswith("TimeoutError")
+    # Each handler decoded its own payload: the change of the first did not reach the others.
+    for key in ("quick", "once", "flaky"):
+        assert [e["payload"] for e in handled(wf_log, key)] == [{"n": i} for i in range(3)]
+    for end in handled(wf_log, "touchy"):
+        assert end["payload"] == end["again"] == {"n": end["payload"]["n"], "touched_by": "touchy"}
+    # In-flight accounting is exact: (calls, failed calls, in flight) per handle.
+    assert counts == {
+        "touchy": (3, 0, 0),
+        "quick": (3, 0, 0),
+        "once": (3, 0, 0),
+        "flaky": (4, 1, 0),
+        "hangs": (3, 3, 0),
+        "own": (3, 3, 0),
+    }
+
+
+@pytest.mark.anyio
+async def test_a_live_swap_under_emits_loses_no_call_and_counts_none_twice(
+    tmp_path: Path, wf_log: str
+) -> None:
+    """Handlers that finish in their first step and handlers that suspend, swapped live
+    (new config) while four callers emit: every call is counted once, on one instance."""
+    keys = ["h0", "h1", "h2", "h3"]
+    before = "\n".join(
+        handler(k, "t", sleep_ms=ms) for k, ms in zip(keys, [0, 0, 2, 5], strict=True)
+    )
+    after = "\n".join(
+        handler(k, "t", sleep_ms=ms) for k, ms in zip(keys, [1, 0, 2, 0], strict=True)
+    )
+    plan, _ = build_plan(tmp_path / "before", before)
+    swapped, _ = build_plan(tmp_path / "after", after)
+    ids = EventBus.handler_ids(plan)
+    async with activated(plan, ids) as runtime:
+        bus = EventBus(plan, runtime, FlowStore(tmp_path / "state"))
+        old = {k: runtime.handle(f"event:{k}").slot for k in keys}
+        deliveries: list[Any] = []
+
+        async def emitting() -> None:
+            for i in range(40):
+                deliveries.append(await bus.emit("t", {"i": i}))
+
+        async with anyio.create_task_group() as group:
+            for _ in range(4):
+                group.start_soon(emitting)
+            await anyio.sleep(0.05)
+            report = await runtime.apply(subplan(swapped, ids))
+        assert sorted(report.changed) == ["event:h0", "event:h3"]
+        assert all(d.ok for d in deliveries)
+        assert len(deliveries) == 160
+        for key in keys:
+            handle = runtime.handle(f"event:{key}")
+            assert handle.counts() == (160, 0, 0)  # calls, failed calls, in flight
+            retired = old[key]
+            assert retired is not None
+            assert retired.inflight == 0
+            if f"event:{key}" in report.changed:
+                current = handle.slot
+                assert current is not None
+                assert current is not retired
+                assert retired.calls > 0
+                assert current.calls > 0
+                assert retired.calls + current.calls == 160

@@ -7,6 +7,7 @@ process, can see exactly which calls happened, when, and with what input.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -93,6 +94,18 @@ async def handler(
     finally:
         with _lock:
             _running[name] -= 1
+
+
+async def touchy(event: Any, *, name: str, log: str, own_timeout_ms: int = 0) -> dict[str, Any]:
+    """Changes its payload (its siblings must not see that); with `own_timeout_ms`, enters an
+    `asyncio.timeout` of its own before suspending, which then fails it (its TimeoutError)."""
+    payload = event.payload
+    payload["touched_by"] = name
+    if own_timeout_ms:
+        async with asyncio.timeout(own_timeout_ms / 1000):
+            await asyncio.sleep(3600)
+    _record(log, kind="end", name=name, event=event.id, payload=payload, again=event.payload)
+    return {"handled_by": name}
 
 
 def flaky_handler(event: Any, *, name: str, log: str, marker: str) -> str:

@@ -16,6 +16,14 @@ once, across all events of this bus.  A delivery that exhausts its attempts
 is written to the dead-letter table (`oneiric._flows.store`) with the event and
 the last error; `replay` delivers it again to the same handler.
 
+How it runs on asyncio: each delivery of a broadcast is a task of its own,
+started eagerly (`oneiric._flows.eager`): the first attempt's call runs at
+once, as that task's first step (its own current task, a copy of the
+emitter's context), and an async handler that returns without suspending
+costs no task scheduling and no timer; one that suspends goes on in that task,
+its timeout counted from the attempt's start.  Under trio, anyio tasks and
+cancel scopes.  Event ids are 128 random bits in hex unless given.
+
 A handler is called as `handler(event)` with an `Event`; sync handlers run in
 a worker thread.  `await event.start_workflow(name)` starts a workflow run
 from a handler (the built-in handler `oneiric.events:start_workflow` does
@@ -25,22 +33,34 @@ exactly that, with `config { workflow = "NAME" }`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import json
+import logging
+import operator
+import os
 import random
 import time
-import uuid
+import types
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import structlog
 
 from oneiric import _trace
+from oneiric._flows import eager
 from oneiric._flows.host import lookup
 from oneiric._flows.store import DeadLetter, FlowStore
-from oneiric._flows.workflows import DEFAULT_BACKOFF_MS, Workflows, _call, backoff_s, to_json
+from oneiric._flows.workflows import (
+    DEFAULT_BACKOFF_MS,
+    Workflows,
+    _async,
+    _call,
+    backoff_s,
+    to_json,
+)
+from oneiric._lifecycle.handle import Handle
 from oneiric._lifecycle.runtime import Runtime
 from oneiric._plan.model import Component, Plan, Retry, Route
 
@@ -69,17 +89,72 @@ class EventError(Exception):
     """The event cannot be delivered as asked (unknown topic, bad payload, unknown letter)."""
 
 
-@dataclass(frozen=True)
-class Event:
-    """What a handler receives.  `payload` and `headers` are decoded afresh per handler."""
+def _read_only(slot: str) -> Any:
+    """A read-only attribute: the value of `slot`."""
+    return property(operator.attrgetter(slot))
 
-    id: str
-    topic: str
-    payload: Any
-    headers: dict[str, str]
-    emitted_at: float
-    attempt: int = 1
-    _workflows: Workflows | None = field(default=None, repr=False, compare=False)
+
+class Event:
+    """What a handler receives: `id`, `topic`, `payload`, `headers`, `emitted_at`, `attempt`.
+
+    Read-only.  `payload` and `headers` are decoded afresh per handler (and per
+    attempt) on first read, so handlers never see each other's changes.
+    """
+
+    __slots__ = (
+        "_attempt",
+        "_emitted_at",
+        "_headers",
+        "_id",
+        "_payload",
+        "_payload_json",
+        "_source_headers",
+        "_topic",
+        "_workflows",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        topic: str,
+        payload_json: str,
+        headers: Mapping[str, str],
+        emitted_at: float,
+        attempt: int = 1,
+        workflows: Workflows | None = None,
+    ) -> None:
+        self._id = id
+        self._topic = topic
+        self._payload_json = payload_json
+        self._payload: Any = _MISSING
+        self._source_headers = headers
+        self._headers: dict[str, str] | None = None
+        self._emitted_at = emitted_at
+        self._attempt = attempt
+        self._workflows = workflows
+
+    id: str = _read_only("_id")
+    topic: str = _read_only("_topic")
+    emitted_at: float = _read_only("_emitted_at")
+    attempt: int = _read_only("_attempt")
+
+    @property
+    def payload(self) -> Any:
+        if self._payload is _MISSING:
+            self._payload = json.loads(self._payload_json)
+        return self._payload
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self._headers is None:
+            self._headers = dict(self._source_headers)
+        return self._headers
+
+    def __repr__(self) -> str:
+        return (
+            f"Event(id={self.id!r}, topic={self.topic!r}, payload={self.payload!r}, "
+            f"headers={self.headers!r}, emitted_at={self.emitted_at!r}, attempt={self.attempt!r})"
+        )
 
     def document(self) -> dict[str, Any]:
         """What filters see."""
@@ -180,7 +255,7 @@ def _comparable(a: Any, b: Any) -> bool:
 
 
 # -- delivery -------------------------------------------------------------------------------
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     handler: str  # event key
     status: str  # 'delivered' | 'dead-lettered'
@@ -227,6 +302,21 @@ class Delivery:
         }
 
 
+@dataclass(frozen=True)
+class _Handler:
+    """What delivering to one handler needs, looked up once per bus."""
+
+    component: Component
+    handle: Handle[Any]
+    attempts: int
+    backoff_ms: int
+    limiter: anyio.CapacityLimiter | None  # the subscription's concurrency, across events
+
+
+class _Expired(Exception):
+    """The handler timeout ran out (a handler's own `TimeoutError` is an error like others)."""
+
+
 class EventBus:
     """Delivers events to the plan's handler components running on a `Runtime`."""
 
@@ -245,11 +335,17 @@ class EventBus:
         self.store = store
         self.workflows = workflows
         self.handler_timeout_s = handler_timeout_s
-        self._limiters: dict[str, anyio.CapacityLimiter] = {}
+        self._handlers: dict[str, _Handler] = {}
         self._components: dict[str, Component] = {}
         self._routes: dict[str, Route] = {r.topic: r for r in plan.routes}
+        # topic: (matched, skipped) when no handler of its route has a filter, else None
+        self._unfiltered: dict[str, tuple[list[str], list[str]] | None] = {}
         self._rng = rng or random.Random()
+        self._starter = eager.Starter()
         self._log = structlog.get_logger("oneiric.events").bind(plan=plan.digest)
+        # The bound logger's level is fixed: skip building the per-event debug line.
+        enabled = getattr(self._log, "is_enabled_for", None)
+        self._debug = enabled is None or bool(enabled(logging.DEBUG))
 
     @staticmethod
     def handler_ids(plan: Plan, topic: str | None = None) -> list[str]:
@@ -298,38 +394,66 @@ class EventBus:
         """Deliver one event to its matching handlers; never raises for a handler's failure."""
         route = self.route(topic)
         payload_json = to_json(payload, "the event payload")
-        header_map = {str(k): str(v) for k, v in (headers or {}).items()}
+        header_map = {str(k): str(v) for k, v in headers.items()} if headers else {}
         _trace.inject(header_map)  # emitted inside a span (a node, a handler): same trace
-        eid = event_id or uuid.uuid4().hex
-        document = {"topic": topic, "payload": json.loads(payload_json), "headers": header_map}
-        matched, skipped = self.select(route, document)
-        started = time.time()
+        eid = event_id or os.urandom(16).hex()
+        matched, skipped = self._selection(route, payload_json, header_map)
+        emitted_at = time.time()
         if len(matched) == 1:  # the common case: no task group needed
-            outcomes = [await self.deliver(matched[0], eid, topic, payload_json, header_map)]
-        elif _asyncio_loop() is not None:  # plain asyncio tasks cost a fraction of anyio's
-            outcomes = await _gather(
-                [self.deliver(key, eid, topic, payload_json, header_map) for key in matched]
+            outcomes = [
+                await self.deliver(
+                    matched[0], eid, topic, payload_json, header_map, emitted_at=emitted_at
+                )
+            ]
+        elif (loop := _asyncio_loop()) is not None:  # own tasks, started eagerly (`eager`)
+            outcomes = await self._starter.map(  # never raises for a handler's failure
+                functools.partial(
+                    self._start, loop, eid, topic, payload_json, header_map, emitted_at
+                ),
+                matched,
             )
         else:
             found: dict[str, Outcome] = {}
 
             async def deliver(key: str) -> None:
-                found[key] = await self.deliver(key, eid, topic, payload_json, header_map)
+                found[key] = await self.deliver(
+                    key, eid, topic, payload_json, header_map, emitted_at=emitted_at
+                )
 
             async with anyio.create_task_group() as group:
                 for key in matched:
                     group.start_soon(deliver, key)
             outcomes = [found[k] for k in matched]
         delivery = Delivery(eid, topic, route.fanout, matched, skipped, outcomes)
-        self._log.debug(
-            "event delivered",
-            event_id=eid,
-            topic=topic,
-            handlers=matched,
-            ok=delivery.ok,
-            ms=round((time.time() - started) * 1000, 3),
-        )
+        if self._debug:
+            self._log.debug(
+                "event delivered",
+                event_id=eid,
+                topic=topic,
+                handlers=matched,
+                ok=delivery.ok,
+                ms=round((time.time() - emitted_at) * 1000, 3),
+            )
         return delivery
+
+    def _selection(
+        self, route: Route, payload_json: str, headers: dict[str, str]
+    ) -> tuple[list[str], list[str]]:
+        """`select` for one event; the same for every event of a route without filters."""
+        if route.topic not in self._unfiltered:
+            filtered = any(
+                (sub := self._component(key).subscription) is not None and sub.filter is not None
+                for key in route.handlers
+            )
+            self._unfiltered[route.topic] = None if filtered else self.select(route, {})
+        fixed = self._unfiltered[route.topic]
+        if fixed is None:
+            payload = json.loads(payload_json)
+            return self.select(
+                route, {"topic": route.topic, "payload": payload, "headers": headers}
+            )
+        matched, skipped = fixed
+        return list(matched), list(skipped)
 
     async def replay(self, letter_id: int) -> tuple[DeadLetter, Outcome]:
         """Deliver a dead letter again to its handler; resolve it on success."""
@@ -366,7 +490,72 @@ class EventBus:
             self._components[key] = component
         return component
 
-    async def deliver(
+    def _handler(self, key: str) -> _Handler:
+        found = self._handlers.get(key)
+        if found is None:
+            component = self._component(key)
+            sub = component.subscription
+            retry: Retry | None = (sub.retry if sub else None) or component.retry
+            concurrency = (sub.concurrency if sub else None) or component.concurrency
+            found = self._handlers[key] = _Handler(
+                component,
+                self.runtime.handle(component.id),
+                max(1, retry.attempts) if retry else 1,
+                (retry.backoff_ms if retry else None) or DEFAULT_BACKOFF_MS,
+                anyio.CapacityLimiter(concurrency) if concurrency and concurrency >= 1 else None,
+            )
+        return found
+
+    def _start(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        event_id: str,
+        topic: str,
+        payload_json: str,
+        headers: dict[str, str],
+        emitted_at: float,
+        key: str,
+    ) -> Outcome | eager.Later[Outcome]:
+        """`deliver` with its first attempt begun at once (`eager`): the outcome when that
+        attempt returned without suspending, else the rest of the delivery to wait for."""
+        handler = self._handler(key)
+        if handler.limiter is not None or _trace.enabled():  # no shortcut: all of it later
+            return eager.Later(
+                self.deliver(key, event_id, topic, payload_json, headers, emitted_at=emitted_at)
+            )
+        started = time.perf_counter()
+        event = Event(event_id, topic, payload_json, headers, emitted_at, 1, self.workflows)
+        first: Awaitable[Any] | Exception
+        try:
+            finished, first = self._begin(handler.handle, event, loop)
+        except Exception as exc:
+            first = exc
+        else:
+            if finished:
+                return self._delivered(key, topic, 1, first, started)
+        return eager.Later(
+            self._deliver(
+                key,
+                event_id,
+                topic,
+                payload_json,
+                headers,
+                emitted_at=emitted_at,
+                first=first,
+                started=started,
+            )
+        )
+
+    @staticmethod
+    def _delivered(key: str, topic: str, attempt: int, result: Any, started: float) -> Outcome:
+        ms = (time.perf_counter() - started) * 1000
+        # handler, status, attempts, error, result, dead_letter, ms (positional: cheaper)
+        outcome = Outcome(key, "delivered", attempt, None, _jsonable(result), None, ms)
+        for observer in OBSERVERS:
+            observer.delivered(topic, key, outcome)
+        return outcome
+
+    def deliver(
         self,
         key: str,
         event_id: str,
@@ -374,31 +563,20 @@ class EventBus:
         payload_json: str,
         headers: dict[str, str],
         **options: Any,
-    ) -> Outcome:
-        """`_deliver` in a span, child of the event's W3C `traceparent` header if it has one."""
+    ) -> Coroutine[Any, Any, Outcome]:
+        """One event to one handler (`_deliver`): in a span, child of the event's W3C
+        `traceparent` header if it has one, when tracing is on."""
+        delivery = self._deliver(key, event_id, topic, payload_json, headers, **options)
         if not _trace.enabled():
-            outcome = await self._deliver(
-                _NO_SPAN, key, event_id, topic, payload_json, headers, **options
-            )
-            for observer in OBSERVERS:
-                observer.delivered(topic, key, outcome)
-            return outcome
-        attributes = {"oneiric.topic": topic, "oneiric.handler": key, "oneiric.event": event_id}
-        with _trace.span("oneiric.event.deliver", attributes, headers) as span:
-            outcome = await self._deliver(
-                span, key, event_id, topic, payload_json, headers, **options
-            )
-            span.set("oneiric.outcome", outcome.status)
-            for observer in OBSERVERS:
-                observer.delivered(topic, key, outcome)
-            span.set("oneiric.attempts", outcome.attempts)
-            if outcome.error:
-                span.fail(outcome.error)
-            return outcome
+            return delivery
+        return _traced(
+            delivery,
+            {"oneiric.topic": topic, "oneiric.handler": key, "oneiric.event": event_id},
+            headers,
+        )
 
     async def _deliver(
         self,
-        span: _trace.Span,
         key: str,
         event_id: str,
         topic: str,
@@ -409,80 +587,66 @@ class EventBus:
         count: Callable[[], Awaitable[int]] | None = None,
         done: int = 0,
         record: Callable[[str, int], Awaitable[int | str | None]] | bool | None = True,
+        first: Awaitable[Any] | Exception | None = None,
+        started: float | None = None,
     ) -> Outcome:
-        """One event to one handler, with its retries, timeout and concurrency limit.
+        """One event to one handler, with its retries, timeout and concurrency limit;
+        `OBSERVERS` are told of the outcome.
 
         `count()` (another transport's attempt counter, shared across processes)
         numbers each attempt; `done` attempts were made before (elsewhere).
         Exhausted: `record(error, attempts)` files the dead letter (True: this
-        bus's store; None: nobody, as for a replay).
+        bus's store; None: nobody, as for a replay).  `first`: the first attempt,
+        begun by `_start` at `started` (the rest of it, or what its first step raised).
         """
-        component = self._component(key)
-        sub = component.subscription
-        retry: Retry | None = (sub.retry if sub else None) or component.retry
-        attempts = max(1, retry.attempts) if retry else 1
-        backoff_ms = (retry.backoff_ms if retry else None) or DEFAULT_BACKOFF_MS
-        concurrency = (sub.concurrency if sub else None) or component.concurrency
-        limiter = self._limiter(key, concurrency)
-        handle = self.runtime.handle(component.id)
-        started = time.perf_counter()
+        handler = self._handler(key)
+        attempts = handler.attempts
+        started = time.perf_counter() if started is None else started
+        loop = _asyncio_loop()
         error = ""
-        native = _asyncio_loop() is not None
         emitted_at = time.time() if emitted_at is None else emitted_at
         attempt = done
         while attempt < attempts:
             attempt = await count() if count is not None else attempt + 1
             if attempt > attempts:
                 break
-            event = Event(
-                event_id,
-                topic,
-                json.loads(payload_json),
-                dict(headers),
-                emitted_at,
-                attempt,
-                self.workflows,
-            )
-            # On asyncio, `asyncio.timeout` bounds the attempt: one timer, no anyio cancel scope.
-            deadline = (
-                asyncio.timeout(self.handler_timeout_s)
-                if native
-                else anyio.move_on_after(self.handler_timeout_s)
-            )
             try:
-                async with limiter or _NO_LIMIT:
-                    if isinstance(deadline, asyncio.Timeout):
-                        async with deadline:
-                            result = await _call(handle, event)
-                    else:
-                        with deadline:
-                            result = await _call(handle, event)
-                if not _expired(deadline):
-                    return Outcome(
-                        key,
-                        "delivered",
-                        attempt,
-                        result=_jsonable(result),
-                        ms=(time.perf_counter() - started) * 1000,
+                if first is not None:  # attempt 1, begun by `_start`
+                    begun, first = first, None
+                    if isinstance(begun, Exception):
+                        raise begun
+                    result = await begun
+                else:
+                    event = Event(
+                        event_id, topic, payload_json, headers, emitted_at, attempt, self.workflows
                     )
+                    if handler.limiter is None:
+                        finished, result = self._begin(handler.handle, event, loop)
+                        if not finished:
+                            result = await result
+                    else:
+                        async with handler.limiter:
+                            finished, result = self._begin(handler.handle, event, loop)
+                            if not finished:
+                                result = await result
+            except _Expired:
                 error = f"timed out after {self.handler_timeout_s:g}s"
             except Exception as exc:
-                if isinstance(exc, TimeoutError) and _expired(deadline):
-                    error = f"timed out after {self.handler_timeout_s:g}s"
-                else:
-                    error = f"{type(exc).__name__}: {exc}"
+                error = f"{type(exc).__name__}: {exc}"
+            else:
+                return self._delivered(key, topic, attempt, result, started)
             if attempt < attempts:
-                delay = backoff_s(backoff_ms, attempt, self._rng)
+                delay = backoff_s(handler.backoff_ms, attempt, self._rng)
                 self._log.warning(
                     "handler attempt failed",
                     event_id=event_id,
                     topic=topic,
-                    handler=component.id,
+                    handler=handler.component.id,
                     attempt=attempt,
                     error=error,
                     retry_in_s=delay,
                 )
-                span.event("retry", attempt=attempt, error=error, retry_in_s=delay)
+                _trace.event("retry", attempt=attempt, error=error, retry_in_s=delay)
                 for observer in OBSERVERS:
                     observer.retried(topic, key)
                 await anyio.sleep(delay)
@@ -497,12 +661,12 @@ class EventBus:
             "handler exhausted",
             event_id=event_id,
             topic=topic,
-            handler=component.id,
+            handler=handler.component.id,
             attempts=attempts,
             error=error,
             dead_letter=letter,
         )
-        return Outcome(
+        outcome = Outcome(
             key,
             "dead-lettered",
             attempts,
@@ -510,18 +674,68 @@ class EventBus:
             dead_letter=letter,
             ms=(time.perf_counter() - started) * 1000,
         )
+        for observer in OBSERVERS:
+            observer.delivered(topic, key, outcome)
+        return outcome
 
-    def _limiter(self, key: str, concurrency: int | None) -> anyio.CapacityLimiter | None:
-        if not concurrency or concurrency < 1:
-            return None
-        limiter = self._limiters.get(key)
-        if limiter is None:
-            limiter = self._limiters[key] = anyio.CapacityLimiter(concurrency)
-        return limiter
+    def _begin(
+        self, handle: Handle[Any], event: Event, loop: asyncio.AbstractEventLoop | None
+    ) -> tuple[bool, Any]:
+        """Call the handler: (True, its result) when it returned without suspending, else
+        (False, an awaitable of the rest, within the handler timeout: `_Expired` past it).
+
+        On asyncio an async handler's first step runs before any timer is set: one
+        that returns without suspending costs none (no timeout can fire before a
+        suspension anyway); one that suspends goes on in this same task under
+        `asyncio.timeout_at` from the attempt's start.
+        """
+        if loop is None:  # trio: an anyio cancel scope
+            return False, _within_scope(_call(handle, event), self.handler_timeout_s)
+        slot = handle.slot
+        if slot is None or not _async(slot.instance):  # a worker thread (or the call refuses)
+            return False, _within(_call(handle, event), asyncio.timeout(self.handler_timeout_s))
+        deadline = loop.time() + self.handler_timeout_s
+        call = handle(event)
+        if type(call) is not types.CoroutineType:  # swapped to a sync instance since read
+            return False, _within(call, asyncio.timeout_at(deadline))  # awaited, as before
+        try:
+            step = call.send(None)
+        except StopIteration as stop:
+            return True, stop.value
+        return False, _within(eager.resume(call, step), asyncio.timeout_at(deadline))
 
 
-_NO_LIMIT = contextlib.nullcontext()
-_NO_SPAN = _trace.Span()
+async def _within(pending: Awaitable[Any], deadline: asyncio.Timeout) -> Any:
+    try:
+        async with deadline:
+            result = await pending
+    except TimeoutError:
+        if deadline.expired():
+            raise _Expired from None
+        raise
+    if deadline.expired():  # the handler swallowed the cancellation
+        raise _Expired
+    return result
+
+
+async def _within_scope(pending: Awaitable[Any], timeout_s: float) -> Any:
+    with anyio.move_on_after(timeout_s) as scope:
+        result = await pending
+    if scope.cancelled_caught:
+        raise _Expired
+    return result
+
+
+async def _traced(
+    delivery: Awaitable[Outcome], attributes: _trace.Attributes, headers: dict[str, str]
+) -> Outcome:
+    with _trace.span("oneiric.event.deliver", attributes, headers) as span:
+        outcome = await delivery
+        span.set("oneiric.outcome", outcome.status)
+        span.set("oneiric.attempts", outcome.attempts)
+        if outcome.error:
+            span.fail(outcome.error)
+        return outcome
 
 
 def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
@@ -530,23 +744,6 @@ def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
-
-
-def _expired(deadline: asyncio.Timeout | anyio.CancelScope) -> bool:
-    if isinstance(deadline, asyncio.Timeout):
-        return deadline.expired()
-    return deadline.cancelled_caught
-
-
-async def _gather(deliveries: list[Coroutine[Any, Any, Outcome]]) -> list[Outcome]:
-    """Run sibling deliveries as asyncio tasks, like a task group: all finish before this
-    returns, cancelling it cancels and awaits them all, and an error (a delivery itself
-    never raises for a handler's failure) comes out in an exception group."""
-    results = await asyncio.gather(*deliveries, return_exceptions=True)
-    errors = [r for r in results if isinstance(r, BaseException)]
-    if errors:
-        raise BaseExceptionGroup("unhandled errors in event delivery", errors)
-    return [r for r in results if not isinstance(r, BaseException)]
 
 
 _SCALARS = (str, int, float, bool)

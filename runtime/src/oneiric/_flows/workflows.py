@@ -71,9 +71,12 @@ def backoff_s(backoff_ms: int, attempt: int, rng: random.Random) -> float:
     return full / 2 + rng.random() * full / 2
 
 
+_ENCODE = json.JSONEncoder(sort_keys=True, allow_nan=False).encode  # `json.dumps` makes one a call
+
+
 def to_json(value: Any, what: str) -> str:
     try:
-        return json.dumps(value, sort_keys=True, allow_nan=False)
+        return _ENCODE(value)
     except (TypeError, ValueError) as exc:
         raise WorkflowError(f"{what} is not JSON data: {exc}") from None
 
