@@ -16,9 +16,9 @@ On 3.11 a task cannot be created without being scheduled, so those tasks are
 kept: a `_Worker` task parks on a future between jobs.  A call that returns
 `Later` hands its coroutine to the worker whose task it ran under; one that
 returns a value leaves the worker idle for the next.  With no idle worker at
-hand (the first calls, bursts), a call runs in a plain new task and a worker
-is started for later calls.  Idle workers are cancelled with the loop's other
-tasks when it closes.
+hand (the first calls, bursts), a call runs in a plain new task, and one
+worker more is started (per `map`) for later calls.  Idle workers are
+cancelled with the loop's other tasks when it closes.
 """
 
 from __future__ import annotations
@@ -68,12 +68,14 @@ class Starter:
         idle = self._idle
         results: list[Any] = []
         pending: list[int] = []
-        failed = False
+        failed = spawned = False
         worker: _Worker | None = None  # reused while calls return values
         for item in items:
             if worker is None:
                 if not idle:
-                    _Worker(loop, idle)  # parks itself in `idle` once started, for later calls
+                    if not spawned:  # one more for later calls (it parks in `idle` once started)
+                        _Worker(loop, idle)
+                        spawned = True
                     pending.append(len(results))
                     results.append(loop.create_task(_task(call, item)))
                     continue
