@@ -44,7 +44,7 @@ def _worker(tasks: str, consumer: str | None, prefetch: int, **options: Any) -> 
     async def service(supervisor: Any) -> None:
         import anyio
 
-        from oneiric._cli.fleet import heartbeat
+        from oneiric._cli.fleet import heartbeat, links
         from oneiric._flows.link import Link
         from oneiric._flows.postgres import PostgresFlowStore
         from oneiric._flows.workers import RedisTasks, serve_worker
@@ -58,7 +58,8 @@ def _worker(tasks: str, consumer: str | None, prefetch: int, **options: Any) -> 
         counters: dict[str, Any] = {}
 
         def document() -> dict[str, Any]:
-            return {"kind": "worker", "consumer": name, "broker": link.as_json()} | counters
+            found = {"kind": "worker", "consumer": name, "broker": link.as_json()}
+            return found | links(store, None) | counters
 
         try:
             async with anyio.create_task_group() as group:
