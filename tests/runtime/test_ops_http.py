@@ -89,6 +89,9 @@ def test_probes_metrics_status_and_a_swap(tmp_path: Path, running) -> None:  # t
     assert not [k for k in before if k[0] == "oneiric_connection_up"]
     (served,) = get_json(url + "status")[1]["consumers"]
     assert (served["name"], served["alive"], served["state"]) == ("c1", False, "not running")
+    page = get(url)[2].decode()
+    assert "<tr id='consumers-c1'><td><code>c1</code></td><td>1</td><td class=not-running>" in page
+    assert "<p id=connections class=muted>none held by this runtime</p>" in page
     comp = (("component", CACHE),)
     assert before[("oneiric_component_calls_total", (*comp, ("outcome", "ok")))] == 7
     assert before[("oneiric_component_calls_total", (*comp, ("outcome", "error")))] == 3
