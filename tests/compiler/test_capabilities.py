@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+import json
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import oneiric.adapters
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from oneiricc._authoring.explanation import check_lines
 from oneiricc._build.capabilities import mismatches
 from oneiricc._build.modules import Method, ModuleFacts, Reader, read_module
 from oneiricc._build.pipeline import Pipeline
@@ -26,7 +28,8 @@ from oneiricc._build.project import load_project
 from oneiricc._incremental.build import IncrementalBuild
 from oneiricc._incremental.cache import CheckCache
 from oneiricc._incremental.facts import FactsReader
-from support import ROOT, compile_at, write_project
+from support import ROOT, compile_at, run_cli, write_project
+from syrupy.assertion import SnapshotAssertion
 
 PROTOCOLS = """
 from typing import Protocol
@@ -156,6 +159,108 @@ def test_one_read_of_each_module_per_build_and_none_once_cached(tmp_path: Path) 
         _CountedReader.files = []
         assert not _Cached(project, CheckCache(project.cache_dir)).run().failed
         assert sorted(_CountedReader.files) == expected
+
+
+# What the reader cannot decide, on the protocol's side and on the implementation's.
+UNDECIDED = {
+    "src/app/star.py": "from app.protocols import *\n",
+    "src/app/odd.py": """from nowhere import Base
+from app.protocols import Reader
+
+
+def make_base():
+    return object
+
+
+class Dynamic:
+    def __getattr__(self, name):
+        return len
+
+
+class Made(make_base()):
+    def get(self, key): ...
+
+
+Alias = Reader
+
+
+class FromNowhere(Base):
+    def get(self, key): ...
+
+
+class Loop(Again):
+    def get(self, key): ...
+
+
+class Again(Loop):
+    def get(self, key): ...
+
+
+class Fine:
+    def get(self, key): ...
+
+
+class D21:
+    def get(self, key): ...
+"""
+    + "".join(f"\n\nclass D{i}(D{i + 1}): ...\n" for i in reversed(range(21))),
+    "stacks/main.oneiric": """oneiric 1
+
+stack app {
+  capability adapter fine read = "app.protocols:Reader"
+  capability adapter star read = "app.star:Reader"
+  capability adapter getattr read = "app.odd:Dynamic"
+  capability adapter based read = "app.odd:Made"
+  capability adapter alias read = "app.odd:Alias"
+  capability adapter nowhere read = "app.odd:FromNowhere"
+  capability adapter loop read = "app.odd:Loop"
+  capability adapter deep read = "app.odd:D0"
+  capability adapter builtin read = "sys:Reader"
+  capability adapter impl read = "app.protocols:Reader"
+  capability adapter based_impl read = "app.protocols:Reader"
+  capability workflow flow run = "app.protocols:Runner"
+  adapter fine "x" { impl "app.odd:Fine" provides read }
+  adapter star "x" { impl "app.odd:Fine" provides read }
+  adapter getattr "x" { impl "app.odd:Fine" provides read }
+  adapter based "x" { impl "app.odd:Fine" provides read }
+  adapter alias "x" { impl "app.odd:Fine" provides read }
+  adapter nowhere "x" { impl "app.odd:Fine" provides read }
+  adapter loop "x" { impl "app.odd:Fine" provides read }
+  adapter deep "x" { impl "app.odd:Fine" provides read }
+  adapter builtin "x" { impl "app.odd:Fine" provides read }
+  adapter impl "x" { impl "app.odd:Dynamic" provides read }
+  adapter based_impl "x" { impl "app.odd:Made" provides read }
+  task t "x" { impl "json:loads" }
+  workflow flow "x" { provides run; node a { task t } }
+}
+
+target dev { layers app }
+""",
+}
+
+
+def test_explain_says_why_each_capability_is_not_checked(
+    tmp_path: Path, snapshot: SnapshotAssertion
+) -> None:
+    """Every reason a protocol or a provider cannot be decided statically: none is an error
+    (a star import or a cycle of bases included), each is shown by `oneiricc explain`."""
+    runner = "\n\nclass Runner(Protocol):\n    def run(self) -> None: ...\n"
+    files = {"src/app/__init__.py": "", "src/app/protocols.py": PROTOCOLS + runner, **UNDECIDED}
+    root = write_project(tmp_path, files, 'module-path = ["src"]\n')
+    build = compile_at(root)
+    assert build.diagnostics == []
+    explained = {
+        component: check_lines(build.contracts["dev"].get(component), fits)
+        for component, fits in sorted(build.fits["dev"].items())
+    }
+    assert explained == snapshot
+    shown = run_cli("oneiricc", "--root", str(root), "explain", "adapter:impl", "-t", "dev")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == snapshot
+    document = run_cli(
+        "oneiricc", "--root", str(root), "explain", "workflow:flow", "-t", "dev", "--format", "json"
+    )
+    assert json.loads(document.stdout)["capabilities"] == snapshot
 
 
 @pytest.mark.parametrize(

@@ -7,17 +7,18 @@ A stack binds a capability of a key to a Python protocol:
 and every candidate of that key in a target that `provides write` must then
 define the protocol's methods: the same names, each sync or async as the
 protocol's, accepting every call the protocol's accepts (as many positional
-arguments, its keyword-only ones).  Both classes are read from their source
-with `ast`, located the way the pins locate modules; no user code runs.  A
-class's bases are followed within its module and through `import`s into
-other modules' sources.
+arguments, its keyword-only ones).  Both classes come from their modules'
+facts (`modules`: read from source with `ast`, located the way the pins
+locate modules; no user code runs).  A class's bases are followed within its
+module and through `import`s into other modules.
 
 What cannot be read statically is not an error: a module without source, a
 class with a base that cannot be followed, a `__getattr__`, a method behind a
 decorator this reader does not know (its presence counts, not its signature).
-Only what is certainly missing or certainly different is reported (E0801), at
-the candidate's `provides`.  A protocol that cannot be found is E0802, a
-capability bound to two protocols in one target E0803.
+The capability is then "not checked", with the reason (`Fit`, shown by
+`oneiricc explain`).  Only what is certainly missing or certainly different is
+reported (E0801), at the candidate's `provides`.  A protocol that cannot be
+found is E0802, a capability bound to two protocols in one target E0803.
 """
 
 from __future__ import annotations
@@ -72,32 +73,38 @@ class ProtocolReader:
         except PinError:
             return None
 
-    def methods(self, module: str, attr: str, depth: int = 0) -> dict[str, Method]:
-        """The methods of class `module:attr`, its bases' included (raises `_Unknown`)."""
-        if depth > _MAX_DEPTH:
-            raise _Unknown("its bases are nested too deeply to follow")
+    def methods(
+        self, module: str, attr: str, within: tuple[tuple[str, str], ...] = ()
+    ) -> dict[str, Method]:
+        """The methods of class `module:attr`, its bases' included (raises `_Unknown`);
+        `within`: the classes it was reached from."""
+        if (module, attr) in within:
+            raise _Unknown(f"the bases of {module}:{attr} form a cycle")
+        if len(within) > _MAX_DEPTH:
+            first = ":".join(within[0])
+            raise _Unknown(f"the bases of {first} are nested more than {_MAX_DEPTH} deep")
         facts = self.module(module)
         if facts is None:
-            raise _Unknown(f"module {module} is not found")
+            raise _Unknown(f"{module}:{attr} is in a module that is not found")
         found = facts.classes.get(attr)
         if found is None:
             imported = facts.imports.get(attr)
             if imported is not None and imported[2] is not None:
-                return self.methods(*self._imported(module, imported), depth + 1)
+                return self.methods(*self._imported(module, imported), (*within, (module, attr)))
             if attr not in facts.names and facts.undecidable is not None:
                 raise _Unknown(
                     f"the names of {module} are not known statically: {facts.undecidable}"
                 )
             raise _Unknown(f"{module}:{attr} is not a class defined in its module")
         if found.opaque is not None:
-            raise _Unknown(found.opaque)
+            raise _Unknown(f"class {module}:{attr} {found.opaque}")
         methods: dict[str, Method] = {}
         for written in reversed(found.bases):
             base = None if written is None else self._base(module, facts, written)
             if base is None:
                 raise _Unknown(f"a base of {module}:{attr} cannot be followed statically")
             if f"{base[0]}:{base[1]}" not in _TRANSPARENT:
-                methods.update(self.methods(*base, depth + 1))
+                methods.update(self.methods(*base, (*within, (module, attr))))
         methods.update(found.methods)
         return methods
 
@@ -106,8 +113,8 @@ class ProtocolReader:
         level, source, name = imported
         assert name is not None
         if level:
-            origin = self.pinner.source_of(module) or ""
-            package = module if os.path.basename(origin) == "__init__.py" else module.rpartition(".")[0]
+            is_package = os.path.basename(self.pinner.source_of(module) or "") == "__init__.py"
+            package = module if is_package else module.rpartition(".")[0]
             parts = package.split(".") if package else []
             parts = parts[: len(parts) - (level - 1)]
             source = ".".join([*parts, *([source] if source else [])])
@@ -176,14 +183,27 @@ def mismatches(protocol: dict[str, Method], impl: dict[str, Method]) -> list[str
     return problems
 
 
+@dataclass(frozen=True, slots=True)
+class Fit:
+    """What the build could confirm of a component's capability bound to a protocol, for
+    `oneiricc explain`."""
+
+    protocol: str  # "module:Class"
+    reason: str | None  # why it is not checked; None: checked (it fits, or E0801)
+
+
 @dataclass(slots=True)
 class _Protocol:
     binding: Binding
-    methods: dict[str, Method] | None  # None: not checked (or not found: reported)
+    methods: dict[str, Method] | None  # None: not checked (`reason`), or not found (reported)
+    reason: str | None
 
 
-def check(program: Program, resolution: Resolution, reader: ProtocolReader) -> list[Diagnostic]:
-    """E0801-E0803 for one target: its bindings, and every candidate providing one."""
+def check(
+    program: Program, resolution: Resolution, reader: ProtocolReader
+) -> tuple[list[Diagnostic], dict[str, dict[str, Fit]]]:
+    """E0801-E0803 for one target: its bindings, and every candidate providing one; and
+    for each winner (by component id), what was checked of each capability it provides."""
     diagnostics: list[Diagnostic] = []
     bound: dict[tuple[str, str, str], Binding] = {}
     for name, _ in resolution.target.layers:
@@ -203,58 +223,65 @@ def check(program: Program, resolution: Resolution, reader: ProtocolReader) -> l
                         notes=(Note(first.place.file, first.place.pos, "first bound"),),
                     )
                 )
+    fits: dict[str, dict[str, Fit]] = {}
     if not bound:
-        return diagnostics
+        return diagnostics, fits
     protocols: dict[tuple[str, str, str], _Protocol] = {}
-    for decision in resolution.decisions.values():
+    for key, decision in resolution.decisions.items():
         for cand in [decision.winner, *(loss.candidate for loss in decision.losers)]:
             for capability in cand.provides:
                 identity = (cand.domain, cand.key, capability)
                 promised = bound.get(identity)
                 if promised is None:
                     continue
-                if identity not in protocols:
-                    protocols[identity] = _Protocol(
-                        promised, _protocol_methods(promised, reader, diagnostics)
+                protocol = protocols.get(identity)
+                if protocol is None:
+                    protocol = protocols[identity] = _protocol(promised, reader, diagnostics)
+                if protocol.methods is None:
+                    reason = protocol.reason
+                    if reason is None:
+                        continue  # (the protocol is not found: E0802)
+                else:
+                    reason = _check_candidate(cand, promised, protocol.methods, reader, diagnostics)
+                if cand is decision.winner:
+                    fits.setdefault(f"{key[0]}:{key[1]}", {})[capability] = Fit(
+                        promised.protocol, reason
                     )
-                wanted = protocols[identity].methods
-                if wanted:
-                    _check_candidate(cand, promised, wanted, reader, diagnostics)
-    return diagnostics
+    return diagnostics, fits
 
 
-def _protocol_methods(
-    binding: Binding, reader: ProtocolReader, diagnostics: list[Diagnostic]
-) -> dict[str, Method] | None:
-    def report(message: str, help: str | None) -> None:
+def _protocol(binding: Binding, reader: ProtocolReader, diagnostics: list[Diagnostic]) -> _Protocol:
+    """The methods `binding`'s protocol asks for; or why they are not known (E0802 when
+    the protocol is not found: no reason)."""
+
+    def report(message: str, help: str | None) -> _Protocol:
         diagnostics.append(
             Diagnostic(
                 "E0802", message, binding.protocol_place.file, binding.protocol_place.pos, help
             )
         )
+        return _Protocol(binding, None, None)
 
     try:
         facts = reader.reader.module(reader.pinner, binding.module)
     except PinError as exc:
-        report(f'protocol module "{binding.module}" not found', exc.help)
-        return None
+        return report(f'protocol module "{binding.module}" not found', exc.help)
     if binding.attr not in facts.names:
         if facts.undecidable is not None:
-            return None  # (its names are not known: not checked)
-        report(
+            reason = f"the names of {binding.module} are not known statically: {facts.undecidable}"
+            return _Protocol(binding, None, reason)
+        return report(
             f"module {binding.module} defines no {binding.attr}",
             did_you_mean(binding.attr, facts.classes)
             or f"classes of {binding.module}: {', '.join(sorted(facts.classes)) or 'none'}",
         )
-        return None
     if binding.attr in facts.functions:
-        report(f"{binding.protocol} is a function, not a protocol class", None)
-        return None
+        return report(f"{binding.protocol} is a function, not a protocol class", None)
     try:
         methods = reader.methods(binding.module, binding.attr)
-    except _Unknown:
-        return None
-    return {name: m for name, m in methods.items() if _member(name)}
+    except _Unknown as unknown:
+        return _Protocol(binding, None, str(unknown))
+    return _Protocol(binding, {name: m for name, m in methods.items() if _member(name)}, None)
 
 
 def _member(name: str) -> bool:
@@ -269,30 +296,32 @@ def _check_candidate(
     wanted: dict[str, Method],
     reader: ProtocolReader,
     diagnostics: list[Diagnostic],
-) -> None:
+) -> str | None:
+    """Why `cand` cannot be checked against `wanted`; None when it was (E0801 when it does
+    not fit), or when its implementation cannot be located (E0602, E0603: the planner's)."""
     impl: Impl | None = cand.fields.get("impl")
     if impl is None:
-        return
+        return f"a {cand.domain} has no implementation to check"
     module, attr = impl.module, impl.attr
     if impl.kind == "entrypoint":
         try:
             found = reader.pinner.resolve_entry_point(impl.module, impl.attr)
         except PinError:
-            return  # reported by the pins where it matters
+            return None
         module, attr = found.module, found.attr
     facts = reader.module(module)
     if facts is None:
-        return
+        return None
     if attr in facts.functions:
         have = {"__call__": facts.functions[attr]}
     else:
         try:
             have = reader.methods(module, attr)
-        except _Unknown:
-            return  # not checked
+        except _Unknown as unknown:
+            return str(unknown)
     problems = mismatches(wanted, have)
     if not problems:
-        return
+        return None
     place = cand.field_places.get("provides", cand.place)
     diagnostics.append(
         Diagnostic(
@@ -312,3 +341,4 @@ def _check_candidate(
             ),
         )
     )
+    return None

@@ -20,7 +20,7 @@ real signature.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -49,14 +49,14 @@ FACTORY_DOMAINS = ("adapter", "service")  # these also receive `deps` when they 
 # ------------------------------------------------------------ fitting --
 
 
-def fits(value: Any, expected: Type) -> bool | None:
-    """Whether a plan config value can be given where `expected` is; None: cannot tell."""
+def fits(value: Any, expected: Type) -> bool:
+    """Whether a plan config value can be given where `expected` is (what cannot be
+    compared statically has no `Type`: its key is not checked)."""
     kind = expected.kind
     if kind == "any":
         return True
     if kind == "union":
-        answers = [fits(value, alternative) for alternative in expected.args]
-        return True if any(answers) else (None if None in answers else False)
+        return any(fits(value, alternative) for alternative in expected.args)
     if isinstance(value, dict) and "$env" in value:
         # env() yields a string, or its default's kind when it has a default.
         default = value.get("default")
@@ -80,26 +80,14 @@ def fits(value: Any, expected: Type) -> bool | None:
     if kind == "none":
         return False
     if kind == "list":
-        if not isinstance(value, list):
-            return False
-        return _all(fits(item, expected.args[0]) for item in value)
+        return isinstance(value, list) and all(fits(item, expected.args[0]) for item in value)
     if kind == "map":
-        if not isinstance(value, dict) or any(k.startswith("$") for k in value):
-            return False
-        return _all(fits(item, expected.args[0]) for item in value.values())
-    if kind == "struct":
-        return _struct_problem(value, expected) is None
-    return None  # pragma: no cover - every kind is handled above
-
-
-def _all(answers: Iterable[bool | None]) -> bool | None:
-    result: bool | None = True
-    for answer in answers:
-        if answer is False:
-            return False
-        if answer is None:
-            result = None
-    return result
+        return (
+            isinstance(value, dict)
+            and not any(k.startswith("$") for k in value)
+            and all(fits(item, expected.args[0]) for item in value.values())
+        )
+    return _struct_problem(value, expected) is None  # (a struct: the last kind)
 
 
 def _tagged(value: Any, *tags: str) -> bool:
@@ -119,7 +107,7 @@ def _struct_problem(value: Any, expected: Type) -> str | None:
             if f.required:
                 return f'field "{f.name}" is required'
             continue
-        if f.type is not None and fits(value[f.name], f.type) is False:
+        if f.type is not None and not fits(value[f.name], f.type):
             return f'field "{f.name}" cannot be {_kind_phrase(value[f.name])}'
     return None
 
@@ -181,9 +169,9 @@ def check_target(
                 module, attr = found.module, found.attr
         except PinError:
             continue
-        contracts[f"{key[0]}:{key[1]}"] = _check(
-            cand, impl, module, attr, pinner, reader, diagnostics, settled(key)
-        )
+        contract = _check(cand, impl, module, attr, pinner, reader, diagnostics, settled(key))
+        if contract is not None:
+            contracts[f"{key[0]}:{key[1]}"] = contract
     return diagnostics, contracts
 
 
@@ -196,7 +184,8 @@ def _check(
     reader: Reader,
     diagnostics: list[Diagnostic],
     settled: bool,
-) -> Contract:
+) -> Contract | None:
+    """What the check of one winner confirmed (None: E0701, reported)."""
     source = pinner.source_of(module)  # (pinned by the caller)
     if source is None:
         return Contract(False, f"{module} is a built-in module, without source")
@@ -224,7 +213,7 @@ def _check(
                 or f"{module} is read from {_short(source)}",
             )
         )
-        return Contract(False, "the attribute does not exist")
+        return None
     if "." in attr:
         return Contract(False, f"{attr} is an attribute of {name}, not read statically")
     definition = facts.definitions[name]
@@ -288,17 +277,13 @@ def _check_config(
                     or (f"it takes: {', '.join(params)}" if params else "it takes no config"),
                 )
             )
-            keys[key] = "unknown key"
+            keys[key] = None  # (checked: it is wrong)
             continue
         if param.type is None:
             keys[key] = param.reason
             continue
-        verdict = fits(value, param.type)
-        if verdict is None:
-            keys[key] = f'the value cannot be compared with "{param.annotation}" statically'
-            continue
         keys[key] = None
-        if verdict is False:
+        if not fits(value, param.type):
             given = _kind_phrase(value)
             alternatives = param.type.args if param.type.kind == "union" else (param.type,)
             structs = [t for t in alternatives if t.kind == "struct"]
@@ -348,17 +333,3 @@ def _key_place(cand: Candidate, key: str) -> Place:
         if key in decl.fields.get("config", ()):
             return decl.field_places.get(f"config.{key}", decl.field_places["config"])
     return cand.field_places.get("config", cand.place)
-
-
-def contract_lines(contract: Contract) -> list[str]:
-    """The lines `oneiricc explain` shows for a component's implementation check."""
-    if not contract.checked:
-        return [f"  checked:    no — {contract.reason}"]
-    checked = sorted(k for k, why in contract.keys.items() if why is None)
-    lines = ["  checked:    implementation and config"]
-    if checked:
-        lines.append(f"    config checked: {', '.join(checked)}")
-    for key, why in sorted(contract.keys.items()):
-        if why is not None:
-            lines.append(f"    config {key} not checked: {why}")
-    return lines

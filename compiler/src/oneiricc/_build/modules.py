@@ -101,7 +101,7 @@ class ClassFacts:
 
     methods: dict[str, Method]  # and attributes (present, not read)
     bases: tuple[str | None, ...]  # each as written, `a.b.C` (None: not a dotted name)
-    opaque: str | None  # why its methods are not all known from its body
+    opaque: str | None  # why its methods are not all known from its body ("defines …")
 
 
 # A name bound by an import: (level, module, name); name None for `import module`
@@ -539,7 +539,9 @@ class _Reader:
         return unread
 
     # -- structures defined in the module ------------------------------------
-    def _struct_kind(self, cls: ast.ClassDef) -> str | None:
+    def _struct_kind(self, cls: ast.ClassDef, within: frozenset[str] = frozenset()) -> str | None:
+        """dataclass, pydantic or typeddict; `within`: the classes it was reached from (a
+        cycle of bases, which Python would refuse, is none of them)."""
         for decorator in cls.decorator_list:
             target = decorator.func if isinstance(decorator, ast.Call) else decorator
             if self._qualified(_origin(target)) == "dataclasses.dataclass":
@@ -552,8 +554,8 @@ class _Reader:
                 return "typeddict"
             if qualified and qualified.startswith("<module>.") and qualified[9:] in self.classes:
                 inner = self.classes[qualified[9:]]
-                if inner is not cls:
-                    kind = self._struct_kind(inner)
+                if inner is not cls and inner.name not in within:
+                    kind = self._struct_kind(inner, within | {cls.name})
                     if kind in ("pydantic", "typeddict"):
                         return kind
         return None
@@ -695,7 +697,7 @@ def _class(node: ast.ClassDef) -> ClassFacts:
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
             methods[stmt.name] = _method(stmt, in_class=True)
             if stmt.name in ("__getattr__", "__getattribute__"):
-                opaque = f"class {node.name} defines {stmt.name}"
+                opaque = f"defines {stmt.name}"
         elif isinstance(stmt, ast.Assign):
             for target in stmt.targets:
                 if isinstance(target, ast.Name):

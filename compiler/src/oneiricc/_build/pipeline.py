@@ -80,6 +80,8 @@ class Build:
     resolutions: dict[str, Resolution] = field(default_factory=dict)  # empty when reused
     # target → component id → what its implementation check confirmed (empty when reused)
     contracts: dict[str, dict[str, Contract]] = field(default_factory=dict)
+    # target → component id → capability → what its protocol check confirmed (the same)
+    fits: dict[str, dict[str, dict[str, capabilities.Fit]]] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     plans: PlanModels = field(init=False)
 
@@ -177,7 +179,8 @@ class Pipeline:
             resolution = self.resolve(program, sources, name, strict, unknown)
             build.resolutions[name] = resolution
             diagnostics.extend(resolution.diagnostics)
-            diagnostics.extend(capabilities.check(program, resolution, protocols))
+            bound, build.fits[name] = capabilities.check(program, resolution, protocols)
+            diagnostics.extend(bound)
             # Implementations are checked even when resolution failed, and what planning
             # checks too: its errors do not hide theirs.
             settled = _settled(program, name, unknown)

@@ -21,7 +21,7 @@ from oneiric._text import plural
 
 from oneiricc._authoring.ci import CI_FORMATS, check_format_option, render_ci
 from oneiricc._authoring.errordocs import CODE as ERROR_CODE
-from oneiricc._authoring.explanation import render_explanation
+from oneiricc._authoring.explanation import check_lines, render_explanation
 from oneiricc._build.planner import CompiledPlan
 from oneiricc._build.project import Project
 from oneiricc._cli.context import (
@@ -324,6 +324,7 @@ def explain(
         report(ctx, result)
         sys.exit(1)
     contract = result.contracts.get(target, {}).get(found.id)
+    fits = result.fits.get(target, {}).get(found.id, {})
     if ctx.output == "json":
         document = {
             "format": "oneiric-explanation",
@@ -339,11 +340,15 @@ def explain(
             if contract is None
             else {"implementation": contract.checked, "reason": contract.reason,
                   "config": contract.keys},
+            "capabilities": {
+                capability: {"protocol": fit.protocol, "checked": fit.reason is None,
+                             "reason": fit.reason}
+                for capability, fit in sorted(fits.items())
+            },
         }  # fmt: skip
         click.echo(json.dumps(document, indent=2, ensure_ascii=False))
         return
     click.echo(render_explanation(found, target))
-    if contract is not None:
-        from oneiricc._build.implementations import contract_lines
-
-        click.echo("\n".join(contract_lines(contract)))
+    checked = check_lines(contract, fits)
+    if checked:
+        click.echo("\n".join(checked))
