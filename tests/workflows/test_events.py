@@ -375,3 +375,29 @@ async def test_a_live_swap_under_emits_loses_no_call_and_counts_none_twice(
                 assert retired.calls > 0
                 assert current.calls > 0
                 assert retired.calls + current.calls == 160
+
+
+@pytest.mark.anyio
+async def test_a_handler_swapped_from_async_to_sync_runs_in_a_thread(
+    tmp_path: Path, wf_log: str
+) -> None:
+    keys = ["a", "b"]
+    before = "\n".join(handler(k, "t", impl="wftasks:touchy") for k in keys)
+    marker = str(tmp_path / "no-such-marker")
+    after = "\n".join(
+        [
+            handler("a", "t", impl="wftasks:flaky_handler", marker=marker),
+            handler("b", "t", impl="wftasks:touchy"),
+        ]
+    )
+    plan, _ = build_plan(tmp_path / "before", before)
+    swapped, _ = build_plan(tmp_path / "after", after)
+    ids = EventBus.handler_ids(plan)
+    async with activated(plan, ids) as runtime:
+        bus = EventBus(plan, runtime, FlowStore(tmp_path / "state"))
+        first = await bus.emit("t", {"n": 1})
+        await runtime.apply(subplan(swapped, ids))
+        second = await bus.emit("t", {"n": 2})
+    assert [o.result for o in first.outcomes] == [{"handled_by": "a"}, {"handled_by": "b"}]
+    assert second.ok
+    assert [o.result for o in second.outcomes] == ["ok", {"handled_by": "b"}]

@@ -60,7 +60,7 @@ from oneiric._flows.workflows import (
     backoff_s,
     to_json,
 )
-from oneiric._lifecycle.handle import Handle
+from oneiric._lifecycle.handle import Handle, Slot
 from oneiric._lifecycle.runtime import Runtime
 from oneiric._plan.model import Component, Plan, Retry, Route
 
@@ -302,7 +302,7 @@ class Delivery:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Handler:
     """What delivering to one handler needs, looked up once per bus."""
 
@@ -311,6 +311,8 @@ class _Handler:
     attempts: int
     backoff_ms: int
     limiter: anyio.CapacityLimiter | None  # the subscription's concurrency, across events
+    slot: Slot | None = None  # the handle's slot last seen, and whether its instance is async
+    is_async: bool = False
 
 
 class _Expired(Exception):
@@ -527,7 +529,7 @@ class EventBus:
         event = Event(event_id, topic, payload_json, headers, emitted_at, 1, self.workflows)
         first: Awaitable[Any] | Exception
         try:
-            finished, first = self._begin(handler.handle, event, loop)
+            finished, first = self._begin(handler, event, loop)
         except Exception as exc:
             first = exc
         else:
@@ -621,12 +623,12 @@ class EventBus:
                         event_id, topic, payload_json, headers, emitted_at, attempt, self.workflows
                     )
                     if handler.limiter is None:
-                        finished, result = self._begin(handler.handle, event, loop)
+                        finished, result = self._begin(handler, event, loop)
                         if not finished:
                             result = await result
                     else:
                         async with handler.limiter:
-                            finished, result = self._begin(handler.handle, event, loop)
+                            finished, result = self._begin(handler, event, loop)
                             if not finished:
                                 result = await result
             except _Expired:
@@ -679,7 +681,7 @@ class EventBus:
         return outcome
 
     def _begin(
-        self, handle: Handle[Any], event: Event, loop: asyncio.AbstractEventLoop | None
+        self, handler: _Handler, event: Event, loop: asyncio.AbstractEventLoop | None
     ) -> tuple[bool, Any]:
         """Call the handler: (True, its result) when it returned without suspending, else
         (False, an awaitable of the rest, within the handler timeout: `_Expired` past it).
@@ -689,10 +691,13 @@ class EventBus:
         suspension anyway); one that suspends goes on in this same task under
         `asyncio.timeout_at` from the attempt's start.
         """
+        handle = handler.handle
         if loop is None:  # trio: an anyio cancel scope
             return False, _within_scope(_call(handle, event), self.handler_timeout_s)
         slot = handle.slot
-        if slot is None or not _async(slot.instance):  # a worker thread (or the call refuses)
+        if slot is not handler.slot:  # first call, or swapped since
+            handler.slot, handler.is_async = slot, slot is not None and _async(slot.instance)
+        if not handler.is_async:  # a worker thread (or the call refuses: nothing bound)
             return False, _within(_call(handle, event), asyncio.timeout(self.handler_timeout_s))
         deadline = loop.time() + self.handler_timeout_s
         call = handle(event)
