@@ -226,6 +226,9 @@ class PostgresFlowStore(FlowStore):
             check=ConnectionPool.check_connection,
         )
         try:
+            # One direct connection first: a refused or unknown host fails at once, with
+            # the driver's reason, where the pool would retry it for its whole timeout.
+            psycopg.connect(conninfo, connect_timeout=10).close()
             self._pool.open(wait=True, timeout=10)
             self._migrate()
         except Exception as exc:
