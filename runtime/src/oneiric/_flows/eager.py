@@ -3,14 +3,14 @@
 `Starter.map(call, items)` runs `call(item)` for each item as a task, like a
 task group: all finish before it returns, their errors come out together in
 an exception group, and cancelled, it cancels them and waits for them.  Each
-`call(item)` runs at once, inside
-`map`, as the first step of a task of its own: during it
-`asyncio.current_task()` is a real task, not the caller's (so a timeout, cancel
-scope or task group entered there belongs to that task), and it runs in a copy
-of the caller's context, as a new task's first step would.  A call that
-returns a value costs no task scheduling, no loop iteration and no timer; one
-that must wait returns `Later(coro)`, and `coro` (which finishes what the call
-began, e.g. a coroutine it stepped) goes on in that same task and context.
+`call(item)` runs at once, inside `map`, as the first step of a task of its
+own: during it `asyncio.current_task()` is a real task, not the caller's (so a
+timeout, cancel scope or task group entered there belongs to that task), and
+it runs in a copy of the caller's context, as a new task's first step would.
+A call that returns a value costs no task scheduling, no loop iteration and
+no timer; one that must wait returns `Later(coro)`, and `coro` (which finishes
+what the call began, e.g. a coroutine it stepped) goes on in that same task
+and context.
 
 On 3.11 a task cannot be created without being scheduled, so those tasks are
 kept: a `_Worker` task parks on a future between jobs.  A call that returns
@@ -68,7 +68,7 @@ class Starter:
         idle = self._idle
         results: list[Any] = []
         pending: list[int] = []
-        failed = spawned = False
+        maybe_failed = spawned = False
         worker: _Worker | None = None  # reused while calls return values
         for item in items:
             if worker is None:
@@ -90,7 +90,7 @@ class Starter:
                 raise
             except BaseException as exc:
                 outcome = exc
-                failed = True
+                maybe_failed = True
             finally:
                 _leave_task(loop, worker.task)
                 _enter_task(loop, caller)
@@ -108,8 +108,8 @@ class Starter:
             settled = await asyncio.gather(*(results[i] for i in pending), return_exceptions=True)
             for i, settled_one in zip(pending, settled, strict=True):
                 results[i] = settled_one
-            failed = True
-        return _settled(results) if failed else results
+            maybe_failed = True
+        return _settled(results) if maybe_failed else results
 
 
 def _settled(results: list[T | BaseException]) -> list[T]:
