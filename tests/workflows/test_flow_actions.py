@@ -55,7 +55,7 @@ async def hosted(tmp_path: Path, work: Any) -> tuple[Any, FlowStore]:
     async with activated(plan, ids) as runtime:
         async with Workflows(plan, runtime, store, cancel_poll_s=None) as flows:
             bus = EventBus(plan, runtime, store, workflows=flows)
-            with bound(FlowContext(plan, store, flows, bus)):
+            with bound(FlowContext(plan, store, flows, bus, bus)):
                 result = await work()
         return result, store
 

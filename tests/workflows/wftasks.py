@@ -176,3 +176,27 @@ async def observe(
         done["error"] = str(exc)
     _record(log, kind="end", name=name, **done)
     return {**seen, **done}
+
+
+async def relay(event: Any, *, name: str, log: str, to: str) -> dict[str, Any]:
+    """A handler that emits a follow-up event on topic `to` from code (`event.dispatch`)."""
+    from oneiric.actions.flow import dispatch
+
+    emitted = await dispatch({"topic": to, "payload": {"after": event.id}})
+    _record(log, kind="end", name=name, event=event.id, emitted=emitted)
+    return emitted
+
+
+async def announce(
+    input: Any, upstream: dict[str, Any], *, name: str, log: str, topic: str, fail_times: int = 0
+) -> dict[str, Any]:
+    """A node that emits as an `event.dispatch` node does (its RUN-NODE id), then fails its
+    first `fail_times` attempts: each attempt emits again."""
+    from oneiric._flows.context import attempt
+    from oneiric.actions.flow import dispatch
+
+    emitted = await dispatch(input, upstream, topic=topic)
+    _record(log, kind="emitted", name=name, attempt=attempt(), emitted=emitted)
+    if (attempt() or 1) <= fail_times:
+        raise RuntimeError(f"{name} failing on purpose after emitting (attempt {attempt()})")
+    return emitted

@@ -125,6 +125,16 @@ TASKS = click.option(
 )
 
 
+EVENTS = click.option(
+    "--events",
+    "events_url",
+    envvar="ONEIRIC_EVENTS",
+    metavar="URL",
+    help="Event transport: redis://HOST:PORT/DB[?maxlen=N&visibility=S] for Redis Streams "
+    "(env ONEIRIC_EVENTS), also where event.dispatch emits; in process when unset.",
+)
+
+
 def _store(fmt: str, state: Path) -> FlowStore:
     """The store named by --store / ONEIRIC_FLOWS (PostgreSQL), else STATE/flows.db."""
     from oneiric._flows.store import FlowStore
@@ -255,7 +265,8 @@ async def _workflows(
 
     `also`: more components to activate here (event handlers).  An `EventBus`
     and the workflows are bound as the flow context (`current().bus`) for the
-    flow actions (`oneiric.actions.flow`) and `event` commands.
+    flow actions (`oneiric.actions.flow`) and `event` commands; with --events URL
+    the flow actions emit to its streams (`current().emitter`).
     """
     import anyio
 
@@ -268,7 +279,9 @@ async def _workflows(
 
     if needs_engine(plan):  # a flow action may emit to any handler, start any workflow
         tasks, also = Workflows.task_ids(plan), sorted({*also, *EventBus.handler_ids(plan)})
-    url = click.get_current_context().meta.get("oneiric.tasks")
+    ctx = click.get_current_context()
+    url = ctx.meta.get("oneiric.tasks")
+    events_url = ctx.params.get("events_url") or None
     dispatcher = await RedisTasks.open(url) if url else None
     try:
         async with (
@@ -278,7 +291,12 @@ async def _workflows(
             if dispatcher is not None:
                 group.start_soon(dispatcher.serve)
             async with engine(
-                plan, runtime, store, tasks=dispatcher, handler_timeout_s=handler_timeout_s
+                plan,
+                runtime,
+                store,
+                tasks=dispatcher,
+                handler_timeout_s=handler_timeout_s,
+                events_url=events_url,
             ) as context:
                 with bound(context):
                     yield context.workflows
@@ -327,11 +345,13 @@ def _finish_run(fmt: str, record: RunRecord) -> None:
 @MODULE_PATH
 @STORE
 @TASKS
+@EVENTS
 @VERBOSE
 @FORMAT
 def workflow_run(
     name: str,
     input_text: str | None,
+    events_url: str | None,
     unsigned: str | None,
     state: str | None,
     fmt: str,
@@ -354,10 +374,12 @@ def workflow_run(
 @MODULE_PATH
 @STORE
 @TASKS
+@EVENTS
 @VERBOSE
 @FORMAT
 def workflow_resume(
     run_id: str,
+    events_url: str | None,
     unsigned: str | None,
     state: str | None,
     fmt: str,
@@ -450,10 +472,12 @@ def workflow_cancel(run_id: str, state: str | None, fmt: str) -> None:
 @MODULE_PATH
 @STORE
 @TASKS
+@EVENTS
 @VERBOSE
 @FORMAT
 def workflow_serve(
     interval: str | None,
+    events_url: str | None,
     unsigned: str | None,
     state: str | None,
     fmt: str,
@@ -563,14 +587,6 @@ async def _event_host(
 
 TIMEOUT = click.option(
     "--handler-timeout", default="30s", show_default=True, help="Bound on each handler attempt."
-)
-EVENTS = click.option(
-    "--events",
-    "events_url",
-    envvar="ONEIRIC_EVENTS",
-    metavar="URL",
-    help="Event transport: redis://HOST:PORT/DB[?maxlen=N&visibility=S] for Redis Streams "
-    "(env ONEIRIC_EVENTS); in process when unset.",
 )
 
 
@@ -875,12 +891,14 @@ def action() -> None:
 @STATE
 @MODULE_PATH
 @STORE
+@EVENTS
 @VERBOSE
 @FORMAT
 def action_invoke(
     key: str,
     payload_text: str | None,
     timeout: str,
+    events_url: str | None,
     unsigned: str | None,
     state: str | None,
     fmt: str,
@@ -967,10 +985,12 @@ def task() -> None:
 @STATE
 @MODULE_PATH
 @STORE
+@EVENTS
 @VERBOSE
 @FORMAT
 def task_serve(
     poll: str,
+    events_url: str | None,
     unsigned: str | None,
     state: str | None,
     fmt: str,

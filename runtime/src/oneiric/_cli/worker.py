@@ -6,7 +6,8 @@ the node consumer of `oneiric._flows.workers`, which takes the nodes of the
 running plan's digest only.  Its broker connection and counters are written
 every second to STATE/workers/NAME.json.  The nodes run in a flow context
 over the flow store (--store / ONEIRIC_FLOWS, else STATE/flows.db): the
-workflows they start are recorded there and dispatched to the workers.
+workflows they start are recorded there and dispatched to the workers; the
+events they emit go to the --events / ONEIRIC_EVENTS streams when given.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from typing import Any
 
 import click
 
-from oneiric._cli.flows import STORE, _store
+from oneiric._cli.flows import EVENTS, STORE, _store
 from oneiric._cli.runtime import _fail, run
 from oneiric._lifecycle import snapshots
 
 
-def _worker(tasks: str, consumer: str | None, prefetch: int, **options: Any) -> None:
+def _worker(
+    tasks: str, consumer: str | None, prefetch: int, events_url: str | None, **options: Any
+) -> None:
     """Run a verified plan like `run`, and execute its workflow nodes dispatched on Redis.
 
     Runs of `oneiric workflow run|serve --tasks URL` send their ready nodes to
@@ -34,6 +37,8 @@ def _worker(tasks: str, consumer: str | None, prefetch: int, **options: Any) -> 
     try:
         settings = streams.StreamSettings.parse(tasks)
         streams.check(settings)
+        if events_url:
+            streams.check(streams.StreamSettings.parse(events_url))
     except streams.BrokerUnavailable as exc:
         _fail("text", str(exc))
     name = consumer or f"{socket.gethostname()}-{os.getpid()}"
@@ -75,6 +80,7 @@ def _worker(tasks: str, consumer: str | None, prefetch: int, **options: Any) -> 
                     link=link,
                     store=store,
                     dispatcher=dispatcher,
+                    events_url=events_url or None,
                 )
         finally:
             with anyio.CancelScope(shield=True):
@@ -84,25 +90,29 @@ def _worker(tasks: str, consumer: str | None, prefetch: int, **options: Any) -> 
     click.get_current_context().invoke(run, **options, extra_services=[service])
 
 
-worker = STORE(  # the flow store of the nodes' context (appended to the command's options)
-    click.Command(
-        "worker",
-        callback=_worker,
-        help=_worker.__doc__,
-        params=[
-            click.Option(
-                ["--tasks"],
-                envvar="ONEIRIC_TASKS",
-                required=True,
-                metavar="URL",
-                help="Redis URL the nodes come from (redis://HOST:PORT/DB[?visibility=S]); "
-                "env ONEIRIC_TASKS.",
-            ),
-            click.Option(["--consumer"], metavar="NAME", help="Consumer name (default HOST-PID)."),
-            click.Option(
-                ["--prefetch"], default=16, show_default=True, help="Nodes in flight at once."
-            ),
-            *run.params,
-        ],
+worker = EVENTS(  # the nodes' context's flow store and event transport (appended options)
+    STORE(
+        click.Command(
+            "worker",
+            callback=_worker,
+            help=_worker.__doc__,
+            params=[
+                click.Option(
+                    ["--tasks"],
+                    envvar="ONEIRIC_TASKS",
+                    required=True,
+                    metavar="URL",
+                    help="Redis URL the nodes come from (redis://HOST:PORT/DB[?visibility=S]); "
+                    "env ONEIRIC_TASKS.",
+                ),
+                click.Option(
+                    ["--consumer"], metavar="NAME", help="Consumer name (default HOST-PID)."
+                ),
+                click.Option(
+                    ["--prefetch"], default=16, show_default=True, help="Nodes in flight at once."
+                ),
+                *run.params,
+            ],
+        )
     )
 )

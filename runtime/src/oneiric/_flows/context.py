@@ -7,21 +7,49 @@ workflow run|resume|serve`, `event emit|consume|replay`, `action invoke`,
 every task started inside (workflow nodes, handlers, actions) sees it through
 `current()`.  Outside such a host `current()` is None and the flow actions
 refuse with a clear error.
+
+The context's `emitter` is where `event.dispatch` emits: the in-process
+`EventBus` (delivered here, the result is the delivery) or, when the host was
+given a Redis event transport (`--events`), the topic's stream (`RedisEvents`:
+appended for the consumers, the result says where).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from oneiric._flows.events import EventBus
     from oneiric._flows.store import FlowStore
     from oneiric._flows.workflows import Workflows
-    from oneiric._plan.model import Plan
+    from oneiric._plan.model import Plan, Route
+
+
+class Emitted(Protocol):
+    """What emitting one event gave: a delivery (in process) or a stream entry (Redis)."""
+
+    def as_json(self) -> dict[str, Any]: ...
+
+
+class Emitter(Protocol):
+    """Where events emitted from code go: `EventBus` (in process) or `RedisEvents`."""
+
+    def route(self, topic: str) -> Route:
+        """The topic's route; `oneiric._flows.host.Unknown` naming the known topics if none."""
+        ...
+
+    async def emit(
+        self,
+        topic: str,
+        payload: Any = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        event_id: str | None = None,
+    ) -> Emitted: ...
 
 
 @dataclass(frozen=True)
@@ -29,7 +57,8 @@ class FlowContext:
     plan: Plan
     store: FlowStore
     workflows: Workflows
-    bus: EventBus
+    bus: EventBus  # delivers here: `event emit|consume|replay` hand their events to it
+    emitter: Emitter  # where `event.dispatch` emits: `bus`, or Redis Streams (`--events`)
 
 
 _CURRENT: ContextVar[FlowContext | None] = ContextVar("oneiric_flow_context", default=None)

@@ -1,7 +1,12 @@
 """Events across processes and machines: the plan's routes on Redis Streams.
 
 `emit` appends the event to the topic's stream `PREFIX events:TOPIC` (trimmed
-to about `maxlen` entries, see `streams`).  Each subscription is a consumer
+to about `maxlen` entries, see `streams`), with the current trace context in
+its headers.  An event emitted under a stable id (a workflow node's
+`RUN-NODE`, see `oneiric.actions.flow`) is appended once: the append and a
+marker `PREFIX emitted:TOPIC:ID` (kept `DEDUPE_S`) are one script, so a node
+that runs again gets the first entry back (`queued` false) instead of a
+second one.  Each subscription is a consumer
 group on that stream: a `broadcast` route has one group per handler
 (`handler:KEY`), so every handler sees every event once; an `exclusive`
 route has one group (`exclusive`) whose consumers share the events, each
@@ -39,6 +44,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import structlog
 
+from oneiric import _trace
 from oneiric._flows import streams
 from oneiric._flows.events import EventBus, EventError, Outcome, find_route
 from oneiric._flows.link import Link
@@ -51,6 +57,17 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 STATE_KEY = "dead-letters:state"
+DEDUPE_S = 7 * 24 * 3600  # how long an event id emitted once is not appended again
+
+# KEYS: the stream, the id's marker; ARGV: maxlen, marker seconds, the entry's fields.
+# {1, entry} when appended now; {0, entry} when the id was appended before.
+_APPEND_ONCE = """
+local first = redis.call('GET', KEYS[2])
+if first then return {0, first} end
+local entry = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 3))
+redis.call('SET', KEYS[2], entry, 'EX', ARGV[2])
+return {1, entry}
+"""
 
 
 @dataclass(frozen=True)
@@ -59,13 +76,15 @@ class Published:
     topic: str
     stream: str
     entry: str
+    queued: bool = True  # False: an emit with the same id had appended `entry` already
 
-    def as_json(self) -> dict[str, str]:
+    def as_json(self) -> dict[str, Any]:
         return {
             "event_id": self.event_id,
             "topic": self.topic,
             "stream": self.stream,
             "entry": self.entry,
+            "queued": self.queued,
         }
 
 
@@ -140,6 +159,10 @@ class RedisEvents:
     def stream(self, topic: str) -> str:
         return self.settings.key("events", topic)
 
+    def route(self, topic: str) -> Route:
+        assert self.plan is not None, "routing needs the plan"
+        return find_route(self.plan, topic)
+
     # -- publishing ----------------------------------------------------------------------
     async def emit(
         self,
@@ -149,10 +172,16 @@ class RedisEvents:
         *,
         event_id: str | None = None,
     ) -> Published:
-        """Append one event to its topic's stream (its groups created first if missing)."""
+        """Append one event to its topic's stream (its groups created first if missing).
+
+        A given `event_id` is appended once (see the module's doc); a new id each time
+        otherwise.
+        """
         assert self.plan is not None, "emitting needs the plan's routes"
         find_route(self.plan, topic)
         payload_json = to_json(payload, "the event payload")
+        header_map = {str(k): str(v) for k, v in (headers or {}).items()}
+        _trace.inject(header_map)  # emitted inside a span (a node, a handler): same trace
         eid = event_id or uuid.uuid4().hex
         stream = self.stream(topic)
         for sub in subscriptions(self.plan, [topic]):
@@ -163,11 +192,18 @@ class RedisEvents:
             "id": eid,
             "topic": topic,
             "payload": payload_json,
-            "headers": json.dumps({str(k): str(v) for k, v in (headers or {}).items()}),
+            "headers": json.dumps(header_map),
             "emitted_at": repr(time.time()),
         }
-        entry = await streams.publish(self.client, self.settings, stream, fields)
-        return Published(eid, topic, stream, entry)
+        if event_id is None:
+            entry = await streams.publish(self.client, self.settings, stream, fields)
+            return Published(eid, topic, stream, entry)
+        marker = self.settings.key("emitted", topic, eid)
+        args: list[str | int] = [self.settings.maxlen, DEDUPE_S]
+        args += [x for kv in fields.items() for x in kv]
+        reply: Any = await self.client.eval(_APPEND_ONCE, 2, stream, marker, *args)
+        new, entry = reply
+        return Published(eid, topic, stream, streams.text(entry), bool(new))
 
     # -- consuming -----------------------------------------------------------------------
     async def consume(

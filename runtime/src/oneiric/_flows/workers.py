@@ -169,6 +169,7 @@ async def serve_worker(
     link: Link | None = None,
     store: FlowStore | None = None,
     dispatcher: NodeRunner | None = None,
+    events_url: str | None = None,
 ) -> None:
     """Take the nodes of the runtime's current plan from Redis until cancelled.
 
@@ -176,7 +177,8 @@ async def serve_worker(
     `link` the broker connection's state, as they change.  With a `store`, the
     nodes run in a flow context (see the module's doc): workflows they start
     record their runs there and dispatch their nodes with `dispatcher` (to the
-    workers; None: here).
+    workers; None: here), and the events they emit go to `events_url`'s streams
+    (None: this process's handlers).
     """
     name = consumer or f"{socket.gethostname()}-{os.getpid()}"
     log = structlog.get_logger("oneiric.worker").bind(consumer=name)
@@ -280,7 +282,7 @@ async def serve_worker(
                 counters["plan"] = plan.digest
                 if store is not None:  # entered here: the engines end with this loop
                     contexts[plan.digest or ""] = await engines.enter_async_context(
-                        engine(plan, runtime, store, tasks=dispatcher)
+                        engine(plan, runtime, store, tasks=dispatcher, events_url=events_url)
                     )
                 log.info("taking nodes", plan=plan.digest, stream=group.stream)
             async with slots:

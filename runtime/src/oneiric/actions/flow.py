@@ -6,7 +6,9 @@ serve`) or `oneiric action invoke`.  Invoked as an action, the payload names
 what to do; config gives defaults:
 
 - `event.dispatch` {"topic", "payload", "headers"} → the delivery
-  (`event_id`, `matched`, `ok`, per-handler `outcomes`);
+  (`event_id`, `matched`, `ok`, per-handler `outcomes`); when the host has a
+  Redis event transport (`--events`), where it was queued instead (`event_id`,
+  `topic`, `stream`, `entry`, `queued`), since no handler has seen it yet;
 - `workflow.start` {"workflow", "input", "run_id"} → {"run", "workflow"} (the
   run goes on in the background; an existing `run_id` starts nothing new);
 - `task.schedule` {"task", "input", "delay_s", "id"} → {"id", "task", "due_at",
@@ -19,7 +21,8 @@ event payload, the workflow's input or the task's input is
 {"input": the run's input, "upstream": the upstream results}; the event id,
 the started run's id and the scheduled task's id are "RUN-NODE", so a node
 that runs again (a retry, a resumed run) starts or schedules nothing new
-(and handlers can tell a redelivered event).  Every check
+(and handlers can tell a redelivered event; on Redis the id is appended
+once, see `oneiric._flows.redis_events`).  Every check
 (known topic, workflow or task, JSON data, a valid delay) is made before
 anything is emitted, started or recorded.
 """
@@ -28,12 +31,15 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oneiric.actions import ActionError, require, seconds
 
+if TYPE_CHECKING:
+    from oneiric._flows.context import FlowContext
 
-def _context(action: str) -> Any:
+
+def _context(action: str) -> FlowContext:
     from oneiric._flows.context import current
 
     context = current()
@@ -73,7 +79,7 @@ async def dispatch(
     topic: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """`event.dispatch`: deliver one event to the plan's handlers of its topic."""
+    """`event.dispatch`: deliver one event to the plan's handlers of its topic (or queue it)."""
     from oneiric._flows.host import Unknown
 
     context = _context("event.dispatch")
@@ -84,14 +90,13 @@ async def dispatch(
     if bad:
         raise ActionError(f"header values must be strings: {', '.join(bad)}")
     try:
-        context.bus.route(name)
+        context.emitter.route(name)
     except Unknown as exc:
         raise ActionError(str(exc)) from None
     _json(body, "the event payload")
     event_id = _node_id() if upstream is not None else None
-    delivery = await context.bus.emit(name, body, merged, event_id=event_id)
-    result: dict[str, Any] = delivery.as_json()
-    return result
+    emitted = await context.emitter.emit(name, body, merged, event_id=event_id)
+    return emitted.as_json()
 
 
 async def start(
