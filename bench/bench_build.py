@@ -74,7 +74,7 @@ def grammar_path() -> Path:
     spec = find_spec("oneiricc")
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("oneiricc is not installed in this interpreter; use .venv/bin/python")
-    return Path(next(iter(spec.submodule_search_locations))) / "oneiric.lark"
+    return Path(next(iter(spec.submodule_search_locations))) / "_language" / "oneiric.lark"
 
 
 def oneiricc_command() -> list[str]:
