@@ -18,6 +18,8 @@ import pytest
 import redis as redis_sync
 import wftasks
 from oneiric._flows import streams
+from oneiric._flows.context import Following
+from oneiric._flows.engine import follow
 from oneiric._flows.host import activated
 from oneiric._flows.store import FlowStore
 from oneiric._flows.workers import RedisTasks, serve_worker
@@ -193,14 +195,15 @@ async def test_a_node_on_a_worker_emits_to_the_stream_within_its_trace(
             anyio.create_task_group() as group,
         ):
             group.start_soon(here.serve)
+            engines = Following(lambda: runtime.plan)  # what `oneiric worker` opens
+            group.start_soon(
+                lambda: follow(
+                    runtime, engines, lambda: store, anyio.sleep_forever, events_url=redis_url
+                )
+            )
             group.start_soon(
                 lambda: serve_worker(
-                    worker_client,
-                    settings,
-                    runtime,
-                    store=store,
-                    block_ms=100,
-                    events_url=redis_url,
+                    worker_client, settings, runtime, block_ms=100, engines=engines
                 )
             )
             flows = Workflows(plan, runtime, store, tasks=here, cancel_poll_s=None)

@@ -14,6 +14,8 @@ import anyio
 import pytest
 import wftasks
 from oneiric._flows import streams
+from oneiric._flows.context import Following
+from oneiric._flows.engine import follow
 from oneiric._flows.host import activated
 from oneiric._flows.store import FlowStore
 from oneiric._flows.workers import RedisTasks, serve_worker
@@ -149,10 +151,12 @@ async def test_a_node_on_a_worker_is_traced_under_the_dispatchers_node(
     ):
         group.start_soon(here.serve)
         group.start_soon(there.serve)
+        engines = Following(lambda: runtime.plan)  # what `oneiric worker` opens
         group.start_soon(
-            lambda: serve_worker(
-                worker_client, settings, runtime, store=store, dispatcher=there, block_ms=100
-            )
+            lambda: follow(runtime, engines, lambda: store, anyio.sleep_forever, tasks=there)
+        )
+        group.start_soon(
+            lambda: serve_worker(worker_client, settings, runtime, block_ms=100, engines=engines)
         )
         record = await Workflows(plan, runtime, store, tasks=here, cancel_poll_s=None).run("main")
         with anyio.fail_after(20):

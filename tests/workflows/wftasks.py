@@ -200,3 +200,30 @@ async def announce(
     if (attempt() or 1) <= fail_times:
         raise RuntimeError(f"{name} failing on purpose after emitting (attempt {attempt()})")
     return emitted
+
+
+async def calling_app(supervisor: Any) -> None:
+    """`oneiric run --app`: calls the plan's actions as asked, until the runtime stops.
+
+    Each request is a file REQUESTS/N.json {"action": KEY, "payload": ...} (in the
+    directory $APP_REQUESTS); the handle's result (or error) goes to REQUESTS/N.out.
+    """
+    from pathlib import Path
+
+    requests = Path(os.environ["APP_REQUESTS"])
+    while not supervisor.stopping.is_set():
+        for path in sorted(requests.glob("*.json")):
+            asked = json.loads(path.read_text(encoding="utf-8"))
+            path.unlink()
+            try:
+                answer = {
+                    "result": await supervisor.handle(f"action:{asked['action']}")(
+                        asked.get("payload")
+                    )
+                }
+            except Exception as exc:
+                answer = {"error": f"{type(exc).__name__}: {exc}"}
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(answer), encoding="utf-8")
+            tmp.replace(path.with_suffix(".out"))
+        await anyio.sleep(0.02)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from oneiric._cli import fleet
+from oneiric._cli.flowhost import EVENTS, STORE, TASKS, _store
 from oneiric._cli.runtime import (
     FORMAT,
     MODULE_PATH,
@@ -93,66 +94,6 @@ def _imports() -> Imports:
     params = click.get_current_context().params
     near = params.get("unsigned") or str(snapshots.state_dir(params.get("state")))
     return Imports.find(near, params.get("module_path", ()))
-
-
-def _remember_store(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
-    ctx.meta["oneiric.store"] = value
-
-
-STORE = click.option(
-    "--store",
-    envvar="ONEIRIC_FLOWS",
-    metavar="URL",
-    expose_value=False,
-    callback=_remember_store,
-    help="Flow store: postgresql://USER@HOST:PORT/DB[?lease=S] shares runs between runtimes "
-    "(env ONEIRIC_FLOWS); STATE/flows.db when unset.",
-)
-
-
-def _remember_tasks(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
-    ctx.meta["oneiric.tasks"] = value
-
-
-TASKS = click.option(
-    "--tasks",
-    envvar="ONEIRIC_TASKS",
-    metavar="URL",
-    expose_value=False,
-    callback=_remember_tasks,
-    help="Dispatch the nodes to `oneiric worker`s on Redis Streams "
-    "(redis://HOST:PORT/DB; env ONEIRIC_TASKS); run here when unset.",
-)
-
-
-EVENTS = click.option(
-    "--events",
-    "events_url",
-    envvar="ONEIRIC_EVENTS",
-    metavar="URL",
-    help="Event transport: redis://HOST:PORT/DB[?maxlen=N&visibility=S] for Redis Streams "
-    "(env ONEIRIC_EVENTS), also where event.dispatch emits; in process when unset.",
-)
-
-
-def _store(fmt: str, state: Path) -> FlowStore:
-    """The store named by --store / ONEIRIC_FLOWS (PostgreSQL), else STATE/flows.db."""
-    from oneiric._flows.store import FlowStore
-
-    url = click.get_current_context().meta.get("oneiric.store")
-    if url:
-        from oneiric._flows.postgres import DatabaseUnavailable, PostgresFlowStore, is_url
-
-        if not is_url(url):
-            _fail(fmt, f"--store {url!r} is not a postgresql:// URL")
-        try:
-            return PostgresFlowStore(url)
-        except DatabaseUnavailable as exc:
-            _fail(fmt, str(exc))
-    try:
-        return FlowStore(state)
-    except Exception as exc:  # sqlite3.Error or OSError
-        _fail(fmt, f"{state}: cannot open the flows database: {exc}")
 
 
 def _setup(

@@ -13,11 +13,14 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
+from oneiric._cli.exits import _fail as _fail  # re-exported: every command's way out
+from oneiric._cli.flowhost import EVENTS, STORE, TASKS, FlowHost
 from oneiric._cli.security import ANY_TARGET, TARGET, pinned_target
 from oneiric._lifecycle import snapshots
 from oneiric._text import plural
@@ -53,14 +56,6 @@ ROTATE_TIMEOUT_S = 60.0  # re-reading secrets and swapping what changed
 
 def _emit(fmt: str, data: dict[str, Any], text: str) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True) if fmt == "json" else text)
-
-
-def _fail(fmt: str, message: str, code: int = 2) -> NoReturn:
-    if fmt == "json":
-        click.echo(json.dumps({"ok": False, "error": message}, sort_keys=True))
-    else:
-        click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 def _read(state: Path, name: str, fmt: str) -> Any:
@@ -161,6 +156,9 @@ def _duration_s(text: str) -> float:
     help="Export OpenTelemetry traces over OTLP/HTTP (on anyway when "
     "OTEL_EXPORTER_OTLP_ENDPOINT is set).  Needs oneiric-runtime[otel].",
 )
+@STORE
+@EVENTS
+@TASKS
 @MODULE_PATH
 @VERBOSE
 def run(
@@ -177,9 +175,10 @@ def run(
     secrets_refresh: str | None,
     otel: bool,
     alerts_file: str | None,
+    events_url: str | None,
     module_path: tuple[str, ...],
     verbose: bool,
-    extra_services: list[Any] | None = None,
+    extra_services: Callable[[FlowHost], list[Any]] | None = None,
 ) -> None:
     """Run a verified plan and apply new plans live until SIGTERM/SIGINT.
 
@@ -189,7 +188,13 @@ def run(
     Env: LOG_LEVEL, ONEIRIC_PROFILE (overrides the plan's profile; under serverless:
     no watchers, and with $PORT set and no --http the HTTP surface listens on
     0.0.0.0:$PORT), PORT, ONEIRIC_CONFIG (directory holding
-    secrets/ and secrets.toml), ONEIRIC_STATE, ONEIRIC_MODULE_PATH.
+    secrets/ and secrets.toml), ONEIRIC_STATE, ONEIRIC_MODULE_PATH, ONEIRIC_FLOWS,
+    ONEIRIC_EVENTS, ONEIRIC_TASKS.
+
+    A plan with routes, workflows or flow actions gets its flow engine here:
+    the app's and the components' calls emit events (event.dispatch), start
+    workflow runs and schedule tasks like a workflow node, on the engine of
+    the plan running at the time.
     """
     if (manifest is None) == (unsigned is None):
         raise click.UsageError("give exactly one of --manifest (with --trust) or --unsigned-plan")
@@ -237,7 +242,9 @@ def run(
             _fail("text", str(exc), exc.exit_code)
     unserved: list[str] = []  # why the serverless HTTP surface could not listen
     services = _http_services(http, os.environ.get(PROFILE_ENV), os.environ.get("PORT"), unserved)
-    services += extra_services or []  # `oneiric worker`: the node consumer
+    flows = FlowHost(snapshots.state_dir(state), events_url)  # a named server is checked here
+    services.append(flows.serve)
+    services += extra_services(flows) if extra_services else []  # `oneiric worker`
     imports = Imports.find(unsigned, module_path)
     if app and unsigned is not None:
         imports.install(_module_path_of(Path(unsigned)))  # the app may live beside the code
@@ -255,8 +262,11 @@ def run(
     )
     supervisor = Supervisor(settings)
     _alerts(Path(alerts_file) if alerts_file else None, supervisor)
+    from oneiric._flows.context import bound
+
     try:
-        failures = anyio.run(supervisor.run)
+        with bound(flows.following):  # every task of the runtime inherits it
+            failures = anyio.run(supervisor.run)
     except StartError as exc:
         _fail("text", f"cannot start: {exc}", 1)
     if unserved:

@@ -6,7 +6,9 @@ workflow run|resume|serve`, `event emit|consume|replay`, `action invoke`,
 `task serve`) binds one `FlowContext` around the work with `bound(...)`;
 every task started inside (workflow nodes, handlers, actions) sees it through
 `current()`.  Outside such a host `current()` is None and the flow actions
-refuse with a clear error.
+refuse with a clear error.  A runtime that swaps plans live (`oneiric run`,
+`oneiric worker`) binds a `Following` instead: one engine per plan it has
+run, `current()` the one of the plan running now.
 
 The context's `emitter` is where `event.dispatch` emits: the in-process
 `EventBus` (delivered here, the result is the delivery) or, when the host was
@@ -16,11 +18,13 @@ appended for the consumers, the result says where).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
 
 if TYPE_CHECKING:
     from oneiric._flows.events import EventBus
@@ -52,6 +56,9 @@ class Emitter(Protocol):
     ) -> Emitted: ...
 
 
+SETTLE_TIMEOUT_S = 10.0  # how long a flow action waits for its plan's engine to open
+
+
 @dataclass(frozen=True)
 class FlowContext:
     plan: Plan
@@ -61,21 +68,69 @@ class FlowContext:
     emitter: Emitter  # where `event.dispatch` emits: `bus`, or Redis Streams (`--events`)
 
 
-_CURRENT: ContextVar[FlowContext | None] = ContextVar("oneiric_flow_context", default=None)
+class Following:
+    """The engines of a runtime that swaps plans live: one per plan digest it has run.
+
+    `current()` under it is the engine of the runtime's plan now (`plan()`);
+    until that plan's engine is open (at start, the moment after a swap), the
+    newest one, and `settled()` (the flow actions) waits for it.  Runs
+    started under an older plan go on in that plan's engine.
+    """
+
+    def __init__(self, plan: Callable[[], Plan | None]) -> None:
+        self.plan = plan
+        self.contexts: dict[str, FlowContext] = {}  # plan digest -> its engine, oldest first
+        self._opened: anyio.Event | None = None
+
+    def add(self, context: FlowContext) -> None:
+        self.contexts[context.plan.digest or ""] = context
+        if self._opened is not None:
+            self._opened.set()
+            self._opened = None
+
+    def __call__(self) -> FlowContext | None:
+        plan = self.plan()
+        found = self.contexts.get(plan.digest or "") if plan is not None else None
+        if found is None and self.contexts:
+            return next(reversed(self.contexts.values()))
+        return found
+
+    async def settled(self, timeout_s: float = SETTLE_TIMEOUT_S) -> FlowContext | None:
+        """The engine of the plan running now, once open (at most `timeout_s` waited)."""
+        with anyio.move_on_after(timeout_s):
+            while (plan := self.plan()) is not None and hosts_flows(plan):
+                if (plan.digest or "") in self.contexts:
+                    break
+                if self._opened is None:
+                    self._opened = anyio.Event()
+                await self._opened.wait()
+        return self()
+
+
+_CURRENT: ContextVar[FlowContext | Following | None] = ContextVar(
+    "oneiric_flow_context", default=None
+)
 
 
 @contextmanager
-def bound(context: FlowContext) -> Iterator[FlowContext]:
+def bound(context: FlowContext | Following) -> Iterator[None]:
     """Make `context` the current one for the code (and the tasks it starts) inside."""
     token = _CURRENT.set(context)
     try:
-        yield context
+        yield
     finally:
         _CURRENT.reset(token)
 
 
 def current() -> FlowContext | None:
-    return _CURRENT.get()
+    found = _CURRENT.get()
+    return found() if isinstance(found, Following) else found
+
+
+async def settled() -> FlowContext | None:
+    """`current()`, once the engine of a `Following` runtime's plan is open."""
+    found = _CURRENT.get()
+    return await found.settled() if isinstance(found, Following) else found
 
 
 _NODE: ContextVar[tuple[str, str] | None] = ContextVar("oneiric_flow_node", default=None)
@@ -131,3 +186,8 @@ def needs_engine(plan: Plan) -> bool:
         c.implementation is not None and c.implementation.module == ACTIONS_MODULE
         for c in plan.components
     )
+
+
+def hosts_flows(plan: Plan) -> bool:
+    """Whether `plan` needs an engine: it has routes, workflows or flow actions."""
+    return bool(plan.routes or plan.workflows) or needs_engine(plan)

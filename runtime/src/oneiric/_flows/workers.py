@@ -22,10 +22,10 @@ visibility timeout).
 
 A node on a worker sees the flow context it would see in process
 (`oneiric._flows.context`): `node()` (its run id and name), `attempt()` (as
-numbered in Redis), and, when the worker has a flow store, `current()`: the
-plan, that store, workflows whose nodes are dispatched to the workers in turn
-and an in-process event bus over the worker's handlers, one engine per plan
-the worker has run (`engine`).  Its span is a child of the dispatcher's node
+numbered in Redis), and `current()`: the engine of the node's plan among
+those the worker's runtime opened (`engine.follow`, as `oneiric run` does):
+the plan, the flow store, workflows whose nodes are dispatched to the
+workers in turn and the event transport.  Its span is a child of the dispatcher's node
 span (the W3C `traceparent` travels in the entry).
 """
 
@@ -45,16 +45,14 @@ import structlog
 
 from oneiric import _trace
 from oneiric._flows import streams
-from oneiric._flows.context import FlowContext, at_node, bound
-from oneiric._flows.engine import engine
+from oneiric._flows.context import Following, at_node, bound
 from oneiric._flows.link import Link
-from oneiric._flows.workflows import NodeOutcome, NodeRunner, attempt_node
+from oneiric._flows.workflows import NodeOutcome, attempt_node
 from oneiric._plan.model import Plan, WorkflowNode
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from oneiric._flows.store import FlowStore
     from oneiric._lifecycle.runtime import Runtime
 
 T = TypeVar("T")
@@ -167,18 +165,13 @@ async def serve_worker(
     block_ms: int = 1000,
     status: dict[str, Any] | None = None,
     link: Link | None = None,
-    store: FlowStore | None = None,
-    dispatcher: NodeRunner | None = None,
-    events_url: str | None = None,
+    engines: Following | None = None,
 ) -> None:
     """Take the nodes of the runtime's current plan from Redis until cancelled.
 
     `status` receives the counters (done, failed, claimed, inflight, plan) and
-    `link` the broker connection's state, as they change.  With a `store`, the
-    nodes run in a flow context (see the module's doc): workflows they start
-    record their runs there and dispatch their nodes with `dispatcher` (to the
-    workers; None: here), and the events they emit go to `events_url`'s streams
-    (None: this process's handlers).
+    `link` the broker connection's state, as they change.  A node runs in the
+    flow context of its plan's engine in `engines` (see the module's doc).
     """
     name = consumer or f"{socket.gethostname()}-{os.getpid()}"
     log = structlog.get_logger("oneiric.worker").bind(consumer=name)
@@ -189,7 +182,6 @@ async def serve_worker(
     limiters: dict[str, anyio.CapacityLimiter] = {}
     rng = random.Random()
     slots = anyio.Condition()
-    contexts: dict[str, FlowContext] = {}  # plan digest -> its engine (with a store)
 
     def current() -> tuple[Plan, streams.Group]:
         plan = runtime.plan
@@ -215,7 +207,7 @@ async def serve_worker(
             except KeyError as exc:
                 outcome = NodeOutcome(False, 0, None, str(exc))
             else:
-                context = contexts.get(plan.digest or "")
+                context = None if engines is None else engines.contexts.get(plan.digest or "")
                 attributes = {"oneiric.run": f["run"], "oneiric.node": node.name}
                 with (
                     _trace.span("oneiric.worker.node", attributes, f),
@@ -271,7 +263,7 @@ async def serve_worker(
                     inflight[entry.id] = group
                     tasks.start_soon(handle, plan, group, entry, True)
 
-    async with anyio.create_task_group() as tasks, contextlib.AsyncExitStack() as engines:
+    async with anyio.create_task_group() as tasks:
         tasks.start_soon(keep_alive)
         ensured: set[str] = set()
         while True:
@@ -280,10 +272,8 @@ async def serve_worker(
                 await call(group.create)
                 ensured.add(group.stream)
                 counters["plan"] = plan.digest
-                if store is not None:  # entered here: the engines end with this loop
-                    contexts[plan.digest or ""] = await engines.enter_async_context(
-                        engine(plan, runtime, store, tasks=dispatcher, events_url=events_url)
-                    )
+                if engines is not None:
+                    await engines.settled()  # its nodes see its engine from the first
                 log.info("taking nodes", plan=plan.digest, stream=group.stream)
             async with slots:
                 while len(inflight) >= prefetch:

@@ -2,8 +2,9 @@
 
 They act on the engine of the process that hosts them (`oneiric._flows.context`):
 a workflow node (`oneiric workflow run|resume`, `event emit|consume`, `task
-serve`) or `oneiric action invoke`.  Invoked as an action, the payload names
-what to do; config gives defaults:
+serve`), `oneiric action invoke`, or any call in `oneiric run` and `oneiric
+worker` (the app's, a component's: the engine of the plan running then).
+Invoked as an action, the payload names what to do; config gives defaults:
 
 - `event.dispatch` {"topic", "payload", "headers"} → the delivery
   (`event_id`, `matched`, `ok`, per-handler `outcomes`); when the host has a
@@ -39,13 +40,14 @@ if TYPE_CHECKING:
     from oneiric._flows.context import FlowContext
 
 
-def _context(action: str) -> FlowContext:
-    from oneiric._flows.context import current
+async def _context(action: str) -> FlowContext:
+    from oneiric._flows.context import settled
 
-    context = current()
+    context = await settled()
     if context is None:
         raise ActionError(
             f"{action} needs a flow host (a workflow node, an event handler's process, "
+            "`oneiric run` with a plan that has routes, workflows or flow actions, "
             "or `oneiric action invoke` with a plan)"
         )
     return context
@@ -82,7 +84,7 @@ async def dispatch(
     """`event.dispatch`: deliver one event to the plan's handlers of its topic (or queue it)."""
     from oneiric._flows.host import Unknown
 
-    context = _context("event.dispatch")
+    context = await _context("event.dispatch")
     name, body = _request(payload, upstream, "topic", topic, "payload")
     extra = {} if upstream is not None else require(payload, "headers", dict, {})
     merged = {**(headers or {}), **extra}
@@ -106,7 +108,7 @@ async def start(
     from oneiric._flows.host import Unknown
     from oneiric._flows.workflows import WorkflowError
 
-    context = _context("workflow.start")
+    context = await _context("workflow.start")
     name, body = _request(payload, upstream, "workflow", workflow, "input")
     run_id = _node_id() if upstream is not None else require(payload, "run_id", str, None)
     try:
@@ -128,7 +130,7 @@ async def schedule(
     from oneiric._flows.schedule import schedule as record
     from oneiric._flows.workflows import WorkflowError, store_io
 
-    context = _context("task.schedule")
+    context = await _context("task.schedule")
     name, body = _request(payload, upstream, "task", task, "input")
     default = None if delay is None else seconds(delay)
     if upstream is not None:
