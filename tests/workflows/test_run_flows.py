@@ -19,6 +19,7 @@ import pytest
 import wftasks
 from servers import free_port
 from test_events import handler
+from test_postgres_flows import cluster, db  # noqa: F401  (fixtures)
 from test_redis_events import _consumer
 from test_workflow_cli import spawn
 from test_workflows import task
@@ -35,6 +36,7 @@ def stack(topic: str, key: str) -> str:
             '  workflow child "x" { node c }',
             f'  action notify "x" {{ impl "{FLOW}:dispatch"\n    config {{ topic = "{topic}" }} }}',
             f'  action kick "x" {{ impl "{FLOW}:start" }}',
+            f'  action later "x" {{ impl "{FLOW}:schedule" }}',
         ]
     )
 
@@ -112,6 +114,10 @@ def test_an_app_emits_and_starts_in_process_and_follows_a_live_swap(
         wait_for(lambda: ends(wf_log, "c"), 20, "the started run's node")
         assert {e["pid"] for e in ends(wf_log, "c")} == {app.proc.pid}
         wait_for(lambda: run_status(app.state, started["run"]) == "succeeded", 20, "the run")
+        later = app.call("later", {"task": "c", "delay_s": 3600, "id": "nudge-1"})["result"]
+        assert (later["id"], later["scheduled"]) == ("nudge-1", True)
+        listed = oneiric("task", "list", "--state", str(app.state), "--format", "json")
+        assert "nudge-1" in listed.stdout, listed.stderr
         # A live swap to a plan whose route is another topic, another handler.
         two, _ = build_plan(tmp_path / "two", stack("order.paid", "h2"))
         tmp = path.with_suffix(".new")
@@ -123,6 +129,9 @@ def test_an_app_emits_and_starts_in_process_and_follows_a_live_swap(
         assert [e["payload"] for e in ends(wf_log, "h2")] == [{"n": 2}]
         refused = app.call("notify", {"topic": "order.done"})
         assert 'no handler subscribed to topic "order.done"' in refused["error"]
+        emitted = app.call("emit", {"topic": "order.paid", "payload": {"n": 3}})["result"]
+        assert emitted["matched"] == ["h2"], emitted
+        assert [e["payload"] for e in ends(wf_log, "h2")] == [{"n": 2}, {"n": 3}]
     finally:
         app.stop()
     assert len(ends(wf_log, "h")) == 1
@@ -156,6 +165,33 @@ def test_an_app_emits_to_redis_and_starts_runs_on_a_worker(
         for proc in (consumer, worker):
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(20) == 0
+
+
+@pytest.mark.slow
+def test_an_app_starts_runs_recorded_in_postgresql(
+    tmp_path: Path,
+    wf_log: str,
+    db: str,  # noqa: F811
+) -> None:
+    plan, path = build_plan(tmp_path, stack("order.done", "h"))
+    app = App(tmp_path, path, wf_log, "--store", db)
+    try:
+        app.running(plan.digest or "")
+        started = app.call("kick", {"workflow": "child"})["result"]
+        wait_for(lambda: ends(wf_log, "c"), 20, "the run's node")
+        elsewhere = ["--store", db, "--state", str(tmp_path / "elsewhere"), "--format", "json"]
+
+        def shown() -> str:
+            answer = oneiric("workflow", "status", started["run"], *elsewhere)
+            assert answer.returncode == 0, answer.stderr
+            return str(json.loads(answer.stdout)["status"])
+
+        wait_for(lambda: shown() == "succeeded", 20, "the run, read from PostgreSQL")
+        store = wait_for(lambda: app.status()["connections"].get("store"), 10, "the store link")
+        assert store["state"] == "connected"
+        assert not (app.state / "flows.db").exists()  # the runs are in PostgreSQL only
+    finally:
+        app.stop()
 
 
 def test_an_unreachable_broker_or_database_stops_run_at_start(tmp_path: Path) -> None:

@@ -205,10 +205,13 @@ async def announce(
 async def calling_app(supervisor: Any) -> None:
     """`oneiric run --app`: calls the plan's actions as asked, until the runtime stops.
 
-    Each request is a file REQUESTS/N.json {"action": KEY, "payload": ...} (in the
-    directory $APP_REQUESTS); the handle's result (or error) goes to REQUESTS/N.out.
+    Each request is a file REQUESTS/N.json {"action": KEY, "payload": ...} in the
+    directory $APP_REQUESTS (action "emit": `oneiric.events.emit(**payload)`); the
+    result (or the error) goes to REQUESTS/N.out.
     """
     from pathlib import Path
+
+    from oneiric.events import emit
 
     requests = Path(os.environ["APP_REQUESTS"])
     while not supervisor.stopping.is_set():
@@ -216,11 +219,11 @@ async def calling_app(supervisor: Any) -> None:
             asked = json.loads(path.read_text(encoding="utf-8"))
             path.unlink()
             try:
-                answer = {
-                    "result": await supervisor.handle(f"action:{asked['action']}")(
-                        asked.get("payload")
-                    )
-                }
+                if asked["action"] == "emit":  # the public way, no action component
+                    done = await emit(**asked["payload"])
+                else:
+                    done = await supervisor.handle(f"action:{asked['action']}")(asked["payload"])
+                answer = {"result": done}
             except Exception as exc:
                 answer = {"error": f"{type(exc).__name__}: {exc}"}
             tmp = path.with_suffix(".tmp")
