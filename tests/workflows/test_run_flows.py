@@ -160,6 +160,10 @@ def test_an_app_emits_to_redis_and_starts_runs_on_a_worker(
         connections = wait_for(lambda: {"events", "tasks"} <= set(app.status()["connections"])
                                and app.status()["connections"], 10, "the connections")  # fmt: skip
         assert connections["events"]["state"] == connections["tasks"]["state"] == "connected"
+        shown = oneiric("status", "--state", str(state)).stdout
+        port = redis_url.rsplit(":", 1)[1].split("/")[0]
+        assert "runtime connections" in shown, shown
+        assert f"tasks  redis://127.0.0.1:{port}/0  connected since" in shown, shown
     finally:
         app.stop()
         for proc in (consumer, worker):
