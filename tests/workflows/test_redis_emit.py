@@ -116,7 +116,7 @@ def test_a_workflow_node_emits_to_the_stream_once_and_a_consumer_delivers(
         time.sleep(0.5)  # nothing more arrives
     finally:
         consumer.send_signal(signal.SIGTERM)
-        assert consumer.wait(20) == 0
+        assert consumer.wait(20) == 0, (state.parent / "c.stderr").read_text()
     audit = ends(wf_log, "audit")
     assert sorted(e["event"] for e in audit) == sorted(
         [f"{rid}-notify", f"{rid}-again", queued["event_id"]]
@@ -155,8 +155,8 @@ def test_a_handler_in_event_consume_emits_to_the_stream_for_another_consumer(
     finally:
         for proc in (relay, shipping):
             proc.send_signal(signal.SIGTERM)
-        assert relay.wait(20) == 0
-        assert shipping.wait(20) == 0
+        for proc, name in ((relay, "relaying"), (shipping, "shipping")):
+            assert proc.wait(20) == 0, (tmp_path / f"{name}.stderr").read_text()
     (relayed,) = ends(wf_log, "relay")
     follow = relayed["emitted"]
     assert relayed["event"] == first
