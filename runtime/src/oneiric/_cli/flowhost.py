@@ -122,6 +122,7 @@ class FlowHost:
         import anyio
 
         from oneiric._flows.engine import follow
+        from oneiric._flows.link import Link
         from oneiric._flows.workers import RedisTasks
         from oneiric._lifecycle.supervisor import Observer
 
@@ -136,13 +137,23 @@ class FlowHost:
             await swapped.wait()
             swapped = anyio.Event()
 
+        # The broker as seen while a swap's engine cannot open yet (then its own Link).
+        opening = Link("broker", self.events_url) if self.events_url else None
+
         def opened(context: FlowContext) -> None:  # status.json "connections"
             status = getattr(context.emitter, "status", None)  # RedisEvents: its Link
             if status is not None:
                 supervisor.connections["events"] = status
+                if opening is not None:
+                    opening.restored()
             link = getattr(context.store, "link", None)  # PostgreSQL
             if link is not None:
                 supervisor.connections[link.role] = link
+
+        def failed(error: BaseException, wait_s: float) -> None:
+            if opening is not None:
+                opening.failed(error, wait_s)
+                supervisor.connections["events"] = opening
 
         self.runtime = supervisor.runtime
         supervisor.observers.append(Swaps())
@@ -161,6 +172,7 @@ class FlowHost:
                     tasks=dispatcher,
                     events_url=self.events_url,
                     opened=opened,
+                    failed=failed,
                 )
         finally:
             with anyio.CancelScope(shield=True):

@@ -88,6 +88,12 @@ class Following:
             self._opened.set()
             self._opened = None
 
+    def discard(self, context: FlowContext) -> None:
+        """`context` is closing: new calls no longer reach it."""
+        digest = context.plan.digest or ""
+        if self.contexts.get(digest) is context:
+            del self.contexts[digest]
+
     def __call__(self) -> FlowContext | None:
         plan = self.plan()
         found = self.contexts.get(plan.digest or "") if plan is not None else None
