@@ -287,6 +287,55 @@ target prod { layers base, apps }
     ]
 
 
+def test_a_value_a_missing_layer_could_replace_is_not_reported(tmp_path: Path) -> None:
+    """A config value that does not fit (E0704), which a later layer replaces (an `env()`
+    reference may replace a value of any kind): when that layer is unknown (prod) or its
+    refinement did not parse (dev), it is not reported.  An unknown key (E0702) is, in
+    both: no layer can take a key away."""
+    base = """oneiric 1
+
+stack base {
+  adapter cache "memory" {
+    impl "oneiric.adapters.memory:MemoryCache"
+    config { ttl = "5m", max_entrys = 5 }
+  }
+}
+"""
+    app = """oneiric 1
+import "base.oneiric"
+
+stack app {
+  adapter cache "memory" { config { ttl = env("CACHE_TTL", 5m) } priority }
+}
+
+target dev { layers base, app }
+target prod { layers base, apps }
+"""
+    root = write_project(tmp_path, {"stacks/base.oneiric": base, "stacks/app.oneiric": app})
+    expected = [
+        ("E0001", "stacks/app.oneiric", 5),
+        ("E0201", "stacks/app.oneiric", 9),
+        ("E0702", "stacks/base.oneiric", 6),  # (once for both targets)
+    ]
+    assert _codes_at(root) == expected
+    served = compile_at(root, use_cache=True)  # the incremental build reports the same
+    assert [(d.code, d.file, d.pos.line if d.pos else 0) for d in served.diagnostics] == expected
+    # With the refinement parsing and its layer named, the value is replaced: no E0704.
+    (root / "stacks/app.oneiric").write_text(
+        app.replace(" priority }", " }").replace("base, apps", "base, app"), encoding="utf-8"
+    )
+    assert _codes_at(root) == [("E0702", "stacks/base.oneiric", 6)]
+    # Without the refinement, the value is the one dev checks: E0704 (prod still lacks apps).
+    (root / "stacks/app.oneiric").write_text(
+        app.replace('config { ttl = env("CACHE_TTL", 5m) } priority', "priority 1"), encoding="utf-8"
+    )
+    assert _codes_at(root) == [
+        ("E0201", "stacks/app.oneiric", 9),
+        ("E0704", "stacks/base.oneiric", 6),
+        ("E0702", "stacks/base.oneiric", 6),
+    ]
+
+
 def test_four_mistakes_across_two_files(tmp_path: Path) -> None:
     """An unknown field, an unterminated string, a missing module, a selection typo."""
     base = """oneiric 1

@@ -151,8 +151,10 @@ def check_target(
 ) -> tuple[list[Diagnostic], dict[str, Contract]]:
     """Check every winner's implementation and config (see the module docstring); those
     that cannot be pinned are left to the planner, which reports them.  `settled`: see
-    `planner.check_winners` (a required parameter is not asked for of a winner that is
-    not: the layer that sets it may be the one missing)."""
+    `planner.check_winners`.  Of a winner that is not, what a missing layer could fix is
+    not reported: a required parameter not set (E0703), a value that does not fit (E0704:
+    that layer may replace it).  An unknown key (E0702) is: a layer adds or replaces keys,
+    never removes one."""
     diagnostics: list[Diagnostic] = []
     contracts: dict[str, Contract] = {}
     for key, decision in resolution.decisions.items():
@@ -283,7 +285,7 @@ def _check_config(
             keys[key] = param.reason
             continue
         keys[key] = None
-        if not fits(value, param.type):
+        if not fits(value, param.type) and settled:
             given = _kind_phrase(value)
             alternatives = param.type.args if param.type.kind == "union" else (param.type,)
             structs = [t for t in alternatives if t.kind == "struct"]
