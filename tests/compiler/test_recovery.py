@@ -327,7 +327,8 @@ target prod { layers base, apps }
     assert _codes_at(root) == [("E0702", "stacks/base.oneiric", 6)]
     # Without the refinement, the value is the one dev checks: E0704 (prod still lacks apps).
     (root / "stacks/app.oneiric").write_text(
-        app.replace('config { ttl = env("CACHE_TTL", 5m) } priority', "priority 1"), encoding="utf-8"
+        app.replace('config { ttl = env("CACHE_TTL", 5m) } priority', "priority 1"),
+        encoding="utf-8",
     )
     assert _codes_at(root) == [
         ("E0201", "stacks/app.oneiric", 9),
