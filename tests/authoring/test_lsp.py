@@ -14,6 +14,7 @@ from typing import IO, Any
 
 import pytest
 from support import write_project
+from syrupy.assertion import SnapshotAssertion
 
 BASE = """\
 oneiric 1
@@ -125,16 +126,16 @@ def project(tmp_path: Path) -> Path:
     return write_project(tmp_path, {"stacks/base.oneiric": BASE, "stacks/prod.oneiric": PROD})
 
 
-@pytest.fixture
-def client(project: Path) -> Iterator[Client]:
-    client = Client(project)
+def _started(root: Path, target: str) -> Client:
+    """A server on the project in `root`, initialized to explain `target`."""
+    client = Client(root)
     result = client.request(
         "initialize",
         {
             "processId": os.getpid(),
-            "rootUri": project.as_uri(),
+            "rootUri": root.as_uri(),
             "capabilities": {},
-            "initializationOptions": {"target": "prod"},
+            "initializationOptions": {"target": target},
         },
     )
     capabilities = result["capabilities"]
@@ -143,6 +144,12 @@ def client(project: Path) -> Iterator[Client]:
     assert capabilities["documentFormattingProvider"]
     assert capabilities["completionProvider"]
     client.notify("initialized", {})
+    return client
+
+
+@pytest.fixture
+def client(project: Path) -> Iterator[Client]:
+    client = _started(project, "prod")
     yield client
     client.close()
     assert client.process.returncode == 0
@@ -278,3 +285,71 @@ def test_syntax_errors_do_not_break_the_server(client: Client, project: Path) ->
         )
         is None
     )
+
+
+CHECKED_MODULES = {
+    "src/shop/__init__.py": "",
+    "src/shop/cache.py": (
+        "import typing\n"
+        "from datetime import timedelta\n"
+        "\n"
+        "class Cache:\n"
+        "    def __init__(\n"
+        "        self, *, size: int = 10, ttl: timedelta | None = None,\n"
+        "        loader: typing.Callable[[], int] | None = None,\n"
+        "    ) -> None: ...\n"
+        "    def set(self, key: str, value: bytes) -> None: ...\n"
+    ),
+    "src/shop/protocols.py": (
+        "from typing import Protocol\n"
+        "\n"
+        "class Writer(Protocol):\n"
+        "    def set(self, key: str, value: bytes) -> None: ...\n"
+    ),
+    "src/shop/lazy.py": "def __getattr__(name):\n    return len\n",
+}
+
+CHECKED = """\
+oneiric 1
+
+stack shop {
+  capability adapter cache write = "shop.protocols:Writer"
+  adapter cache "memory" {
+    impl "shop.cache:Cache"
+    provides write
+    config { size = 5, loader = "x" }
+  }
+  service orders "default" { impl "shop.lazy:Orders" }
+}
+
+target dev { layers shop }
+"""
+
+
+def test_hover_on_a_declaration_shows_what_was_checked(
+    tmp_path: Path, snapshot: SnapshotAssertion
+) -> None:
+    """On a component's declaration or its `impl` string, hover adds `oneiricc explain`'s
+    "checked:" lines for the winner: config keys and capabilities checked or not, and why."""
+    root = write_project(
+        tmp_path, {**CHECKED_MODULES, "stacks/shop.oneiric": CHECKED}, 'module-path = ["src"]\n'
+    )
+    client = _started(root, "dev")
+    try:
+        uri = _open(client, root / "stacks/shop.oneiric")
+        assert client.diagnostics(uri) == []
+        doc = {"textDocument": {"uri": uri}}
+        shown = {
+            where: client.request("textDocument/hover", {**doc, "position": _at(CHECKED, where)})[
+                "contents"
+            ]["value"]
+            for where in ('"shop.cache:Cache"', 'cache "memory"', 'orders "default"')
+        }
+    finally:
+        client.close()
+    assert shown['"shop.cache:Cache"'] == shown['cache "memory"']  # impl string, declaration
+    assert "  checked:    implementation and config" in shown['cache "memory"']
+    assert "  capability: write checked against shop.protocols:Writer" in shown['cache "memory"']
+    assert "config loader not checked" in shown['cache "memory"']
+    assert "checked:    no — " in shown['orders "default"']
+    assert shown == snapshot

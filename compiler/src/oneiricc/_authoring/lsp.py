@@ -3,8 +3,10 @@
 * diagnostics on open and on every change: the project containing the file is
   compiled with the unsaved buffers of every open file (the same codes and
   spans as `oneiricc check`);
-* hover on a component (its declaration, a `requires`, a `select`, a workflow
-  node or edge): how it resolved in the chosen target, with the explanation;
+* hover on a component (its declaration or `impl` string, a `requires`, a
+  `select`, a workflow node or edge): how it resolved in the chosen target, with
+  the explanation; on a declaration, also what the build checked of the winner
+  against its Python source (`oneiricc explain`'s "checked:" lines);
 * go to definition for layers, components, tasks and imports;
 * completion of domains, keywords, keys and providers;
 * formatting with `oneiricc fmt`'s formatter.
@@ -29,7 +31,7 @@ from oneiric._plan.model import DOMAINS, Plan
 from pygls import uris
 from pygls.lsp.server import LanguageServer
 
-from oneiricc._authoring.explanation import render_explanation
+from oneiricc._authoring.explanation import check_lines, render_explanation
 from oneiricc._build import pipeline
 from oneiricc._build.loader import SOURCE_SUFFIX
 from oneiricc._build.pipeline import Build
@@ -108,6 +110,9 @@ def reference_at(text: str, line: int, col: int) -> Reference | None:
     words = _words(parent)
     if parent.data == "component" and parent.children.index(token) < 3:
         return Reference("component", f"{words[0]}:{words[1]}", _unquote(words[2]), True)
+    if parent.data in ("impl_ref", "impl_entrypoint") and parents[-2].data == "component":
+        declared = _words(parents[-2])  # (an impl is a field of its component)
+        return Reference("component", f"{declared[0]}:{declared[1]}", _unquote(declared[2]), True)
     if parent.data == "requires" and token.type == "NAME" and len(words) >= 3:
         return Reference("component", f"{words[1]}:{words[2]}")
     if parent.data == "selection":
@@ -314,7 +319,11 @@ def hover_text(server: OneiricServer, build: Build, ref: Reference) -> str | Non
         )
         reason = f": lost by {loser['rule']}, {loser['reason']}" if loser else ""
         lines.append(f'**"{ref.provider}" does not run in target {plan.target}**{reason}\n')
-    lines.append("```text\n" + render_explanation(component, plan.target) + "\n```")
+    shown = [render_explanation(component, plan.target)]
+    if ref.declaration:  # what was checked of the winner, as `oneiricc explain` shows it
+        contract = build.contracts.get(plan.target, {}).get(component.id)
+        shown += check_lines(contract, build.fits.get(plan.target, {}).get(component.id, {}))
+    lines.append("```text\n" + "\n".join(shown) + "\n```")
     return "\n".join(lines)
 
 
