@@ -190,7 +190,9 @@ def test_an_unreachable_broker_is_a_clear_error(tmp_path: Path) -> None:
     assert "not a Redis URL" in bad.stderr
 
 
-def _consumer(plan: Path, url: str, state: Path, name: str, log: str) -> subprocess.Popen[str]:
+def _consumer(
+    plan: Path, url: str, state: Path, name: str, log: str, *extra: str
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -206,6 +208,7 @@ def _consumer(plan: Path, url: str, state: Path, name: str, log: str) -> subproc
             str(state),
             "--consumer",
             name,
+            *extra,
         ],
         env=cli_env({"WF_LOG": log}),
         stdout=subprocess.DEVNULL,

@@ -800,6 +800,7 @@ def event_consume(
                         "consumer": name,
                         "plan": plan.digest,
                         "groups": events.groups,
+                        "backlog": list(events.backlog.values()),
                         "broker": events.status.as_json(),
                     }
                     if stop.is_set():

@@ -471,7 +471,10 @@ FLEET_COUNTS = (  # (where, key, label): the counters shown when the process has
 
 
 def _fleet_lines(fleet: dict[str, list[dict[str, Any]]], now: float) -> list[str]:
-    """The processes of `snapshots.fleet`, one line each and one per connection."""
+    """The processes of `snapshots.fleet`, one line each, one per consumer group's backlog
+    and one per connection."""
+    from oneiric._ops.page import backlog_text
+
     lines = []
     for kind, processes in fleet.items():
         if not processes:
@@ -493,6 +496,7 @@ def _fleet_lines(fleet: dict[str, list[dict[str, Any]]], now: float) -> list[str
                 if isinstance(holder, dict) and isinstance(holder.get(key), int):
                     facts.append(f"{label} {holder[key]}")
             lines.append(f"  {p['name']}  " + "  ".join(facts))
+            lines += [f"    group {backlog_text(b, now)}" for b in p.get("backlog") or []]
             lines += [
                 f"    {_link_line(p[role], now)}"
                 for role in snapshots.CONNECTIONS

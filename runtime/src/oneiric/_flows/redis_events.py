@@ -4,9 +4,9 @@
 to about `maxlen` entries, see `streams`), with the current trace context in
 its headers.  An event emitted under a stable id (a workflow node's
 `RUN-NODE`, see `oneiric.actions.flow`) is appended once: the append and a
-marker `PREFIX emitted:TOPIC:ID` (kept `DEDUPE_S`) are one script, so a node
-that runs again gets the first entry back (`queued` false) instead of a
-second one.  Each subscription is a consumer
+marker `PREFIX emitted:TOPIC:ID` (kept the URL's `dedupe` seconds, 7 days by
+default; 0 appends every emit) are one script, so a node that runs again
+gets the first entry back (`queued` false) instead of a second one.  Each subscription is a consumer
 group on that stream: a `broadcast` route has one group per handler
 (`handler:KEY`), so every handler sees every event once; an `exclusive`
 route has one group (`exclusive`) whose consumers share the events, each
@@ -28,6 +28,9 @@ acknowledgement; `oneiric event dead-letters` and `event replay` read it.
 
 Lost connections are retried with backoff (0.1 s doubling to 5 s, jittered)
 and counted in `status` (connected, last error, reconnects); nothing crashes.
+Every second a consumer also samples the backlog of its groups (`XINFO
+GROUPS`: pending and lag) into `backlog`, in a task of its own: a failed
+sample (the broker down) keeps the last values, their `sampled_at` ageing.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 STATE_KEY = "dead-letters:state"
-DEDUPE_S = 7 * 24 * 3600  # how long an event id emitted once is not appended again
+SAMPLE_EVERY_S = 1.0  # the backlog sample's period (the heartbeat's)
 
 # KEYS: the stream, the id's marker; ARGV: maxlen, marker seconds, the entry's fields.
 # {1, entry} when appended now; {0, entry} when the id was appended before.
@@ -142,6 +145,7 @@ class RedisEvents:
         self.plan = plan
         self.status = Connection(Link("broker", settings.url))
         self.groups: list[str] = []  # TOPIC/GROUP of each group consumed (for status)
+        self.backlog: dict[str, dict[str, Any]] = {}  # TOPIC/GROUP -> its last sample
         self._ensured: set[tuple[str, str]] = set()
         self._log = structlog.get_logger("oneiric.events.redis").bind(
             plan=plan.digest if plan else None, broker=settings.safe_url
@@ -195,11 +199,11 @@ class RedisEvents:
             "headers": json.dumps(header_map),
             "emitted_at": repr(time.time()),
         }
-        if event_id is None:
+        if event_id is None or not self.settings.dedupe_s:
             entry = await streams.publish(self.client, self.settings, stream, fields)
             return Published(eid, topic, stream, entry)
         marker = self.settings.key("emitted", topic, eid)
-        args: list[str | int] = [self.settings.maxlen, DEDUPE_S]
+        args: list[str | int] = [self.settings.maxlen, self.settings.dedupe_s]
         args += [x for kv in fields.items() for x in kv]
         reply: Any = await self.client.eval(_APPEND_ONCE, 2, stream, marker, *args)
         new, entry = reply
@@ -231,6 +235,18 @@ class RedisEvents:
             for sub in subscriptions(bus.plan)
         ]
         self.groups = [f"{c.sub.topic}/{c.group.group}" for c in consumers]
+        self.backlog = {
+            f"{c.sub.topic}/{c.group.group}": {
+                "topic": c.sub.topic,
+                "stream": c.group.stream,
+                "group": c.group.group,
+                "pending": None,
+                "lag": None,
+                "sampled_at": None,
+                "error": None,
+            }
+            for c in consumers
+        }
         for c in consumers:
             await self._retrying(c.group.create)
         self._log.info("consuming", consumer=name, groups=[c.group.group for c in consumers])
@@ -238,8 +254,34 @@ class RedisEvents:
             for c in consumers:
                 loops.start_soon(self._read_loop, bus, c, deliveries, prefetch, block_ms)
                 loops.start_soon(self._claim_loop, bus, c, deliveries, prefetch)
+            loops.start_soon(self._sample_loop)
             await stop.wait()
             loops.cancel_scope.cancel()
+
+    async def _sample_loop(self) -> None:
+        """Every `SAMPLE_EVERY_S`, each stream's `XINFO GROUPS` into `backlog`.
+
+        Not retried through the link (delivery's connection state stays delivery's):
+        a failure or a sample slower than the period keeps the last values and says why.
+        """
+        while True:
+            for stream in sorted({b["stream"] for b in self.backlog.values()}):
+                mine = [b for b in self.backlog.values() if b["stream"] == stream]
+                try:
+                    with anyio.fail_after(SAMPLE_EVERY_S):
+                        found = await streams.backlog(self.client, stream)
+                except Exception as exc:  # broker down, timeout: keep the last sample
+                    for b in mine:
+                        b["error"] = str(exc) or type(exc).__name__
+                    continue
+                now = time.time()
+                for b in mine:
+                    if b["group"] in found:
+                        b["pending"], b["lag"] = found[b["group"]]
+                        b.update(sampled_at=now, error=None)
+                    else:
+                        b["error"] = "no such group"
+            await anyio.sleep(SAMPLE_EVERY_S)
 
     async def _read_loop(
         self, bus: EventBus, c: _Consumer, deliveries: Any, prefetch: int, block_ms: int

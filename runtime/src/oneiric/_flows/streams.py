@@ -20,7 +20,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from oneiric._flows.link import safe_url
@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 DEFAULT_PREFIX = "oneiric:"
 DEFAULT_MAXLEN = 100_000
 DEFAULT_VISIBILITY_S = 30.0
+DEFAULT_DEDUPE_S = 7 * 24 * 3600  # how long an event id emitted once is not appended again
 DEAD_LETTERS = "dead-letters"
+N = TypeVar("N", int, float)
 MAX_CONNECTIONS = 256  # per process; a consumer holds one per group while it blocks
 
 
@@ -41,12 +43,14 @@ class BrokerUnavailable(Exception):
 
 @dataclass(frozen=True)
 class StreamSettings:
-    """Where and how: parsed from `redis://host:port/db?prefix=..&maxlen=..&visibility=..`."""
+    """Where and how: parsed from
+    `redis://host:port/db?prefix=..&maxlen=..&visibility=..&dedupe=..`."""
 
     url: str  # the connection URL, without our own query parameters
     prefix: str = DEFAULT_PREFIX
     maxlen: int = DEFAULT_MAXLEN  # approximate per-stream trim (MAXLEN ~)
     visibility_s: float = DEFAULT_VISIBILITY_S
+    dedupe_s: int = DEFAULT_DEDUPE_S  # a stable event id is appended once per window; 0: always
 
     @classmethod
     def parse(cls, url: str) -> StreamSettings:
@@ -54,19 +58,17 @@ class StreamSettings:
         if parts.scheme not in ("redis", "rediss", "unix"):
             raise BrokerUnavailable(f"event broker {url!r}: not a Redis URL (redis://host:port/db)")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        own = {k: query.pop(k) for k in ("prefix", "maxlen", "visibility") if k in query}
+        names = ("prefix", "maxlen", "visibility", "dedupe")
+        own: dict[str, str] = {k: query.pop(k) for k in names if k in query}
         rest = "&".join(f"{k}={v}" for k, v in query.items())
-        try:
-            return cls(
-                urlunsplit(parts._replace(query=rest)),
-                own.get("prefix", DEFAULT_PREFIX),
-                int(own.get("maxlen", DEFAULT_MAXLEN)),
-                float(own.get("visibility", DEFAULT_VISIBILITY_S)),
-            )
-        except ValueError:
-            raise BrokerUnavailable(
-                f"event broker {url!r}: maxlen must be an integer and visibility seconds"
-            ) from None
+        where = f"event broker {safe_url(url)}"
+        return cls(
+            urlunsplit(parts._replace(query=rest)),
+            own.get("prefix", DEFAULT_PREFIX),
+            _number(own, "maxlen", int, DEFAULT_MAXLEN, "an integer", where),
+            _number(own, "visibility", float, DEFAULT_VISIBILITY_S, "seconds", where),
+            _number(own, "dedupe", int, DEFAULT_DEDUPE_S, "whole seconds, 0 or more", where),
+        )
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -75,6 +77,21 @@ class StreamSettings:
     def safe_url(self) -> str:
         """The URL without a password (for messages and status)."""
         return safe_url(self.url)
+
+
+def _number(
+    own: Mapping[str, str], name: str, kind: type[N], default: N, what: str, where: str
+) -> N:
+    """URL parameter `name` as a `kind` (`default` when absent); `BrokerUnavailable` naming it."""
+    if name not in own:
+        return default
+    try:
+        value = kind(own[name])
+    except ValueError:
+        value = None
+    if value is None or (name == "dedupe" and value < 0):
+        raise BrokerUnavailable(f"{where}: URL parameter {name}={own[name]!r}: must be {what}")
+    return value
 
 
 def lost_connection() -> tuple[type[BaseException], ...]:
@@ -139,6 +156,24 @@ async def ensure_group(client: Redis, stream: str, group: str) -> None:
     except ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
+
+
+async def backlog(client: Redis, stream: str) -> dict[str, tuple[int, int | None]]:
+    """Each group of `stream`: its pending entries (delivered, not acknowledged) and its lag
+    (entries not yet delivered to it; None before Redis 7, or when Redis cannot tell,
+    e.g. after a trim or an XDEL), from `XINFO GROUPS`.  No groups: an empty dict."""
+    from redis.exceptions import ResponseError
+
+    try:
+        reply: Any = await client.xinfo_groups(stream)
+    except ResponseError as exc:
+        if "no such key" not in str(exc):
+            raise
+        return {}
+    return {
+        text(g["name"]): (int(g["pending"]), None if g.get("lag") is None else int(g["lag"]))
+        for g in reply
+    }
 
 
 def text(value: Any) -> str:

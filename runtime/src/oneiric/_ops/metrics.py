@@ -304,10 +304,16 @@ def event_metrics(directory: Path, local: EventCounts) -> Iterator[Metric]:
     connected = GaugeMetricFamily(
         "oneiric_event_broker_connected", "1 while connected to the broker.", labels=label
     )
+    samples: dict[tuple[str, str], dict[str, Any]] = {}  # (stream, group) -> freshest
     for path in sorted(directory.glob("*.json")):
         data = snapshots.read_json(path)
         if not isinstance(data, dict) or not isinstance(data.get("broker"), dict):
             continue
+        if snapshots.running(data, "written_at"):
+            for b in data.get("backlog") or []:
+                key, at = (str(b["stream"]), str(b["group"])), b.get("sampled_at")
+                if at is not None and at > samples.get(key, {}).get("sampled_at", 0):
+                    samples[key] = b
         name, broker = str(data.get("consumer", path.stem)), data["broker"]
         for outcome in ("delivered", "dead_lettered"):
             deliveries.add_sample(
@@ -317,6 +323,38 @@ def event_metrics(directory: Path, local: EventCounts) -> Iterator[Metric]:
         reconnects.add_metric([name], broker.get("reconnects", 0))
         connected.add_metric([name], 1.0 if broker.get("connected") else 0.0)
     yield from (deliveries, claimed, reconnects, connected)
+    yield from group_metrics(list(samples.values()))
+
+
+def group_metrics(samples: list[dict[str, Any]]) -> Iterator[Metric]:
+    """The backlog of each consumer group, one sample per (stream, group): the freshest
+    of the running consumers that read it (every consumer of a group samples the same
+    group-wide numbers, so they are never added up)."""
+    labels = ["topic", "stream", "group"]
+    pending = GaugeMetricFamily(
+        "oneiric_event_group_pending",
+        "Entries delivered to the consumer group and not yet acknowledged (XPENDING).",
+        labels=labels,
+    )
+    lag = GaugeMetricFamily(
+        "oneiric_event_group_lag",
+        "Entries of the stream not yet delivered to the consumer group (XINFO GROUPS lag; "
+        "absent where Redis cannot tell).",
+        labels=labels,
+    )
+    age = GaugeMetricFamily(
+        "oneiric_event_group_sample_age_seconds",
+        "Seconds since the group's backlog was last sampled (grows while the broker is down).",
+        labels=labels,
+    )
+    now = time.time()
+    for b in sorted(samples, key=lambda b: (b["stream"], b["group"])):
+        values = [str(b["topic"]), str(b["stream"]), str(b["group"])]
+        pending.add_metric(values, b["pending"])
+        if b.get("lag") is not None:
+            lag.add_metric(values, b["lag"])
+        age.add_metric(values, round(now - b["sampled_at"], 3))
+    yield from (pending, lag, age)
 
 
 def connection_metrics(supervisor: Supervisor) -> Iterator[Metric]:

@@ -162,6 +162,10 @@ def _fleet(status: dict[str, Any], now: float) -> str:
             what = ", ".join(p.get("groups") or []) or (
                 f"{len(p['runs'])} runs" if p.get("runs") is not None else ""
             )
+            backlog = "".join(
+                f"<div class=backlog>{escape(backlog_text(b, now))}</div>"
+                for b in p.get("backlog") or []
+            )
             links = "".join(
                 f"<div>{_link_text(p[role], now)}</div>"
                 for role in ROLES
@@ -171,7 +175,7 @@ def _fleet(status: dict[str, Any], now: float) -> str:
                 f"<tr id='{key}-{escape(p['name'])}'><td><code>{escape(p['name'])}</code></td>"
                 f"<td>{p['pid']}</td><td class={escape(cls)}>{escape(state)}</td>"
                 f"<td><code>{escape(str(p.get('plan') or ''))[:19]}</code></td>"
-                f"<td>{escape(what)}</td>{cells}<td>{links}</td></tr>"
+                f"<td>{escape(what)}{backlog}</td>{cells}<td>{links}</td></tr>"
             )
         out.append(
             f"<h2>{escape(title)}</h2><table id={key}><tr><th>name</th><th>pid</th>"
@@ -200,6 +204,21 @@ def _link_row(row_id: str, link: dict[str, Any], now: float) -> str:
         f"<td>{link.get('reconnects', 0)}</td>"
         f"<td>{escape(str(link.get('last_error') or ''))}</td></tr>"
     )
+
+
+def backlog_text(b: dict[str, Any], now: float) -> str:
+    """One consumer group's last backlog sample (a consumer's `backlog` entry), in words."""
+    if b.get("sampled_at") is None:
+        text = f"{b['topic']}/{b['group']}: not sampled yet"
+    else:
+        lag = "unknown" if b.get("lag") is None else b["lag"]
+        text = (
+            f"{b['topic']}/{b['group']}: pending {b['pending']}  lag {lag}  "
+            f"(sampled {max(0.0, now - b['sampled_at']):.1f} s ago)"
+        )
+    if b.get("error"):
+        text += f"  last sample failed: {b['error']}"
+    return text
 
 
 def _link_text(link: dict[str, Any], now: float) -> str:
