@@ -167,7 +167,8 @@ async def test_the_dedupe_window_is_a_url_parameter(tmp_path: Path, redis: Redis
 def test_a_bad_dedupe_value_is_exit_2_naming_it(tmp_path: Path, value: str) -> None:
     _, plan = build_plan(tmp_path, picky("h", "tick"))
     url = f"redis://127.0.0.1:1/0?dedupe={value}"
-    bad = oneiric("event", "emit", "tick", "--events", url, "--unsigned-plan", str(plan))
+    common = ["--unsigned-plan", str(plan), "--state", str(tmp_path / "state")]
+    bad = oneiric("event", "emit", "tick", "--events", url, *common)
     assert bad.returncode == 2
     assert f"URL parameter dedupe={value!r}: must be whole seconds, 0 or more" in bad.stderr
     assert "Traceback" not in bad.stderr
