@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from oneiric import _sqlite
 from oneiric._lifecycle.snapshots import pid_alive
 
 FILENAME = "flows.db"
@@ -233,10 +234,7 @@ class FlowStore:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.path = state_dir / FILENAME
         self.location = str(self.path)
-        self._db = sqlite3.connect(
-            self.path, timeout=10.0, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = _sqlite.connect(self.path, timeout_s=10.0, threads=True)
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
 

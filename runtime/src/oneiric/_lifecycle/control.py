@@ -23,11 +23,12 @@ Schema (documented in docs/runtime.md):
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from oneiric import _sqlite
 
 FILENAME = "control.db"
 SCHEMA = """
@@ -62,8 +63,7 @@ class ControlStore:
     def __init__(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.path = state_dir / FILENAME
-        self._db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = _sqlite.connect(self.path, timeout_s=5.0)
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self._migrate()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+from oneiric import _sqlite
 
 
 class SQLiteDatabase:
@@ -18,10 +19,7 @@ class SQLiteDatabase:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         # Activated in a worker thread, used from any thread: the lock serialises access.
-        self._db = sqlite3.connect(
-            path, timeout=timeout.total_seconds(), check_same_thread=False, isolation_level=None
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = _sqlite.connect(path, timeout_s=timeout.total_seconds(), threads=True)
         self._lock = threading.Lock()
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
