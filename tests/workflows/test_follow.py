@@ -7,7 +7,7 @@ is back, and the older plan's engine closes once the running one is open.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -26,11 +26,13 @@ def redis() -> Iterator[Server]:
     yield from redis_server(aof=True)
 
 
-async def until(condition: object, what: str, timeout_s: float = 20) -> None:
-    assert callable(condition)
-    with anyio.fail_after(timeout_s):
+async def until(condition: Callable[[], bool], what: str, timeout_s: float = 20) -> None:
+    """Wait for `condition()`; a failure names `what` it waited for."""
+    with anyio.move_on_after(timeout_s):
         while not condition():
             await anyio.sleep(0.05)
+        return
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.anyio
