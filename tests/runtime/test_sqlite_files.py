@@ -36,9 +36,7 @@ def _open(kind: str, directory: str, barrier: Any, errors: Any) -> None:
     except Exception as exc:
         errors.put(f"{type(exc).__name__}: {exc}")
         return
-    close = getattr(opened, "close", None)
-    if close is not None:
-        close()
+    opened.close()
 
 
 @pytest.mark.parametrize("kind", sorted(OPENERS))
