@@ -144,7 +144,6 @@ class RedisEvents:
         self.settings = settings
         self.plan = plan
         self.status = Connection(Link("broker", settings.url))
-        self.groups: list[str] = []  # TOPIC/GROUP of each group consumed (for status)
         self.backlog: dict[str, dict[str, Any]] = {}  # TOPIC/GROUP -> its last sample
         self._ensured: set[tuple[str, str]] = set()
         self._log = structlog.get_logger("oneiric.events.redis").bind(
@@ -159,6 +158,11 @@ class RedisEvents:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+    @property
+    def groups(self) -> list[str]:
+        """TOPIC/GROUP of each group consumed (for status)."""
+        return list(self.backlog)
 
     def stream(self, topic: str) -> str:
         return self.settings.key("events", topic)
@@ -234,7 +238,6 @@ class RedisEvents:
             )
             for sub in subscriptions(bus.plan)
         ]
-        self.groups = [f"{c.sub.topic}/{c.group.group}" for c in consumers]
         self.backlog = {
             f"{c.sub.topic}/{c.group.group}": {
                 "topic": c.sub.topic,
@@ -264,9 +267,11 @@ class RedisEvents:
         Not retried through the link (delivery's connection state stays delivery's):
         a failure or a sample slower than the period keeps the last values and says why.
         """
+        by_stream: dict[str, list[dict[str, Any]]] = {}
+        for sample in self.backlog.values():
+            by_stream.setdefault(sample["stream"], []).append(sample)
         while True:
-            for stream in sorted({b["stream"] for b in self.backlog.values()}):
-                mine = [b for b in self.backlog.values() if b["stream"] == stream]
+            for stream, mine in sorted(by_stream.items()):
                 try:
                     with anyio.fail_after(SAMPLE_EVERY_S):
                         found = await streams.backlog(self.client, stream)

@@ -67,7 +67,7 @@ class StreamSettings:
             own.get("prefix", DEFAULT_PREFIX),
             _number(own, "maxlen", int, DEFAULT_MAXLEN, "an integer", where),
             _number(own, "visibility", float, DEFAULT_VISIBILITY_S, "seconds", where),
-            _number(own, "dedupe", int, DEFAULT_DEDUPE_S, "whole seconds, 0 or more", where),
+            _number(own, "dedupe", int, DEFAULT_DEDUPE_S, "whole seconds, 0 or more", where, 0),
         )
 
     def key(self, *parts: str) -> str:
@@ -80,16 +80,23 @@ class StreamSettings:
 
 
 def _number(
-    own: Mapping[str, str], name: str, kind: type[N], default: N, what: str, where: str
+    own: Mapping[str, str],
+    name: str,
+    kind: type[N],
+    default: N,
+    what: str,
+    where: str,
+    least: N | None = None,
 ) -> N:
-    """URL parameter `name` as a `kind` (`default` when absent); `BrokerUnavailable` naming it."""
+    """URL parameter `name` as a `kind` (`default` when absent), at least `least` if given;
+    `BrokerUnavailable` naming it."""
     if name not in own:
         return default
     try:
         value = kind(own[name])
     except ValueError:
         value = None
-    if value is None or (name == "dedupe" and value < 0):
+    if value is None or (least is not None and value < least):
         raise BrokerUnavailable(f"{where}: URL parameter {name}={own[name]!r}: must be {what}")
     return value
 
