@@ -473,7 +473,7 @@ FLEET_COUNTS = (  # (where, key, label): the counters shown when the process has
 def _fleet_lines(fleet: dict[str, list[dict[str, Any]]], now: float) -> list[str]:
     """The processes of `snapshots.fleet`, one line each, one per consumer group's backlog
     and one per connection."""
-    from oneiric._ops.page import backlog_text
+    from oneiric._ops.words import backlog_text
 
     lines = []
     for kind, processes in fleet.items():
@@ -507,18 +507,14 @@ def _fleet_lines(fleet: dict[str, list[dict[str, Any]]], now: float) -> list[str
 
 def _link_line(link: dict[str, Any], now: float) -> str:
     """One connection (`link.Link.as_json`): role, endpoint, state, and why when not up."""
+    from oneiric._ops.words import link_state
+
     state = link.get("state") or ("connected" if link.get("connected") else "reconnecting")
-    line = f"{link.get('role', '-'):<6} {link.get('url', '-')}  {state}"
+    line = f"{link.get('role', '-'):<6} {link.get('url', '-')}  "
+    line += link_state(link | {"state": state}, now)
     since = link.get("since")
-    if state == "reconnecting":
-        line += f" (attempt {link.get('attempt', '?')}"
-        if link.get("next_retry_at"):
-            line += f", next retry in {max(0.0, link['next_retry_at'] - now):.1f} s"
-        line += ")"
     if since and state != "unknown":
         line += f" since {_clock(since)} ({max(0, round(now - since))} s)"
-    if state == "unknown" and link.get("last_state"):
-        line += f" (last known: {link['last_state']})"
     if link.get("reconnects"):
         line += f"  reconnects {link['reconnects']}"
     if state != "connected" and link.get("last_error"):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from oneiric._flows.store import FILENAME as FLOWS_DB
 from oneiric._flows.store import FlowStore, RunRecord
+from oneiric._ops.words import backlog_text, link_state
 
 if TYPE_CHECKING:
     from oneiric._lifecycle.supervisor import Supervisor
@@ -199,26 +200,11 @@ def _link_row(row_id: str, link: dict[str, Any], now: float) -> str:
     return (
         f"<tr id='{escape(row_id)}'><td>{escape(str(link.get('role', '')))}</td>"
         f"<td><code>{escape(str(link.get('url', '')))}</code></td>"
-        f"<td class={escape(state)}>{escape(_link_state(link, now))}</td>"
+        f"<td class={escape(state)}>{escape(link_state(link, now))}</td>"
         f"<td>{_clock(since) + f' ({_ago(now - since)} ago)' if since else ''}</td>"
         f"<td>{link.get('reconnects', 0)}</td>"
         f"<td>{escape(str(link.get('last_error') or ''))}</td></tr>"
     )
-
-
-def backlog_text(b: dict[str, Any], now: float) -> str:
-    """One consumer group's last backlog sample (a consumer's `backlog` entry), in words."""
-    if b.get("sampled_at") is None:
-        text = f"{b['topic']}/{b['group']}: not sampled yet"
-    else:
-        lag = "unknown" if b.get("lag") is None else b["lag"]
-        text = (
-            f"{b['topic']}/{b['group']}: pending {b['pending']}  lag {lag}  "
-            f"(sampled {max(0.0, now - b['sampled_at']):.1f} s ago)"
-        )
-    if b.get("error"):
-        text += f"  last sample failed: {b['error']}"
-    return text
 
 
 def _link_text(link: dict[str, Any], now: float) -> str:
@@ -226,20 +212,9 @@ def _link_text(link: dict[str, Any], now: float) -> str:
     error = link.get("last_error") if state != "connected" else None
     return (
         f"{escape(str(link.get('role', '')))} <code>{escape(str(link.get('url', '')))}</code> "
-        f"<span class={escape(state)}>{escape(_link_state(link, now))}</span>"
+        f"<span class={escape(state)}>{escape(link_state(link, now))}</span>"
         + (f" <span class=muted>{escape(str(error))}</span>" if error else "")
     )
-
-
-def _link_state(link: dict[str, Any], now: float) -> str:
-    state = str(link.get("state", ""))
-    if state == "reconnecting":
-        retry = link.get("next_retry_at")
-        state += f" (attempt {link.get('attempt')}"
-        state += f", next retry in {max(0.0, retry - now):.1f}s)" if retry else ")"
-    elif state == "unknown" and link.get("last_state"):
-        state += f" (last known: {link['last_state']})"
-    return state
 
 
 def _swaps(metrics: Metrics, now: float) -> str:
